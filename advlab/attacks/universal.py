@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+def universal(*args, **kwargs):
+    raise NotImplementedError("universal is not written yet")

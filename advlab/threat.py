@@ -1,0 +1,228 @@
+"""Threat models: the set of allowed perturbations, passed to every attack as an object.
+
+A :class:`ThreatModel` is the ``eps``-ball of an Lp norm (``linf``, ``l2`` or ``l1``) around each
+input, intersected with the box of valid inputs ``bounds``. It knows how to measure a
+perturbation (:meth:`distance`), test membership (:meth:`contains`), map any point back into the
+set (:meth:`project`), draw a uniform random start (:meth:`random_init`) and turn a gradient into
+the steepest-ascent direction of unit norm (:meth:`ascent_direction`). Attacks are written once
+against this interface instead of once per norm (the design of foolbox's
+``gradient_descent_base``).
+
+Shapes: ``x`` is ``(B, ...)``; ``eps`` is a float or a tensor of shape ``(B,)`` (one radius per
+sample); per-sample quantities are ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Eps = Union[float, Tensor]
+
+NORMS = ("linf", "l2", "l1")
+_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l∞": "linf", "l2": "l2", "2": "l2",
+            "l1": "l1", "1": "l1"}
+#: Slack allowed in membership tests (float32 round-off after projection).
+ATOL = 1e-5
+
+
+def canonical_norm(norm: str | int | float) -> str:
+    """Map ``"Linf" | "inf" | inf | "l2" | 2 | "l1" | 1`` to ``"linf" | "l2" | "l1"``."""
+    key = str(norm).strip().lower().replace("-", "_")
+    if isinstance(norm, float) and math.isinf(norm):
+        key = "linf"
+    if key not in _ALIASES:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    return _ALIASES[key]
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _view(per_sample: Tensor, like: Tensor) -> Tensor:
+    """Reshape a ``(B,)`` tensor so it broadcasts against ``like`` of shape ``(B, ...)``."""
+    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def lp_norm(t: Tensor, norm: str) -> Tensor:
+    """Per-sample Lp norm of ``t`` (``(B, ...)`` -> ``(B,)``)."""
+    flat = _flat(t)
+    if norm == "linf":
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    return torch.linalg.vector_norm(flat, ord=2 if norm == "l2" else 1, dim=1)
+
+
+def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
+    """Exact Euclidean projection of each row of ``delta`` onto the L1 ball of radius ``eps``.
+
+    Sorting-based algorithm of Duchi, Shalev-Shwartz, Singer & Chandra (ICML 2008).
+    ``delta``: ``(B, D)``; ``eps``: ``(B,)``. Rows already inside are returned unchanged.
+    """
+    abs_delta = delta.abs()
+    inside = abs_delta.sum(dim=1) <= eps
+    sorted_abs, _ = torch.sort(abs_delta, dim=1, descending=True)
+    cumsum = sorted_abs.cumsum(dim=1)
+    ranks = torch.arange(1, delta.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    # rho = largest j with sorted_j - (cumsum_j - eps) / j > 0
+    positive = sorted_abs - (cumsum - eps[:, None]) / ranks > 0
+    rho = (positive * ranks).argmax(dim=1)  # index of the last positive entry
+    theta = (cumsum.gather(1, rho[:, None]).squeeze(1) - eps) / (rho + 1).to(delta.dtype)
+    theta = theta.clamp_min(0.0)
+    projected = delta.sign() * (abs_delta - theta[:, None]).clamp_min(0.0)
+    return torch.where(inside[:, None], delta, projected)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An Lp ball of radius ``eps`` around each input, intersected with the box ``bounds``.
+
+    Args:
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"Linf"`` or ``2`` are accepted).
+        eps: radius, a non-negative float or a ``(B,)`` tensor of per-sample radii.
+        bounds: ``(low, high)`` of valid input values, ``(0.0, 1.0)`` for images.
+    """
+
+    norm: str = "linf"
+    eps: Eps = 8 / 255
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        eps = self.eps
+        if isinstance(eps, Tensor):
+            eps = eps.detach().to(torch.float32).reshape(-1)
+            if not torch.isfinite(eps).all() or (eps < 0).any():
+                raise ValueError("eps must be finite and non-negative (got NaN/inf/negative values)")
+        else:
+            if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+                raise TypeError(f"eps must be a float or a (B,) tensor, got {type(eps).__name__}")
+            eps = float(eps)
+            if not math.isfinite(eps) or eps < 0:
+                raise ValueError(f"eps must be finite and non-negative, got {eps}")
+        object.__setattr__(self, "eps", eps)
+        low, high = (float(b) for b in self.bounds)
+        if not low < high:
+            raise ValueError(f"bounds must satisfy low < high, got {self.bounds}")
+        object.__setattr__(self, "bounds", (low, high))
+
+    # ------------------------------------------------------------------ helpers
+    def with_eps(self, eps: Eps) -> ThreatModel:
+        """A copy of this threat model with another radius."""
+        return ThreatModel(self.norm, eps, self.bounds)
+
+    def eps_per_sample(self, x: Tensor) -> Tensor:
+        """Radii as a ``(B,)`` tensor on ``x``'s device and dtype."""
+        if isinstance(self.eps, Tensor):
+            eps = self.eps.to(device=x.device, dtype=x.dtype)
+            if eps.numel() == 1:
+                return eps.expand(x.shape[0]).clone()
+            if eps.shape[0] != x.shape[0]:
+                raise ValueError(f"per-sample eps has {eps.shape[0]} entries but the batch has {x.shape[0]}")
+            return eps
+        return torch.full((x.shape[0],), self.eps, device=x.device, dtype=x.dtype)
+
+    def select(self, index: Tensor) -> ThreatModel:
+        """The threat model restricted to samples ``index`` (only changes a per-sample eps)."""
+        if isinstance(self.eps, Tensor) and self.eps.numel() > 1:
+            return self.with_eps(self.eps[index.to(self.eps.device)])
+        return self
+
+    def clip(self, x: Tensor) -> Tensor:
+        """Clamp ``x`` into ``bounds``."""
+        return x.clamp(*self.bounds)
+
+    # ------------------------------------------------------------------ geometry
+    def distance(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Per-sample norm of ``x_adv - x``: ``(B, ...) -> (B,)``."""
+        return lp_norm(x_adv - x, self.norm)
+
+    def contains(self, x: Tensor, x_adv: Tensor, atol: float = ATOL) -> Tensor:
+        """``(B,)`` bool: ``x_adv`` is within ``eps`` of ``x`` and inside ``bounds`` (up to ``atol``)."""
+        eps = self.eps_per_sample(x)
+        in_ball = self.distance(x, x_adv) <= eps * (1 + atol) + atol
+        low, high = self.bounds
+        flat = _flat(x_adv)
+        in_box = (flat >= low - atol).all(dim=1) & (flat <= high + atol).all(dim=1)
+        return in_ball & in_box & torch.isfinite(flat).all(dim=1)
+
+    def project_delta(self, delta: Tensor, eps: Tensor | None = None) -> Tensor:
+        """Euclidean projection of a perturbation onto the Lp ball (no box): ``(B, ...)``."""
+        eps = self.eps_per_sample(delta) if eps is None else eps
+        if self.norm == "linf":
+            e = _view(eps, delta)
+            return torch.maximum(torch.minimum(delta, e), -e)
+        if self.norm == "l2":
+            norms = lp_norm(delta, "l2")
+            factor = torch.where(norms > eps, eps / norms.clamp_min(1e-12), torch.ones_like(norms))
+            return delta * _view(factor, delta)
+        return project_l1_ball(_flat(delta), eps).reshape(delta.shape)
+
+    def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Map ``x_adv`` into the threat set around ``x``.
+
+        The perturbation is projected onto the Lp ball, then the point is clipped into the box.
+        Clipping a point of a box-centred ball moves every coordinate towards ``x``, so the result
+        stays in the ball; for ``linf`` this is the exact projection onto the intersection.
+        """
+        delta = self.project_delta(x_adv - x)
+        return self.clip(x + delta)
+
+    def random_init(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A point drawn uniformly from the ``eps``-ball around ``x`` (then clipped to the box).
+
+        Linf: uniform in the cube. L2: Gaussian direction times ``eps * U^(1/d)``. L1: signed
+        Dirichlet(1, ..., 1) coordinates (``d + 1`` exponentials, the last as slack), which is
+        uniform in the cross-polytope. ``generator`` makes the draw reproducible.
+        """
+        b, d = x.shape[0], x[0].numel()
+        eps = self.eps_per_sample(x)
+        kw = {"device": x.device, "dtype": x.dtype, "generator": generator}
+        if self.norm == "linf":
+            delta = (torch.rand(b, d, **kw) * 2 - 1) * eps[:, None]
+        elif self.norm == "l2":
+            direction = torch.randn(b, d, **kw)
+            direction = direction / lp_norm(direction, "l2").clamp_min(1e-12)[:, None]
+            radius = torch.rand(b, **kw).pow(1.0 / d) * eps
+            delta = direction * radius[:, None]
+        else:
+            expo = -torch.rand(b, d + 1, **kw).clamp_min(1e-12).log()
+            coords = expo[:, :d] / expo.sum(dim=1, keepdim=True)
+            signs = torch.randint(0, 2, (b, d), device=x.device, generator=generator).to(x.dtype) * 2 - 1
+            delta = coords * signs * eps[:, None]
+        return self.clip(x + delta.reshape(x.shape))
+
+    def ascent_direction(self, grad: Tensor, l1_sparsity: float = 0.95) -> Tensor:
+        """Steepest-ascent direction of unit Lp norm for a gradient ``grad`` of shape ``(B, ...)``.
+
+        Linf: ``sign(grad)``. L2: ``grad / ||grad||_2``. L1: a sparse step on the coordinates in the
+        top ``1 - l1_sparsity`` fraction of ``|grad|`` per sample (SLIDE-style, Tramer & Boneh
+        2019), scaled to unit L1 norm. Zero gradients give a zero direction.
+        """
+        if self.norm == "linf":
+            return grad.sign()
+        if self.norm == "l2":
+            norms = lp_norm(grad, "l2").clamp_min(1e-12)
+            return grad / _view(norms, grad)
+        flat = _flat(grad)
+        k = max(1, int(round((1.0 - l1_sparsity) * flat.shape[1])))
+        threshold = flat.abs().topk(k, dim=1).values[:, -1:]
+        mask = (flat.abs() >= threshold) & (flat != 0)
+        direction = flat.sign() * mask
+        direction = direction / direction.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
+        return direction.reshape(grad.shape)
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: Eps) -> Tensor:
+        """``x_adv + step_size * ascent_direction(grad)``; ``step_size`` float or ``(B,)``."""
+        if isinstance(step_size, Tensor) and step_size.dim() > 0:
+            step_size = _view(step_size.to(x_adv), x_adv)
+        return x_adv + step_size * self.ascent_direction(grad)
+
+    def __repr__(self) -> str:
+        eps = (f"tensor(shape={tuple(self.eps.shape)})" if isinstance(self.eps, Tensor)
+               else f"{self.eps:g}")
+        return f"ThreatModel(norm={self.norm!r}, eps={eps}, bounds={self.bounds})"

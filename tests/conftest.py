@@ -6,14 +6,13 @@ The trained fixtures use a bare PyTorch loop on purpose, so attack tests do not 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the test models are tiny, and intra-op threading only adds overhead for them.
+torch.set_num_threads(1)
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,150 @@
+"""What a training run leaves behind: the run directory and the store records.
+
+``run_dir/`` holds ``config.json`` (the full run config), ``history.json`` (one record per
+epoch), ``checkpoint.pt`` (see :mod:`advlab.training.checkpoint`), ``last.safetensors/json``
+(the weights after the latest epoch) and ``model.safetensors/json`` (the best epoch by
+``select_metric``, or the latest when there is no such metric; ``load_model(run_dir)`` loads
+it). All written atomically, by rank 0 only. With a store, the run is registered under its name
+and every epoch record is logged as metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab._utils import atomic_write_json
+from advlab.store import Store
+from advlab.training.checkpoint import (
+    CHECKPOINT_NAME,
+    check_resumable,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+BEST_NAME, LAST_NAME = "model", "last"
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    parts = []
+    for key, value in record.items():
+        if key in ("epoch", "step"):
+            continue
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class RunRecorder:
+    """Writes the run directory and the store records of one ``fit`` call (rank 0 only)."""
+
+    def __init__(self, run_dir: Path | None, store: Store | str | Path | None,
+                 run_name: str | None, config: dict[str, Any], is_main: bool) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.is_main = is_main
+        if store is not None and run_name is None and run_dir is None:
+            raise ValueError("logging to a store needs run_name= (or a run_dir)")
+        self.run_name: str = run_name or (run_dir.name if run_dir is not None else "run")
+        self._owns_store = store is not None and not isinstance(store, Store)
+        self.store: Store | None = None
+        if store is not None and is_main:
+            self.store = store if isinstance(store, Store) else Store(store)
+        self.best_state: dict[str, torch.Tensor] | None = None  # best weights seen in this process
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+
+    def load_resume_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (checked against the config), or None to start anew."""
+        path = self.checkpoint_path
+        if path is None:
+            raise ValueError("resume=True needs run_dir= (the directory of the run to continue)")
+        if not path.exists():
+            logger.info("no checkpoint in %s: starting a new run", self.run_dir)
+            return None
+        checkpoint = load_checkpoint(path)
+        check_resumable(checkpoint["config"], self.config, path)
+        logger.info("resuming %s after epoch %d, step %d", self.run_dir, checkpoint["epoch"],
+                    checkpoint["step"])
+        return checkpoint
+
+    def start(self, model: nn.Module, resumed_epoch: int | None) -> None:
+        """Write config.json and register the run (clearing metrics that will be redone)."""
+        if not self.is_main:
+            return
+        if self.run_dir is not None and not hasattr(model, "advlab_spec"):
+            logger.warning("the model has no advlab_spec (build it with advlab.create_model): "
+                           "%s gets checkpoint.pt and history.json but no model.safetensors",
+                           self.run_dir)
+        if self.run_dir is not None:
+            checkpoint_path = self.run_dir / CHECKPOINT_NAME
+            if resumed_epoch is None and checkpoint_path.exists():
+                logger.warning("%s already holds a run; starting over (resume=True continues it)",
+                               self.run_dir)
+                checkpoint_path.unlink()
+            atomic_write_json(self.run_dir / "config.json", self.config)
+        if self.store is not None:
+            self.store.add_run(self.run_name, self._run_path(), self.config,
+                               {"status": "running"})
+            self.store.clear_metrics(self.run_name, from_epoch=(resumed_epoch or 0) + 1)
+
+    def _run_path(self) -> str:
+        return str(self.run_dir.resolve()) if self.run_dir is not None else ""
+
+    def epoch(self, model: nn.Module, record: dict[str, Any], improved: bool, select: bool,
+              history: list[dict[str, Any]]) -> None:
+        """After an epoch: keep the best weights, write the files, log the record."""
+        if improved:
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in model.state_dict().items()}
+        if not self.is_main:
+            return
+        logger.info("epoch %d: %s", record["epoch"], _format_record(record))
+        if self.run_dir is not None and hasattr(model, "advlab_spec"):
+            metadata = {"epoch": record["epoch"], "metrics": record, "run_name": self.run_name}
+            _save_weights(model, self.run_dir, LAST_NAME, metadata)
+            if improved or not select:
+                _save_weights(model, self.run_dir, BEST_NAME, metadata)
+        if self.run_dir is not None:
+            atomic_write_json(self.run_dir / "history.json", history)
+        if self.store is not None:
+            self.store.log_metrics(self.run_name, record["epoch"], record)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``checkpoint.pt`` atomically (with the config, for resume checks)."""
+        if self.is_main and self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, {**state, "config": self.config})
+
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The best weights: from this process, or from ``model.safetensors`` after a resume."""
+        if self.best_state is not None:
+            return self.best_state
+        if self.run_dir is not None and (self.run_dir / f"{BEST_NAME}.safetensors").exists():
+            from safetensors.torch import load_file
+
+            return load_file(self.run_dir / f"{BEST_NAME}.safetensors")
+        return None
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Record the outcome in the store and close it if we opened it."""
+        if self.store is None:
+            return
+        try:
+            self.store.add_run(self.run_name, self._run_path(), self.config,
+                               {"status": "finished", **summary})
+        finally:
+            if self._owns_store:
+                self.store.close()
+
+
+def _save_weights(model: nn.Module, run_dir: Path, name: str, metadata: dict[str, Any]) -> None:
+    from advlab.models import save_model
+
+    save_model(model, run_dir, name=name, **metadata)

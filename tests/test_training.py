@@ -1,0 +1,346 @@
+"""The fit loop: learning, run files, checkpoints, exact resume (also after SIGKILL), early
+stopping, config checks, the store and the ``train`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from advlab.models import create_model, load_model
+from advlab.store import Store
+from advlab.training import (
+    OBJECTIVES,
+    fit,
+    get_objective,
+    load_checkpoint,
+    standard_objective,
+)
+
+RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s",
+               "samples_per_s"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is much faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _dropout_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2),
+                         nn.Linear(32, 10))
+
+
+def _spec_mlp() -> nn.Module:
+    return create_model("mlp", 10, (1, 8, 8), widths=(32,), seed=0)
+
+
+@pytest.fixture()
+def small(digits):
+    x_tr, y_tr, x_te, y_te = digits
+    return (x_tr[:640], y_tr[:640]), (x_te[:200], y_te[:200])
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+
+
+def test_fit_learns_and_writes_run_dir(digits, tmp_path):
+    x_tr, y_tr, x_te, y_te = digits
+    run_dir = tmp_path / "run"
+    result = fit(_spec_mlp(), (x_tr, y_tr), val_data=(x_te, y_te), epochs=3, batch_size=64,
+                 lr=1e-2, progress=False, run_dir=run_dir, config={"dataset": "digits"})
+    assert len(result.history) == 3 and result.run_dir == run_dir
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    for record in result.history:
+        assert RECORD_KEYS <= set(record)
+        assert record["samples_per_s"] > 0 and record["time_s"] > 0
+    assert result.history[-1]["step"] == 3 * 22  # ceil(1397 / 64) steps per epoch
+    assert result.history[-1]["val_acc"] > 0.85 and result.history[-1]["train_acc"] > 0.8
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    best = max(range(3), key=lambda i: result.history[i]["val_acc"]) + 1
+    assert result.best_epoch == best
+    # the files: config, history, checkpoint (weights-only loadable), best and last models
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["checkpoint.pt", "config.json", "history.json", "last.json",
+                     "last.safetensors", "model.json", "model.safetensors"]  # no temp files
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["dataset"] == "digits" and config["seed"] == 0 and config["epochs"] == 3
+    assert config["model_spec"]["name"] == "mlp" and config["objective"]["name"] == "none"
+    assert config["train_data"]["size"] == 1397 and config["advlab_version"]
+    assert json.loads((run_dir / "history.json").read_text()) == result.history
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (3, 0)
+    assert checkpoint["best_epoch"] == best and checkpoint["config"] == config
+    _assert_same_weights(_weights(load_model(run_dir)), _weights(result.model), atol=0)
+    _assert_same_weights(_weights(load_model(run_dir, name="last")), checkpoint["model"], atol=0)
+    assert not result.model.training
+
+
+def test_fit_is_deterministic_and_leaves_global_rng_alone(small):
+    train, val = small
+    models = [_dropout_mlp(), _dropout_mlp()]
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    results = [fit(model, train, val_data=val, epochs=1, batch_size=32, progress=False)
+               for model in models]
+    assert torch.equal(torch.get_rng_state(), before)
+    _assert_same_weights(_weights(results[0].model), _weights(results[1].model), atol=0)
+    other = fit(_dropout_mlp(), train, epochs=1, batch_size=32, progress=False, seed=1)
+    assert not torch.equal(other.model[1].weight, results[0].model[1].weight)
+
+
+class CrashingObjective:
+    """Cross-entropy that raises on its ``crash_at``-th call (a simulated kill)."""
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        self.crash_at, self.calls = crash_at, 0
+
+    def __call__(self, model, x, y):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise KeyboardInterrupt("simulated kill")
+        return standard_objective(model, x, y)
+
+
+def test_resume_mid_epoch_reaches_identical_weights(small, tmp_path):
+    train, val = small
+    options = dict(val_data=val, epochs=3, batch_size=32, lr=3e-3, progress=False,
+                   checkpoint_every=7, schedule="onecycle", optimizer="adam")
+    reference = fit(_dropout_mlp(), train, objective=CrashingObjective(), **options)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # 20 steps per epoch: dies in epoch 2 at step 9
+        fit(_dropout_mlp(), train, objective=CrashingObjective(crash_at=30), run_dir=run_dir,
+            **options)
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 8)  # global step 28 = 4 * 7
+    resumed = fit(_dropout_mlp(seed=5), train, objective=CrashingObjective(), run_dir=run_dir,
+                  resume=True, **options)
+    _assert_same_weights(_weights(resumed.model), _weights(reference.model), atol=1e-6)
+    assert len(resumed.history) == 3
+    for got, want in zip(resumed.history, reference.history, strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
+            assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    # resuming a finished run trains no more
+    again = fit(_dropout_mlp(seed=7), train, objective=CrashingObjective(), run_dir=run_dir,
+                resume=True, **options)
+    assert again.history == resumed.history
+
+
+def test_resume_refuses_a_different_config(small, tmp_path):
+    train, _ = small
+    run_dir = tmp_path / "run"
+    options = dict(epochs=1, batch_size=64, progress=False, run_dir=run_dir)
+    fit(_dropout_mlp(), train, lr=1e-3, **options)
+    with pytest.raises(ValueError, match="config differs in lr"):
+        fit(_dropout_mlp(), train, lr=2e-3, resume=True, **options)
+    with pytest.raises(ValueError, match="differs in batch_size, seed"):
+        fit(_dropout_mlp(), train, resume=True, **{**options, "batch_size": 32}, seed=3)
+    with pytest.raises(ValueError, match="epochs may only change with schedule='constant'"):
+        fit(_dropout_mlp(), train, resume=True, **{**options, "epochs": 2})
+    with pytest.raises(ValueError, match="resume=True needs run_dir"):
+        fit(_dropout_mlp(), train, resume=True, epochs=1)
+    # settings on the whitelist may change
+    fit(_dropout_mlp(), train, resume=True, checkpoint_every=3, device="cpu", **options)
+
+
+def test_constant_schedule_can_extend_epochs_exactly(small, tmp_path):
+    train, val = small
+    options = dict(val_data=val, batch_size=64, schedule="constant", optimizer="sgd", lr=0.05,
+                   progress=False)
+    reference = fit(_dropout_mlp(), train, epochs=2, **options)
+    fit(_dropout_mlp(), train, epochs=1, run_dir=tmp_path / "run", **options)
+    extended = fit(_dropout_mlp(seed=9), train, epochs=2, run_dir=tmp_path / "run", resume=True,
+                   **options)
+    assert [r["epoch"] for r in extended.history] == [1, 2]
+    _assert_same_weights(_weights(extended.model), _weights(reference.model), atol=1e-6)
+
+
+def test_early_stopping_keeps_the_best_epoch(small, tmp_path):
+    train, _ = small
+    scripted = [0.1, 0.5, 0.3, 0.2, 0.9, 0.95]
+    snapshots: dict[int, dict] = {}
+
+    def epoch_end(model, epoch):
+        snapshots[epoch] = _weights(model)
+        return {"adv_val_acc": scripted[epoch - 1]}
+
+    result = fit(_spec_mlp(), train, epochs=6, batch_size=64, progress=False, epoch_end=epoch_end,
+                 select_metric="adv_val_acc", early_stopping_patience=2, run_dir=tmp_path / "run")
+    assert [r["adv_val_acc"] for r in result.history] == scripted[:4]  # stopped after epoch 4
+    assert result.best_epoch == 2
+    _assert_same_weights(_weights(result.model), snapshots[2], atol=0)
+    _assert_same_weights(_weights(load_model(tmp_path / "run")), snapshots[2], atol=0)
+    _assert_same_weights(_weights(load_model(tmp_path / "run", name="last")), snapshots[4], atol=0)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["stopped"] is True
+    with pytest.raises(ValueError, match="early stopping needs the metric 'val_acc'"):
+        fit(_spec_mlp(), train, epochs=2, progress=False, early_stopping_patience=1)
+
+
+def test_objectives_registry_and_outputs(small):
+    assert "none" in OBJECTIVES
+    objective = get_objective("None")
+    assert objective.name == "none" and objective.params == {}
+    with pytest.raises(ValueError, match="unknown objective .*'pgd-at-typo'.*choose one of: .*none"):
+        get_objective("pgd-at-typo")
+    with pytest.raises(ValueError, match="takes no parameters"):
+        get_objective("none", eps=0.1)
+    train, _ = small
+    loss_only = fit(_dropout_mlp(), train, epochs=1, batch_size=64, progress=False,
+                    objective=lambda m, x, y: nn.functional.cross_entropy(m(x), y))
+    assert loss_only.history[0]["train_acc"] is None
+    assert loss_only.config["objective"]["name"].endswith("<lambda>")
+    with pytest.raises(ValueError, match="logits of shape"):
+        fit(_dropout_mlp(), train, epochs=1, progress=False,
+            objective=lambda m, x, y: (nn.functional.cross_entropy(m(x), y), m(x)[:1]))
+
+
+def test_bad_arguments_are_clear(small):
+    train, _ = small
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        fit(_dropout_mlp(), train, batch_size=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose one of: adam, sgd"):
+        fit(_dropout_mlp(), train, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        fit(_dropout_mlp(), train, schedule="step")
+    with pytest.raises(ValueError, match="an \\(x, y\\) pair of tensors of the same length"):
+        fit(_dropout_mlp(), (train[0], train[1][:10]), progress=False)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(_dropout_mlp(), train, epochs=1, lr=1e30, optimizer="sgd", schedule="constant",
+            progress=False)
+
+
+def test_map_style_dataset_and_store(small, tmp_path):
+    train, val = small
+    dataset = torch.utils.data.TensorDataset(*train)
+
+    class MapStyle(torch.utils.data.Dataset):  # no .x/.y: goes through a DataLoader
+        def __len__(self):
+            return len(dataset)
+
+        def __getitem__(self, index):
+            return dataset[index]
+
+    store_path = tmp_path / "advlab.db"
+    a = fit(_dropout_mlp(), MapStyle(), val_data=val, epochs=2, batch_size=64, progress=True,
+            store=store_path, run_name="exp", run_dir=tmp_path / "exp")
+    b = fit(_dropout_mlp(), dataset, val_data=val, epochs=2, batch_size=64, progress=False)
+    _assert_same_weights(_weights(a.model), _weights(b.model), atol=1e-6)
+    with Store(store_path) as store:
+        run = store.get_run("exp")
+        assert run["metadata"]["status"] == "finished" and run["metadata"]["epochs_done"] == 2
+        assert run["config"] == a.config and run["path"] == str((tmp_path / "exp").resolve())
+        assert [m["metrics"] for m in store.get_metrics("exp")] == a.history
+
+
+_KILL_SCRIPT = """
+import os, sys, time, torch
+from torch import nn
+from advlab.training import fit
+torch.set_num_threads(1)
+{setup}
+
+class SlowDigits(torch.utils.data.Dataset):  # same samples, slow enough to be killed mid-run
+    def __len__(self):
+        return len(x)
+
+    def __getitem__(self, index):
+        time.sleep(0.001)
+        return x[index], y[index]
+
+fit(model, SlowDigits(), **options, run_dir=sys.argv[1])
+"""
+
+_KILL_SETUP = """
+from sklearn.datasets import load_digits
+bunch = load_digits()
+x = torch.tensor(bunch.images[:480] / 16.0, dtype=torch.float32).unsqueeze(1)
+y = torch.tensor(bunch.target[:480])
+torch.manual_seed(0)
+model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
+options = dict(val_data=(x[:100], y[:100]), epochs=3, batch_size=32, checkpoint_every=4,
+               progress=False)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    """A subprocess training on a (slow) map-style dataset is SIGKILLed after its first
+    checkpoint of epoch 2; resuming from its run_dir in this process (same samples as plain
+    tensors) reaches the weights of an uninterrupted run to 1e-6."""
+    script = tmp_path / "train_script.py"
+    script.write_text(_KILL_SCRIPT.replace("{setup}", _KILL_SETUP))
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    victim = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    scope: dict = {"torch": torch, "nn": nn}
+    exec(_KILL_SETUP, scope)
+    reference = fit(scope["model"], (scope["x"], scope["y"]), **scope["options"])
+    deadline = time.monotonic() + 90
+    path = run_dir / "checkpoint.pt"
+    while time.monotonic() < deadline and victim.poll() is None:
+        if path.exists() and load_checkpoint(path)["epoch"] >= 1:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL, victim.stdout.read().decode()
+    killed_at = load_checkpoint(path)
+    assert 1 <= killed_at["epoch"] < 3
+    exec(_KILL_SETUP, scope)  # a fresh model; the checkpoint restores everything
+    resumed = fit(scope["model"], (scope["x"], scope["y"]), **scope["options"],
+                  run_dir=run_dir, resume=True)
+    assert len(resumed.history) == 3
+    _assert_same_weights(_weights(resumed.model), _weights(reference.model), atol=1e-6)
+    assert [r["val_acc"] for r in resumed.history] == pytest.approx(
+        [r["val_acc"] for r in reference.history])
+    assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_train_command(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from advlab.cli.train import train
+
+    app = typer.Typer()
+    app.command()(train)
+    monkeypatch.setenv("ADVLAB_RUNS", str(tmp_path / "runs"))
+    args = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "64",
+            "--lr", "3e-3", "--no-progress", "--n-train", "600"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "digits-mlp-none"
+    assert "test acc" in result.output and str(run_dir) in result.output
+    summary = json.loads((run_dir / "train_result.json").read_text())
+    assert 0.5 < summary["test_acc"] <= 1 and summary["epochs_done"] == 2
+    with Store(tmp_path / "runs" / "advlab.db") as store:
+        run = store.get_run("digits-mlp-none")
+        assert run["metadata"]["test_acc"] == summary["test_acc"]
+        assert run["config"]["dataset"] == "digits" and run["config"]["n_train"] == 600
+        assert len(store.get_metrics("digits-mlp-none")) == 2
+        assert store.get_evaluations("digits-mlp-none")[0]["result"]["accuracy"] == summary["test_acc"]
+    again = CliRunner().invoke(app, [*args, "--resume"])  # finished run: nothing more to do
+    assert again.exit_code == 0, again.output
+    refused = CliRunner().invoke(app, [*args, "--resume", "--lr", "1e-2"])
+    assert refused.exit_code != 0 and "config differs in lr" in str(refused.exception)

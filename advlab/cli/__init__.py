@@ -1,0 +1,61 @@
+"""The ``advlab`` command line (typer). One file per command; this module only wires them up."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from advlab.cli._common import user_errors
+from advlab.cli.attack import attack
+from advlab.cli.demo import demo
+from advlab.cli.evaluate import evaluate
+from advlab.cli.info import info
+from advlab.cli.train import train
+
+app = typer.Typer(
+    name="advlab",
+    help="Attack, defend, evaluate and explain the robustness of PyTorch classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name, _fn in [("demo", demo), ("info", info), ("train", train), ("attack", attack),
+                   ("evaluate", evaluate)]:
+    app.command(_name)(user_errors(_fn))
+
+#: Options that take several values after one flag (``--eps 0.05 0.1 0.2``).
+MULTI_VALUE_OPTIONS = ("--eps",)
+
+
+def expand_multi_values(args: Sequence[str]) -> list[str]:
+    """Rewrite ``--eps 0.1 0.2`` as ``--eps 0.1 --eps 0.2`` (click options take one value each)."""
+    out: list[str] = []
+    current: str | None = None
+    for arg in args:
+        if arg in MULTI_VALUE_OPTIONS:
+            current = arg
+            out.append(arg)
+            continue
+        if current is not None and out[-1] != current and _is_number(arg):
+            out.extend([current, arg])
+            continue
+        if not _is_number(arg):
+            current = None
+        out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=expand_multi_values(sys.argv[1:] if argv is None else argv), prog_name="advlab")

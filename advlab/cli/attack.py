@@ -1,0 +1,107 @@
+"""``advlab attack``: run one attack on a run's test points and save the adversarial examples.
+
+    advlab attack runs/x --attack deepfool --out adv.npz
+    advlab attack runs/x --attack pgd --norm linf --eps 0.1 --param steps=40 --param random_start=true
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from advlab.cli._common import echo, setup_logging
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["steps=40", "random_start=true", "loss=dlr"]`` -> typed keyword options."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes key=value, got {pair!r}")
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            options[key.replace("-", "_")] = lowered == "true"
+            continue
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def attack(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack name (advlab info lists them).")] = "pgd",
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    eps: Annotated[float, typer.Option(help="Radius (bounded and universal attacks).")] = 0.1,
+    n: Annotated[int, typer.Option(help="Number of test points.")] = 256,
+    param: Annotated[list[str], typer.Option(help="Attack option key=value (repeatable).")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="Seed of the attack and of the test subset.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output .npz (default: <run>/adv-<attack>.npz).")] = None,
+) -> None:
+    """Run one attack on the run's test split; print success and perturbation statistics."""
+    setup_logging()
+    import numpy as np
+    import torch
+
+    from advlab import ThreatModel
+    from advlab._utils import atomic_write
+    from advlab.attacks import get_attack
+    from advlab.attacks.registry import ATTACK_KINDS
+    from advlab.cli._runs import load_run, test_points
+    from advlab.store import Store
+
+    ctx = load_run(run, data_dir=data_dir, device=device)
+    fn = get_attack(attack_name, **parse_params(param))
+    kind = ATTACK_KINDS[attack_name.replace("-", "_").lower()]
+    x, y = test_points(ctx, n, seed=seed)
+    threat = ThreatModel(norm, eps)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    start = time.perf_counter()
+    if kind == "minimal":
+        x_adv = fn(ctx.model, x, y, norm=threat.norm, generator=generator)
+    elif kind == "universal":
+        x_adv = threat.clip(x + fn(ctx.model, x, y, threat, generator=generator))
+    elif kind == "spatial":
+        x_adv = fn(ctx.model, x, y, None, generator=generator)
+    else:
+        x_adv = fn(ctx.model, x, y, threat, generator=generator)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        clean_pred, adv_pred = ctx.model(x).argmax(1), ctx.model(x_adv).argmax(1)
+    stats = _statistics(x, x_adv, y, clean_pred, adv_pred, threat.norm, elapsed)
+    for key, value in stats.items():
+        echo(f"{key:<22} {value:.4g}" if isinstance(value, float) else f"{key:<22} {value}")
+    target = out or ctx.run_dir / f"adv-{attack_name}.npz"
+    arrays = {"x": x.cpu().numpy(), "x_adv": x_adv.cpu().numpy(), "y": y.cpu().numpy(),
+              "pred_clean": clean_pred.cpu().numpy(), "pred_adv": adv_pred.cpu().numpy()}
+    atomic_write(target, lambda fh: np.savez_compressed(fh, **arrays))
+    params = {"attack": attack_name, "kind": kind, "norm": threat.norm, "eps": eps, "n": len(x),
+              "seed": seed, "options": parse_params(param)}
+    with Store(ctx.store_path) as store:
+        store.add_evaluation(ctx.name, "attack", params, stats)
+    echo(f"saved {target}; stored in {ctx.store_path}")
+
+
+def _statistics(x, x_adv, y, clean_pred, adv_pred, norm: str, elapsed: float) -> dict[str, Any]:
+    from advlab.threat import lp_norm
+
+    correct = clean_pred == y
+    fooled = correct & (adv_pred != y)
+    norms = lp_norm(x_adv - x, norm)[fooled]
+    return {
+        "points": len(x), "clean_accuracy": correct.float().mean().item(),
+        "adversarial_accuracy": (adv_pred == y).float().mean().item(),
+        "success_rate": (fooled.sum() / correct.sum().clamp_min(1)).item(),
+        f"median_{norm}": norms.median().item() if len(norms) else float("nan"),
+        f"mean_{norm}": norms.mean().item() if len(norms) else float("nan"),
+        "time_s": elapsed,
+    }

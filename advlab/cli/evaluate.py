@@ -1,0 +1,75 @@
+"""``advlab evaluate``: robust accuracy per eps, per attack and worst case, with sanity flags.
+
+    advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --n 1000
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from advlab.cli._common import echo, setup_logging
+
+
+def evaluate(
+    run: Annotated[Path | None, typer.Argument(help="Run directory (advlab train --out ...).")] = None,
+    model_file: Annotated[Path | None, typer.Option(help="A saved model (.safetensors/.json) instead of a run.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the run's).")] = None,
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    eps: Annotated[list[float], typer.Option(help="One or more radii: --eps 0.05 0.1 0.2.")] = [0.1],  # noqa: B006
+    preset: Annotated[str, typer.Option(help="fast, standard or thorough.")] = "standard",
+    n: Annotated[int, typer.Option(help="Number of test points.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks and of the test subset.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file for the records (default: in the run directory).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
+    setup_logging()
+    import json
+
+    from tqdm import tqdm
+
+    from advlab import ThreatModel
+    from advlab._utils import atomic_write
+    from advlab.cli._runs import load_run, test_points
+    from advlab.evaluation import evaluate as run_evaluation
+    from advlab.store import Store
+
+    ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device)
+    x, y = test_points(ctx, n, seed=seed)
+    threat = ThreatModel(norm, max(eps))
+    bar = tqdm(desc="attacking", unit="pt", disable=not progress, leave=False)
+
+    def tick(name: str, done: int) -> None:
+        bar.set_postfix_str(name)
+        bar.update(done)
+
+    with Store(ctx.store_path) as store:
+        results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
+                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
+    bar.close()
+    _print_table(results)
+    target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
+    text = json.dumps([r.to_dict() for r in results], indent=2)
+    atomic_write(target, lambda fh: fh.write(text), mode="w")
+    echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
+
+
+def _print_table(results: list) -> None:
+    first = results[0]
+    echo(f"{first.n} test points, preset {first.preset}, seed {first.seed}, clean accuracy "
+         f"{first.clean_accuracy:.1%}", bold=True)
+    names = list(first.per_attack)
+    echo(f"{'eps':>8} {'robust':>8} " + " ".join(f"{n:>9}" for n in names) + f" {'time':>8}")
+    for r in results:
+        breaks = " ".join(f"{int(r.per_attack[n]['breaks']):>9}" for n in names)
+        spent = sum(v["time_s"] for v in r.per_attack.values())
+        echo(f"{r.eps:>8.4g} {r.robust_accuracy:>8.1%} {breaks} {spent:>7.1f}s")
+    for flag in first.warnings:
+        echo(f"\nflag [{flag['code']}] {flag['detail']}", fg="yellow")
+        echo(f"  {flag['meaning']}\n  {flag['advice']}")

@@ -1,0 +1,40 @@
+"""``advlab info``: what this machine has -- versions, device, datasets found, models, attacks, runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from advlab.cli._common import echo, runs_root
+
+
+def info(out: Path = typer.Option(None, "--out", help="Runs directory (default $ADVLAB_RUNS or ./runs).")) -> None:
+    """Show versions, the compute device, the datasets found here, and the registered models and attacks."""
+    import torch
+
+    import advlab
+    from advlab.attacks import ATTACKS
+    from advlab.data import dataset_status
+    from advlab.models import model_names
+
+    echo(f"advlab {advlab.__version__}  torch {torch.__version__}", bold=True)
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    echo(f"device auto -> {'cuda' if torch.cuda.is_available() else 'cpu'} (CUDA: {cuda}; CPU threads: {torch.get_num_threads()})")
+    echo("\ndatasets:", bold=True)
+    for name, status in dataset_status().items():
+        echo(f"  {name:<14} {status}")
+    echo("\nmodels:   " + ", ".join(model_names()))
+    echo("attacks:  " + ", ".join(sorted(ATTACKS)))
+    root = runs_root(out)
+    db = root / "advlab.db"
+    if db.exists():
+        from advlab.store import Store
+
+        with Store(db) as store:
+            runs = store.list_runs()
+        echo(f"\nruns in {db}: {len(runs)}")
+        for run in runs[-10:]:
+            echo(f"  {run['name']:<30} {run['path']}")
+    else:
+        echo(f"\nno results store yet at {db}")

@@ -15,13 +15,13 @@ sample); per-sample quantities are ``(B,)``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Eps = Union[float, Tensor]
+Eps = float | Tensor
 
 NORMS = ("linf", "l2", "l1")
 _ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l∞": "linf", "l2": "l2", "2": "l2",
@@ -33,8 +33,9 @@ ATOL = 1e-5
 def canonical_norm(norm: str | int | float) -> str:
     """Map ``"Linf" | "inf" | inf | "l2" | 2 | "l1" | 1`` to ``"linf" | "l2" | "l1"``."""
     key = str(norm).strip().lower().replace("-", "_")
-    if isinstance(norm, float) and math.isinf(norm):
-        key = "linf"
+    if isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        value = float(norm)  # 2.0 and numpy scalars work like 2
+        key = "linf" if math.isinf(value) else (str(int(value)) if value.is_integer() else key)
     if key not in _ALIASES:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     return _ALIASES[key]
@@ -77,7 +78,7 @@ def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
     return torch.where(inside[:, None], delta, projected)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ThreatModel:
     """An Lp ball of radius ``eps`` around each input, intersected with the box ``bounds``.
 
@@ -99,7 +100,7 @@ class ThreatModel:
             if not torch.isfinite(eps).all() or (eps < 0).any():
                 raise ValueError("eps must be finite and non-negative (got NaN/inf/negative values)")
         else:
-            if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+            if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
                 raise TypeError(f"eps must be a float or a (B,) tensor, got {type(eps).__name__}")
             eps = float(eps)
             if not math.isfinite(eps) or eps < 0:

@@ -121,6 +121,7 @@ def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple
 
 def finalize(x: Tensor, x_adv: Tensor, threat: ThreatModel) -> Tensor:
     """Re-project ``x_adv`` into the threat set, verify membership and return it detached."""
+    x = x.detach()
     x_adv = threat.project(x, x_adv.detach())
     inside = threat.contains(x, x_adv)
     if not bool(inside.all()):  # pragma: no cover - a bug in an attack, never expected

@@ -1,5 +1,158 @@
-"""Placeholder: being written."""
+"""Projected gradient descent (PGD) with restarts, best-iterate tracking and early stopping.
+
+Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models Resistant to
+Adversarial Attacks": iterate ``x_{k+1} = P(x_k + alpha * d(grad_x L(x_k, y)))`` where ``d`` is
+the threat model's steepest-ascent direction (sign for ``linf``, normalised gradient for ``l2``,
+sparse step for ``l1``) and ``P`` projects onto the eps-ball intersected with the box.
+
+The module also holds the pieces that the iterative gradient attacks share (:class:`BestIterate`,
+:func:`project_onto`, :func:`per_sample_step_size`, :func:`check_count`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks._core import finalize, input_grad, is_adversarial, model_guard, prepare
+from advlab.attacks.losses import LossFn, get_loss
+from advlab.attacks.registry import register_attack
+from advlab.threat import Eps, ThreatModel
 
 
-def pgd(*args, **kwargs):
-    raise NotImplementedError("pgd is not written yet")
+def _view(per_sample: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` -> ``(B, 1, ..., 1)`` broadcasting against ``like``."""
+    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def check_count(name: str, value: int) -> None:
+    """Raise ``ValueError`` naming option ``name`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
+    """:meth:`ThreatModel.project` with explicit per-sample radii ``eps`` ``(B,)``.
+
+    Lets iterative attacks work on a shrinking subset of the batch without building a new
+    threat model (and its validation sync) at every step.
+    """
+    return threat.clip(x + threat.project_delta(x_adv - x, eps))
+
+
+def per_sample_step_size(step_size: Eps | None, eps: Tensor, default: Tensor) -> Tensor:
+    """``step_size`` (float, ``(B,)`` tensor or ``None`` for ``default``) as a ``(B,)`` tensor."""
+    if step_size is None:
+        return default
+    step = torch.as_tensor(step_size, dtype=eps.dtype, device=eps.device).reshape(-1)
+    if not bool(torch.isfinite(step).all()) or bool((step < 0).any()):
+        raise ValueError(f"step_size must be finite and non-negative, got {step_size!r}")
+    if step.numel() == 1:
+        return step.expand_as(eps).clone()
+    if step.shape != eps.shape:
+        raise ValueError(f"step_size has {step.numel()} entries but the batch has {eps.numel()}")
+    return step
+
+
+@dataclass
+class BestIterate:
+    """The most adversarial point seen so far, per sample.
+
+    A successful iterate (misclassified, or classified as the target) beats an unsuccessful one;
+    between two of the same kind the higher ``score`` (the attack loss) wins.
+    Shapes: ``x`` ``(B, ...)``, ``score`` ``(B,)``, ``success`` ``(B,)`` bool.
+    """
+
+    x: Tensor
+    score: Tensor
+    success: Tensor
+
+    @classmethod
+    def start(cls, x: Tensor, score: Tensor, success: Tensor) -> BestIterate:
+        return cls(x.detach().clone(), score.detach().clone(), success.clone())
+
+    def update(self, index: Tensor, x_new: Tensor, score: Tensor, success: Tensor) -> None:
+        """Offer candidates ``x_new`` ``(A, ...)`` for the samples ``index`` ``(A,)`` (sorted, unique)."""
+        rows: Tensor | slice = slice(None) if index.shape[0] == self.x.shape[0] else index  # whole batch: no gather
+        old_success = self.success[rows]
+        better = (success & ~old_success) | ((success == old_success) & (score > self.score[rows]))
+        self.x[rows] = torch.where(_view(better, x_new), x_new, self.x[rows])
+        self.score[rows] = torch.where(better, score, self.score[rows])
+        self.success[rows] = old_success | success
+
+    def remaining(self) -> Tensor:
+        """Indices ``(A,)`` of the samples without a successful iterate yet."""
+        return (~self.success).nonzero().squeeze(1)
+
+
+@register_attack("pgd", kind="bounded")
+def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 10,
+        step_size: Eps | None = None, random_start: bool = False, restarts: int = 1,
+        loss: str | LossFn = "ce", targeted: bool = False, early_stop: bool = False,
+        generator: torch.Generator | None = None) -> Tensor:
+    """Projected gradient descent (Madry et al. 2018), returning the best iterate per sample.
+
+    Args:
+        model: classifier returning logits ``(B, K)``.
+        x: clean inputs ``(B, ...)``; y: labels ``(B,)`` (the *target* classes when ``targeted``).
+        threat: the threat model (norm, ``eps`` float or ``(B,)``, bounds).
+        steps: gradient steps per restart (default 10).
+        step_size: float or ``(B,)``; default ``2.5 * eps / steps`` per sample (Madry et al.).
+        random_start: start from a uniform point of the ball instead of ``x``.
+        restarts: number of runs; every run after the first starts at a random point (whatever
+            ``random_start`` says) and only attacks the samples not fooled yet.
+        loss: ``"ce"`` (default), ``"dlr"``, ``"cw"`` or a callable ``(logits, y) -> (B,)``.
+        targeted: reach class ``y`` (targeted losses) instead of leaving it.
+        early_stop: stop updating a sample once it is fooled (the active batch shrinks, later
+            steps get cheaper) and return as soon as all are fooled.
+        generator: randomness of the random starts.
+
+    Returns:
+        ``x_adv`` ``(B, ...)`` inside the threat model: per sample the best point seen over the
+        start points, all iterates and all restarts -- a fooling one if any, else the one with the
+        highest loss. Iterate losses come from the gradient passes; the last iterate of each run is
+        evaluated once more, so a run costs ``steps`` forward+backward passes and one forward.
+    """
+    check_count("steps", steps)
+    check_count("restarts", restarts)
+    loss_fn = get_loss(loss, targeted)
+    with model_guard(model):
+        clean_logits = prepare(model, x, y, threat)
+        eps = threat.eps_per_sample(x)  # (B,)
+        step = per_sample_step_size(step_size, eps, eps * (2.5 / steps))  # (B,)
+        best = BestIterate.start(x, loss_fn(clean_logits, y), is_adversarial(clean_logits, y, targeted))
+        for restart in range(restarts):
+            index = best.remaining() if early_stop or restart > 0 else torch.arange(len(x), device=x.device)
+            if index.numel() == 0:
+                break
+            x_orig = x[index]
+            x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
+            _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], step[index]),
+                 x_start, steps=steps, targeted=targeted, early_stop=early_stop)
+        return finalize(x, best.x, threat)
+
+
+def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestIterate,
+         batch: tuple[Tensor, ...], x_adv: Tensor, *, steps: int, targeted: bool,
+         early_stop: bool) -> None:
+    """One PGD run from ``x_adv`` on the samples ``batch = (index, x, y, eps, step_size)``."""
+    index, x_orig, labels, eps, step = batch
+    for _ in range(steps):
+        grad, loss, logits = input_grad(model, x_adv, labels, loss_fn)  # (A, ...), (A,), (A, K)
+        success = is_adversarial(logits, labels, targeted)
+        best.update(index, x_adv, loss, success)
+        if early_stop and bool(success.any()):  # drop the fooled samples from the active batch
+            keep = ~success
+            index, x_orig, labels, eps, step, x_adv, grad = (
+                t[keep] for t in (index, x_orig, labels, eps, step, x_adv, grad))
+            if index.numel() == 0:
+                return
+        x_adv = project_onto(threat, x_orig, threat.step(x_adv, grad, step), eps)
+    with torch.no_grad():
+        logits = model(x_adv)
+    best.update(index, x_adv, loss_fn(logits, labels), is_adversarial(logits, labels, targeted))
+
+
+__all__ = ["BestIterate", "check_count", "per_sample_step_size", "pgd", "project_onto"]

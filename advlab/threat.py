@@ -42,7 +42,7 @@ def canonical_norm(norm: str | int | float) -> str:
 
 
 def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # also for an empty batch
 
 
 def _view(per_sample: Tensor, like: Tensor) -> Tensor:

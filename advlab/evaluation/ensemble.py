@@ -1,0 +1,146 @@
+"""Per-sample worst case over an attack ensemble, pooled across several eps (AutoAttack-style).
+
+Each attack runs only on points that are still robust; every candidate adversarial example is
+re-checked (inside the threat model and the bounds, and misclassified by a fresh forward pass)
+before it counts. Adversarial examples are pooled across eps: one found at distance ``d`` breaks
+the point at every ``eps >= d``, so larger eps only attack what smaller eps left robust, and the
+robust-accuracy curve is monotone by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks._core import model_guard, predict
+from advlab.evaluation.presets import AttackStep
+from advlab.threat import ThreatModel
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str, int], None]  # (attack name, points done) -> None
+
+
+@dataclass
+class Pool:
+    """The best (smallest-distance) verified adversarial example found so far per sample."""
+
+    x_adv: Tensor  # (N, ...) adversarial example, x where none was found
+    distance: Tensor  # (N,) its distance under the pool's norm, inf where none was found
+    attack: list[str | None]  # (N,) name of the attack that found it
+    found_at_eps: Tensor  # (N,) eps of the run that found it (nan where none)
+
+    @classmethod
+    def empty(cls, x: Tensor) -> Pool:
+        n = len(x)
+        return cls(x.clone(), torch.full((n,), float("inf"), device=x.device), [None] * n,
+                   torch.full((n,), float("nan"), device=x.device))
+
+    def broken(self, eps: Tensor) -> Tensor:
+        """``(N,)`` bool: an adversarial example within ``eps`` (``(N,)`` or scalar) is known."""
+        return self.distance <= eps * (1 + 1e-5) + 1e-6
+
+    def update(self, index: Tensor, x_adv: Tensor, distance: Tensor, name: str, eps: Tensor) -> None:
+        better = distance < self.distance[index]
+        index, x_adv, distance, eps = index[better], x_adv[better], distance[better], eps[better]
+        self.x_adv[index] = x_adv
+        self.distance[index] = distance
+        self.found_at_eps[index] = eps
+        for i in index.tolist():
+            self.attack[i] = name
+
+
+@dataclass
+class StepStats:
+    """What one attack of the ensemble did at one eps."""
+
+    ran_on: int = 0
+    breaks: int = 0
+    time_s: float = 0.0
+
+
+@dataclass
+class EnsembleOutcome:
+    """Raw outcome of one eps: per-step statistics and sanity observations."""
+
+    eps: float
+    steps: dict[str, StepStats] = field(default_factory=dict)
+    blackbox_breaks: int = 0
+    recheck_failed: int = 0
+    recheck_total: int = 0
+
+
+def verify(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, threat: ThreatModel,
+           batch_size: int) -> Tensor:
+    """``(B,)`` bool: ``x_adv`` is inside the threat model and misclassified (fresh forward)."""
+    inside = threat.contains(x, x_adv)
+    with model_guard(model):
+        wrong = predict(model, x_adv, batch_size).argmax(dim=1) != y
+    return inside & wrong
+
+
+def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
+             threat: ThreatModel, index: Tensor, *, batch_size: int, generator: torch.Generator | None,
+             progress: Progress | None = None) -> tuple[Tensor, Tensor]:
+    """Run ``step`` on the points ``index`` in batches; return (broken index, verified x_adv)."""
+    broken, examples = [], []
+    for chunk in index.split(batch_size):
+        sub_threat = threat.select(chunk)
+        candidate = step.run(attack_model, x[chunk], y[chunk], sub_threat, generator=generator)
+        ok = verify(model, x[chunk], candidate, y[chunk], sub_threat, batch_size)
+        broken.append(chunk[ok])
+        examples.append(candidate[ok])
+        if progress is not None:
+            progress(step.name, len(chunk))
+    return torch.cat(broken), torch.cat(examples)
+
+
+def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
+                   threat: ThreatModel, steps: list[AttackStep], pool: Pool, correct: Tensor, *,
+                   batch_size: int, generator: torch.Generator | None,
+                   progress: Progress | None = None) -> EnsembleOutcome:
+    """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``."""
+    eps = threat.eps_per_sample(x)
+    outcome = EnsembleOutcome(eps=float(eps.max()) if len(eps) else 0.0)
+    for step in steps:
+        index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
+        stats = outcome.steps.setdefault(step.name, StepStats())
+        if len(index) == 0:
+            continue
+        start = time.perf_counter()
+        broken, examples = run_step(step, model, attack_model, x, y, threat, index,
+                                    batch_size=batch_size, generator=generator, progress=progress)
+        distance = threat.distance(x[broken], examples)
+        pool.update(broken, examples, distance, step.name, eps[broken])
+        stats.ran_on, stats.breaks = len(index), len(broken)
+        stats.time_s = time.perf_counter() - start
+        if step.blackbox:
+            outcome.blackbox_breaks += len(broken)
+        logger.info("eps=%g %s: %d/%d broken in %.1fs", outcome.eps, step.name, len(broken),
+                    len(index), stats.time_s)
+    return outcome
+
+
+def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
+                        threat: ThreatModel, step: AttackStep, pool: Pool, eps_before: float, *,
+                        sample: int, batch_size: int, generator: torch.Generator | None,
+                        outcome: EnsembleOutcome) -> None:
+    """Monotonicity check: re-attack a few points already broken at a smaller eps.
+
+    If the first attack fails at the larger eps on many points that were broken at a smaller one,
+    the attacks do not find the worst case reliably (the ``not_monotone`` flag).
+    """
+    index = pool.broken(torch.tensor(eps_before, device=x.device)).nonzero().squeeze(1)
+    if len(index) == 0:
+        return
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(len(index), generator=generator, device=gen_device)[:sample]
+    index = index[perm.to(index.device)]
+    broken, _ = run_step(step, model, attack_model, x, y, threat, index, batch_size=batch_size,
+                         generator=generator)
+    outcome.recheck_total += len(index)
+    outcome.recheck_failed += len(index) - len(broken)

@@ -1,0 +1,232 @@
+"""``advlab.evaluate``: robust accuracy as the per-sample worst case over an attack ensemble.
+
+The standard to meet is AutoAttack (Croce & Hein 2020): run diverse, parameter-free attacks,
+each only on the points still robust, count a point as broken as soon as one verified adversarial
+example exists, and check for the signs of gradient masking listed by Athalye, Carlini & Wagner
+(2018). Several eps are evaluated in one call, pooling adversarial examples across eps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import advlab
+from advlab._utils import resolve_device
+from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
+from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
+from advlab.evaluation.presets import AttackStep, resolve_steps
+from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
+from advlab.evaluation.sanity import (
+    Flag,
+    chance_flag,
+    gradient_flags,
+    is_randomized,
+    outputs_are_probabilities,
+)
+from advlab.threat import ThreatModel
+
+logger = logging.getLogger(__name__)
+
+
+class EOT(nn.Module):
+    """Expectation over Transformation (Athalye et al. 2018): average the logits of ``samples``
+    forward passes of a randomised model, so attack gradients follow the expected output."""
+
+    def __init__(self, model: nn.Module, samples: int = 10) -> None:
+        super().__init__()
+        self.model, self.samples = model, samples
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(dim=0)
+
+
+def collect_data(data: Any, y: Any = None) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` tensors from tensors, a ``(x, y)`` pair, an advlab Dataset or a DataLoader."""
+    if isinstance(data, Tensor):
+        if not isinstance(y, Tensor):
+            raise ValueError("evaluate(model, x, y, threat): y (a (N,) label tensor) is missing")
+        return data, y
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        return data[0], data[1]
+    if isinstance(data, Iterable):
+        xs, ys = zip(*((batch[0], batch[1]) for batch in data))
+        return torch.cat(xs), torch.cat(ys)
+    raise TypeError(f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, list[Flag]]:
+    """Clean logits and the flags visible from them (probabilities)."""
+    with model_guard(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        logits = predict(model, x, batch_size)
+        check_logits(logits, y)
+    flags = [Flag("probabilities", "rows of the output sum to 1")] if outputs_are_probabilities(logits) else []
+    return logits, flags
+
+
+def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+                    generator: torch.Generator) -> list[Flag]:
+    """At an eps that reaches every input in the box, PGD should break almost every point."""
+    from advlab.attacks.pgd import pgd
+
+    if len(x) == 0:
+        return []
+    low, high = threat.bounds
+    dim = x[0].numel()
+    big = {"linf": high - low, "l2": (high - low) * dim ** 0.5, "l1": (high - low) * dim}[threat.norm]
+    big_threat = ThreatModel(threat.norm, big, threat.bounds)
+    x_adv = pgd(model, x, y, big_threat, steps=20, step_size=big / 10, random_start=True,
+                loss="cw", generator=generator)
+    with model_guard(model):
+        survived = (predict(model, x_adv).argmax(dim=1) == y).float().mean().item()
+    if survived > 0.1:
+        return [Flag("large_eps_not_broken", f"{survived:.0%} of {len(x)} points survive {threat.norm} eps={big:.3g}")]
+    return []
+
+
+def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor,
+                   eot_samples: int) -> tuple[nn.Module, list[Flag]]:
+    """Randomness (switch to EOT) and gradient checks on a few correctly classified points."""
+    flags: list[Flag] = []
+    attack_model = model
+    probe = x[:16]
+    if is_randomized(model, probe):
+        flags.append(Flag("randomized", f"switched to EOT over {eot_samples} passes"))
+        attack_model = EOT(model, eot_samples)
+    index = correct.nonzero().squeeze(1)[:128]
+    flags += gradient_flags(model, x[index], y[index])
+    return attack_model, flags
+
+
+def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | None = None, *,
+             attacks: str | list[AttackStep] = "standard", eps: Sequence[float] | None = None,
+             batch_size: int = 500, device: str | torch.device | None = None, seed: int = 0,
+             n: int | None = None, sanity: bool = True, eot_samples: int = 10,
+             progress: Progress | None = None, store: Any = None,
+             run_name: str | None = None) -> EvaluationResult | list[EvaluationResult]:
+    """Robust accuracy of ``model`` under ``threat``: the per-sample worst case over an ensemble.
+
+    Call as ``evaluate(model, x, y, threat)`` or ``evaluate(model, (x, y) | dataset | loader,
+    threat)``. ``x``: ``(N, ...)`` in the threat's bounds; ``y``: ``(N,)`` int64.
+
+    Args:
+        attacks: a preset (``"fast"``, ``"standard"`` (default, at least AutoAttack-standard
+            strength), ``"thorough"``) or a list of :class:`AttackStep`.
+        eps: several radii at once (a robustness curve); returns one result per eps, ascending.
+            Adversarial examples are pooled across eps (an example at distance d counts for every
+            eps >= d), so larger eps only attack points that smaller ones left robust.
+        n: evaluate the first ``n`` points only.
+        device: where to run (default: the model's device; ``"auto"`` picks CUDA when present,
+            moving the model there).
+        sanity: run the gradient-masking checks (flags in ``result.warnings``).
+        store: an :class:`advlab.store.Store` (or a path to one) to record the result in.
+    """
+    if isinstance(y, ThreatModel):
+        y, threat = None, y
+    if threat is None:
+        raise ValueError("evaluate needs a ThreatModel, e.g. ThreatModel(norm='linf', eps=0.1)")
+    x, labels = collect_data(data, y)
+    if n is not None:
+        x, labels = x[:n], labels[:n]
+    check_inputs(x, labels, threat)
+    target = _model_device(model) if device is None else resolve_device(device)
+    model = model.to(target) if device is not None else model
+    x, labels = x.to(target), labels.to(target)
+    start = time.perf_counter()
+    eps_list = sorted(float(e) for e in eps) if eps is not None else [threat.eps]
+    logits, flags = _clean_pass(model, x, labels, batch_size)
+    correct = logits.argmax(dim=1) == labels
+    num_classes = logits.shape[1]
+    steps = resolve_steps(attacks, num_classes, threat.norm)
+    generator = torch.Generator(device=target).manual_seed(seed)
+    attack_model = model
+    if sanity:
+        attack_model, more = _sanity_before(model, x, labels, correct, eot_samples)
+        flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
+    pool = Pool.empty(x)
+    outcomes = []
+    for k, eps_k in enumerate(eps_list):
+        threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
+        outcome = attack_one_eps(model, attack_model, x, labels, threat_k, steps, pool, correct,
+                                 batch_size=batch_size, generator=generator, progress=progress)
+        if sanity and k > 0:
+            recheck_smaller_eps(model, attack_model, x, labels, threat_k, steps[0], pool,
+                                eps_list[k - 1], sample=32, batch_size=batch_size,
+                                generator=generator, outcome=outcome)
+        outcomes.append((threat_k, outcome))
+    if sanity:
+        flags += _flags_after(model, x, labels, threat, correct, outcomes, generator)
+    elapsed = time.perf_counter() - start
+    meta = dict(preset=attacks if isinstance(attacks, str) else "custom", time_s=elapsed, seed=seed,
+                n=len(x), model_id=fingerprint_model(model), data_id=fingerprint_data(x, labels),
+                version=advlab.__version__, bounds=threat.bounds)
+    results = [_result(x, correct, pool, t, o, flags, meta) for t, o in outcomes]
+    for r in results:
+        logger.info("%s", r.summary())
+    if store is not None:
+        _store(store, run_name, results)
+    return results if eps is not None else results[0]
+
+
+def _flags_after(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, correct: Tensor,
+                 outcomes: list, generator: torch.Generator) -> list[Flag]:
+    flags: list[Flag] = []
+    n_correct = max(int(correct.sum()), 1)
+    outcomes = [o for _, o in outcomes]
+    blackbox = sum(o.blackbox_breaks for o in outcomes)
+    if blackbox >= max(2, 0.005 * n_correct):
+        flags.append(Flag("blackbox_stronger", f"the black-box attack broke {blackbox} points the white-box attacks missed"))
+    failed = sum(o.recheck_failed for o in outcomes)
+    total = sum(o.recheck_total for o in outcomes)
+    if total and failed >= 2 and failed / total > 0.25:
+        flags.append(Flag("not_monotone", f"{failed}/{total} points broken at a smaller eps survived the first attack at a larger eps"))
+    index = correct.nonzero().squeeze(1)[:32]
+    flags += _large_eps_flag(model, x[index], y[index], threat, generator)
+    return flags
+
+
+def _result(x: Tensor, correct: Tensor, pool: Pool, threat: ThreatModel, outcome: Any,
+            flags: list[Flag], meta: dict[str, Any]) -> EvaluationResult:
+    """The record of one eps from the pooled adversarial examples."""
+    broken = pool.broken(threat.eps_per_sample(x)) & correct
+    robust = correct & ~broken
+    mask = broken.reshape(-1, *([1] * (x.dim() - 1)))
+    distance = torch.where(correct, pool.distance, torch.zeros_like(pool.distance))
+    broken_by = [("clean" if not c else (a if b else None))
+                 for c, a, b in zip(correct.tolist(), pool.attack, broken.tolist())]
+    per_attack = {name: {"ran_on": s.ran_on, "breaks": s.breaks, "time_s": s.time_s}
+                  for name, s in outcome.steps.items()}
+    return EvaluationResult(
+        norm=threat.norm, eps=outcome.eps, clean_accuracy=correct.float().mean().item(),
+        robust_accuracy=robust.float().mean().item(), clean_correct=correct.cpu(),
+        robust_correct=robust.cpu(), broken_by=broken_by, distance=distance.cpu(),
+        per_attack=per_attack, warnings=[f.to_dict() for f in flags],
+        x_adv=torch.where(mask, pool.x_adv, x), **meta)
+
+
+def _store(store: Any, run_name: str | None, results: list[EvaluationResult]) -> None:
+    from advlab.store import Store
+
+    owned = not isinstance(store, Store)
+    db = Store(store) if owned else store
+    try:
+        for r in results:
+            params = {"norm": r.norm, "eps": r.eps, "preset": r.preset, "n": r.n, "seed": r.seed}
+            r.extras["store_id"] = db.add_evaluation(run_name, "evaluate", params, r.to_dict())
+    finally:
+        if owned:
+            db.close()

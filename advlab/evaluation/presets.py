@@ -1,0 +1,107 @@
+"""Attack ensembles for :func:`advlab.evaluate`: ``fast``, ``standard`` and ``thorough``.
+
+``standard`` follows AutoAttack's standard version (Croce & Hein 2020): APGD-CE, then targeted
+APGD with the DLR loss over the top-9 classes, then the black-box Square attack
+(Andriushchenko et al. 2020) -- each run only on the points that are still robust. DLR is
+invariant to logit scaling, so it does not saturate on models that return huge logits, and Square
+uses no gradients, so it still works when gradients are masked. FAB-T is replaced by nothing:
+on the models we measured it never broke a point that the other three missed (see
+``benchmarks/evaluation.py``). ``thorough`` adds restarts, every target class, the minimal-norm
+FMN attack and more Square queries.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from advlab.threat import ThreatModel
+
+AttackFn = Callable[..., Tensor]  # (model, x, y, threat, generator=...) -> x_adv
+
+
+@dataclass(frozen=True)
+class AttackStep:
+    """One member of an ensemble.
+
+    Attributes:
+        name: label used in results ("apgd-ce", "apgd-t", "square", ...).
+        run: ``run(model, x, y, threat, generator=g) -> x_adv``.
+        blackbox: uses no gradients (counts for the ``blackbox_stronger`` flag).
+        min_classes: skip the step for models with fewer classes (DLR needs 3, targeted DLR 4).
+        max_classes: skip the step for models with more classes (a stand-in for a stronger step).
+        norms: threat norms the step supports.
+    """
+
+    name: str
+    run: AttackFn
+    blackbox: bool = False
+    min_classes: int = 2
+    max_classes: int = 1_000_000
+    norms: tuple[str, ...] = ("linf", "l2", "l1")
+
+
+def _apgd(**options: object) -> AttackFn:
+    from advlab.attacks.apgd import apgd
+
+    return functools.partial(apgd, **options)
+
+
+def _square(**options: object) -> AttackFn:
+    from advlab.attacks.square import square
+
+    return functools.partial(square, **options)
+
+
+def _fmn_bounded(steps: int = 100) -> AttackFn:
+    """FMN (Pintor et al. 2021) as a bounded attack: its minimal perturbation, kept if within eps."""
+    from advlab.attacks.fmn import fmn
+
+    def run(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, generator=None) -> Tensor:
+        x_adv = fmn(model, x, y, norm=threat.norm, steps=steps, bounds=threat.bounds, generator=generator)
+        return threat.project(x, x_adv)
+
+    return run
+
+
+def _steps(name: str) -> list[AttackStep]:
+    if name == "fast":
+        return [AttackStep("apgd-ce", _apgd(loss="ce", steps=20))]
+    if name == "standard":
+        return [
+            AttackStep("apgd-ce", _apgd(loss="ce", steps=100)),
+            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, targeted=True, n_target_classes=9),
+                       min_classes=4),
+            # stands in for the targeted step when a model has exactly 3 classes
+            AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100), min_classes=3, max_classes=3),
+            AttackStep("square", _square(queries=5000), blackbox=True, norms=("linf", "l2")),
+        ]
+    if name == "thorough":
+        return [
+            AttackStep("apgd-ce", _apgd(loss="ce", steps=100, restarts=5)),
+            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, targeted=True, n_target_classes=99,
+                                       restarts=2), min_classes=4),
+            AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100, restarts=5), min_classes=3),
+            AttackStep("fmn", _fmn_bounded(steps=200), norms=("linf", "l2")),
+            AttackStep("square", _square(queries=10000), blackbox=True, norms=("linf", "l2")),
+        ]
+    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+PRESETS = ("fast", "standard", "thorough")
+
+
+def resolve_steps(attacks: str | list[AttackStep], num_classes: int, norm: str) -> list[AttackStep]:
+    """The steps of a preset (or a user list) that apply to ``num_classes`` and ``norm``.
+
+    With 3 classes the targeted step is replaced by untargeted DLR; a step that supports no norm of the threat model is dropped.
+    """
+    steps = _steps(attacks) if isinstance(attacks, str) else list(attacks)
+    usable = [s for s in steps
+              if s.min_classes <= num_classes <= s.max_classes and norm in s.norms]
+    if not usable:
+        raise ValueError(f"no attack of {attacks!r} applies to a {num_classes}-class model under {norm}")
+    return usable

@@ -1,0 +1,102 @@
+"""The evaluation record: what :func:`advlab.evaluate` returns, stores and exports as JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab._utils import atomic_write_json, json_safe
+
+
+@dataclass
+class EvaluationResult:
+    """Robustness of one model on one set of points under one threat model (one eps).
+
+    Per-sample fields have length N (the number of evaluated points).
+
+    Attributes:
+        clean_accuracy / robust_accuracy: fractions in [0, 1].
+        robust_correct: ``(N,)`` bool, correct and not broken by any attack of the ensemble.
+        clean_correct: ``(N,)`` bool.
+        broken_by: ``(N,)`` name of the attack whose example counts (None if none).
+        distance: ``(N,)`` norm of the smallest verified adversarial perturbation found (inf if
+            none; for a misclassified clean point 0).
+        per_attack: name -> {"ran_on", "breaks", "time_s"} at this eps.
+        warnings: sanity flags (dicts with code, detail, meaning, advice).
+        x_adv: the adversarial examples (x where none) -- kept in memory, not in JSON.
+    """
+
+    norm: str
+    eps: float
+    preset: str
+    clean_accuracy: float
+    robust_accuracy: float
+    clean_correct: Tensor
+    robust_correct: Tensor
+    broken_by: list[str | None]
+    distance: Tensor
+    per_attack: dict[str, dict[str, float]]
+    warnings: list[dict[str, str]]
+    time_s: float
+    seed: int
+    n: int
+    model_id: str
+    data_id: str
+    version: str
+    bounds: tuple[float, float] = (0.0, 1.0)
+    extras: dict[str, Any] = field(default_factory=dict)
+    x_adv: Tensor | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (tensors become lists, inf becomes null); no adversarial images."""
+        record = {k: v for k, v in asdict(self).items() if k != "x_adv"}
+        return json_safe(record)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> EvaluationResult:
+        """Rebuild a result from :meth:`to_dict` output (round trip, nulls back to inf)."""
+        data = dict(record)
+        data["clean_correct"] = torch.tensor(data["clean_correct"], dtype=torch.bool)
+        data["robust_correct"] = torch.tensor(data["robust_correct"], dtype=torch.bool)
+        data["distance"] = torch.tensor([float("inf") if d is None else d for d in data["distance"]])
+        data["bounds"] = tuple(data["bounds"])
+        data.pop("x_adv", None)
+        return cls(**data)
+
+    def save_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` atomically."""
+        return atomic_write_json(path, self.to_dict())
+
+    def summary(self) -> str:
+        """One line: eps, clean and robust accuracy, and which attack broke how many."""
+        breaks = ", ".join(f"{k} {int(v['breaks'])}" for k, v in self.per_attack.items())
+        return (f"{self.norm} eps={self.eps:g}: clean {self.clean_accuracy:.1%}  robust "
+                f"{self.robust_accuracy:.1%}  ({breaks}; {self.time_s:.1f}s)")
+
+
+def fingerprint_model(model: nn.Module) -> str:
+    """A short sha256 of the model's parameters and buffers (its identity in records)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_data(x: Tensor, y: Tensor) -> str:
+    """A short sha256 of the evaluated inputs and labels."""
+    digest = hashlib.sha256()
+    digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def results_to_json(results: list[EvaluationResult]) -> str:
+    """Several results (a robustness curve) as one JSON document."""
+    return json.dumps([r.to_dict() for r in results], indent=2)

@@ -1,0 +1,122 @@
+"""Sanity checks that catch unreliable robustness numbers, each a flag that explains itself.
+
+The checks follow the advice of Athalye, Carlini & Wagner (2018, "Obfuscated Gradients Give a
+False Sense of Security"), Carlini et al. (2019, "On Evaluating Adversarial Robustness") and
+Croce & Hein (2020, AutoAttack): gradient masking shows up as zero/NaN gradients, as black-box
+attacks beating white-box ones, as robust accuracy that does not fall with eps, and as a huge eps
+that does not drive accuracy to zero. :data:`FLAGS` documents every flag in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks._core import input_grad, model_guard
+from advlab.attacks.losses import ce_loss
+
+#: code -> (what it means, what to do). The single place where flags are documented.
+FLAGS: dict[str, tuple[str, str]] = {
+    "randomized": (
+        "Two forward passes on the same input gave different outputs: the model is randomised "
+        "(dropout left on, random input transforms, noise layers).",
+        "Gradients were averaged over several passes (EOT, Athalye et al. 2018). Report the "
+        "robust accuracy of the deployed randomised model and prefer the 'thorough' preset."),
+    "probabilities": (
+        "The model's outputs are non-negative and sum to one: it returns probabilities, not logits.",
+        "Remove the final softmax. Saturated probabilities hide gradients; the margin/DLR losses "
+        "and the black-box attack were used, but logits give a more reliable evaluation."),
+    "zero_gradients": (
+        "The input gradient of the loss is exactly zero on many correctly classified points "
+        "(shattered gradients: quantisation, thresholds, argmax or saturated layers).",
+        "Gradient attacks cannot move these points; the black-box Square attack was run on them. "
+        "Consider BPDA (a differentiable approximation of the non-differentiable layer)."),
+    "nan_gradients": (
+        "The input gradient contains NaN or inf on some points.",
+        "Fix the numerics of the model (log of zero, division by zero); attacks skip such steps."),
+    "vanishing_gradients": (
+        "The input gradient is tiny (below 1e-8 in L1 norm) on many points: the loss saturates.",
+        "Scale-invariant losses (DLR, margin) and the black-box attack were used; check for a "
+        "temperature or softmax inside the model."),
+    "blackbox_stronger": (
+        "The black-box attack broke points that every white-box attack failed on.",
+        "A sign of gradient masking: white-box gradients are misleading for this model. Trust the "
+        "worst case (which already includes those points) and investigate the gradients."),
+    "not_monotone": (
+        "At a larger eps the attacks broke fewer points than at a smaller eps before pooling.",
+        "Attacks are not finding the worst case reliably. The reported curve pools adversarial "
+        "examples across eps (monotone by construction); raise steps/restarts ('thorough')."),
+    "large_eps_not_broken": (
+        "At a very large eps (where any input can be reached) accuracy did not drop to ~0.",
+        "The attacks cannot make progress: gradient masking or a bug in the model's input "
+        "handling. The reported robust accuracy is an upper bound that is probably too high."),
+    "chance_accuracy": (
+        "Clean accuracy is at or below chance level.",
+        "The model is not trained (or labels and inputs do not match); robust accuracy means "
+        "nothing here. Check the dataset, the normalisation and the checkpoint."),
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A raised sanity flag: its code, what was measured, and the documented explanation."""
+
+    code: str
+    detail: str
+
+    @property
+    def meaning(self) -> str:
+        return FLAGS[self.code][0]
+
+    @property
+    def advice(self) -> str:
+        return FLAGS[self.code][1]
+
+    def to_dict(self) -> dict[str, str]:
+        return {**asdict(self), "meaning": self.meaning, "advice": self.advice}
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.detail} -- {self.meaning} {self.advice}"
+
+
+def is_randomized(model: nn.Module, x: Tensor) -> bool:
+    """True when two forward passes on the same inputs differ (in the model's eval mode)."""
+    with model_guard(model), torch.no_grad():
+        first, second = model(x), model(x)
+    return not torch.allclose(first, second, rtol=1e-5, atol=1e-6)
+
+
+def outputs_are_probabilities(logits: Tensor) -> bool:
+    """True when every row is non-negative and sums to one."""
+    return bool((logits >= 0).all()) and torch.allclose(
+        logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
+
+
+def gradient_flags(model: nn.Module, x: Tensor, y: Tensor, threshold: float = 0.2) -> list[Flag]:
+    """Flags for zero, NaN and vanishing input gradients of the CE loss on ``x`` ``(B, ...)``."""
+    if len(x) == 0:
+        return []
+    with model_guard(model):
+        grad, _, _ = input_grad(model, x, y, ce_loss)
+    flat = grad.reshape(len(x), -1)
+    nonfinite = ~torch.isfinite(flat).all(dim=1)
+    l1 = flat.nan_to_num(0.0).abs().sum(dim=1)
+    zero, tiny = (l1 == 0) & ~nonfinite, (l1 > 0) & (l1 < 1e-8)
+    flags = []
+    for code, mask in (("nan_gradients", nonfinite), ("zero_gradients", zero),
+                       ("vanishing_gradients", tiny)):
+        share = mask.float().mean().item()
+        if share >= (0.0 if code == "nan_gradients" else threshold) and mask.any():
+            flags.append(Flag(code, f"{share:.0%} of {len(x)} checked points"))
+    return flags
+
+
+def chance_flag(clean_accuracy: float, num_classes: int, n: int) -> list[Flag]:
+    """Flag clean accuracy at most chance plus two binomial standard errors."""
+    chance = 1.0 / max(num_classes, 1)
+    margin = 2 * (chance * (1 - chance) / max(n, 1)) ** 0.5
+    if n and clean_accuracy <= chance + margin:
+        return [Flag("chance_accuracy", f"clean accuracy {clean_accuracy:.1%} vs chance {chance:.1%}")]
+    return []

@@ -1,0 +1,233 @@
+"""Loss landscapes in input space and in filter-normalised weight space.
+
+* Input space: the per-sample loss along ``x + a d`` (1-D) or over ``x + a d1 + b d2`` (2-D),
+  with ``d`` typically the adversarial direction and a random one (as in the CURE and
+  cross-section figures). Directions are normalised per sample, so ``a`` is an L2 distance;
+  points are not clamped to the input box (clamping would bend the line).
+* Weight space: Li, Xu, Taylor, Studer & Goldstein (2018), "Visualizing the Loss Landscape of
+  Neural Nets": the mean loss on a batch at ``theta + a d1 + b d2`` where each ``d`` is a Gaussian
+  direction rescaled filter by filter to the norm of the corresponding filter of ``theta``
+  (:func:`filter_normalized_direction`). The model is evaluated with
+  ``torch.func.functional_call``, so its parameters are never written to: they are bit-exactly
+  the same afterwards, exceptions included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from advlab.attacks._core import model_guard
+from advlab.attacks.losses import LossFn, get_loss
+from advlab.geometry._common import (
+    check_batch,
+    labels_or_predictions,
+    new_figure,
+    orthonormal_pair,
+    random_normal,
+    save_figure,
+    unit,
+)
+
+Direction = dict[str, Tensor]
+
+
+def _as_axis(values: Sequence[float] | Tensor, name: str) -> Tensor:
+    axis = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if axis.numel() == 0 or not bool(torch.isfinite(axis).all()):
+        raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
+    return axis
+
+
+def _evaluate_points(model: nn.Module, points: Tensor, labels: Tensor, loss_fn: LossFn,
+                     batch_size: int) -> tuple[Tensor, Tensor]:
+    """Per-point loss and correctness ``(N,)`` without gradients, in batches."""
+    losses, correct = [], []
+    with torch.no_grad():
+        for chunk, chunk_labels in zip(points.split(batch_size), labels.split(batch_size)):
+            logits = model(chunk)
+            losses.append(loss_fn(logits, chunk_labels))
+            correct.append(logits.argmax(dim=1) == chunk_labels)
+    return torch.cat(losses), torch.cat(correct)
+
+
+def _plane_losses(model: nn.Module, x: Tensor, y: Tensor | None, u: Tensor, v: Tensor,
+                  alphas: Tensor, betas: Tensor, loss: str | LossFn,
+                  batch_size: int) -> dict[str, Tensor]:
+    """Per-sample loss and correctness at ``x + a u + b v`` over the grid: ``(Bb, A, B)`` each."""
+    grid_b, grid_a = torch.meshgrid(betas, alphas, indexing="ij")  # (Bb, A)
+    shape = (*grid_a.shape, *([1] * x.dim()))
+    points = x + grid_a.reshape(shape) * u + grid_b.reshape(shape) * v  # (Bb, A, B, ...)
+    with model_guard(model):
+        labels = labels_or_predictions(model, x, y)
+        losses, correct = _evaluate_points(model, points.reshape(-1, *x.shape[1:]),
+                                           labels.repeat(grid_a.numel()), get_loss(loss), batch_size)
+    return {"alphas": alphas, "betas": betas, "loss": losses.reshape(*grid_a.shape, len(x)),
+            "correct": correct.reshape(*grid_a.shape, len(x))}
+
+
+def loss_line(model: nn.Module, x: Tensor, y: Tensor | None, direction: Tensor,
+              alphas: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
+              batch_size: int = 1024) -> dict[str, Tensor]:
+    """Per-sample loss along ``x + a d / ||d||`` for each ``a`` in ``alphas``.
+
+    ``x``: ``(B, ...)``; ``direction``: same shape; ``y``: ``(B,)`` or ``None`` (predictions).
+    Returns dict: ``alphas`` ``(A,)``, ``loss`` ``(A, B)``, ``correct`` ``(A, B)`` bool.
+    """
+    check_batch(x, y)
+    if direction.shape != x.shape:
+        raise ValueError(f"direction must have the shape of x {tuple(x.shape)}, got {tuple(direction.shape)}")
+    alphas = _as_axis(alphas, "alphas").to(x)
+    zero = torch.zeros(1, dtype=x.dtype, device=x.device)
+    line = _plane_losses(model, x, y, unit(direction), torch.zeros_like(x), alphas, zero, loss, batch_size)
+    return {"alphas": alphas, "loss": line["loss"][0], "correct": line["correct"][0]}
+
+
+def loss_surface(model: nn.Module, x: Tensor, y: Tensor | None, direction1: Tensor,
+                 direction2: Tensor | None, alphas: Sequence[float] | Tensor,
+                 betas: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
+                 generator: torch.Generator | None = None, batch_size: int = 1024) -> dict[str, Tensor]:
+    """Per-sample loss over the plane ``x + a u + b v`` (``u``, ``v`` orthonormal per sample).
+
+    ``u = direction1 / ||direction1||``; ``v`` is ``direction2`` (Gaussian from ``generator`` if
+    ``None``) orthogonalised against ``u`` and normalised. Returns dict: ``alphas`` ``(A,)``,
+    ``betas`` ``(Bb,)``, ``loss`` ``(Bb, A, B)`` and ``correct`` ``(Bb, A, B)`` bool.
+    """
+    check_batch(x, y)
+    if direction1.shape != x.shape:
+        raise ValueError(f"direction1 must have the shape of x {tuple(x.shape)}, got {tuple(direction1.shape)}")
+    alphas, betas = _as_axis(alphas, "alphas").to(x), _as_axis(betas, "betas").to(x)
+    u, v = orthonormal_pair(direction1, direction2, generator)
+    return _plane_losses(model, x, y, u, v, alphas, betas, loss, batch_size)
+
+
+def filter_normalized_direction(model: nn.Module, generator: torch.Generator | None = None, *,
+                                include_biases: bool = False) -> Direction:
+    """A random direction in weight space, filter-normalised (Li et al. 2018).
+
+    For each parameter with ``dim >= 2`` (conv kernels, linear weights) a Gaussian tensor is drawn
+    and each filter ``d[i]`` (slice along the output axis 0: a conv filter or a neuron's weights)
+    is rescaled to ``||theta[i]||``. One-dimensional parameters (biases, BatchNorm scales and
+    shifts) get a zero direction, Li et al.'s default ("ignore biasbn"); with ``include_biases``
+    they get a Gaussian direction scaled to the parameter's norm instead. Buffers (BatchNorm
+    running statistics) are never part of the direction.
+
+    Returns:
+        ``{parameter name: direction tensor}`` for every parameter.
+    """
+    direction: Direction = {}
+    for name, parameter in model.named_parameters():
+        theta = parameter.detach()
+        noise = random_normal(tuple(theta.shape), generator, theta.device, theta.dtype)
+        if theta.dim() >= 2:
+            filter_norms = theta.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+            direction[name] = noise * filter_norms.reshape(-1, *([1] * (theta.dim() - 1)))
+        elif include_biases:
+            direction[name] = noise * theta.norm() / noise.norm().clamp_min(1e-12)
+        else:
+            direction[name] = torch.zeros_like(theta)
+    return direction
+
+
+def _mean_loss_at(model: nn.Module, parameters: Direction, x: Tensor, labels: Tensor,
+                  loss_fn: LossFn, batch_size: int) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` with ``parameters`` swapped in (functionally)."""
+    total_loss, total_correct = 0.0, 0
+    with torch.no_grad():
+        for chunk, chunk_labels in zip(x.split(batch_size), labels.split(batch_size)):
+            logits = functional_call(model, parameters, (chunk,), strict=False)
+            total_loss += float(loss_fn(logits, chunk_labels).double().sum())
+            total_correct += int((logits.argmax(dim=1) == chunk_labels).sum())
+    return total_loss / len(x), total_correct / len(x)
+
+
+def weight_landscape_2d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence[float] | Tensor,
+                        betas: Sequence[float] | Tensor, *,
+                        directions: tuple[Direction, Direction] | None = None,
+                        loss: str | LossFn = "ce", generator: torch.Generator | None = None,
+                        batch_size: int = 1024) -> dict[str, Any]:
+    """Mean loss and accuracy on ``(x, y)`` at ``theta + a d1 + b d2`` (Li et al. 2018).
+
+    ``directions`` default to two independent :func:`filter_normalized_direction` draws from
+    ``generator``. The model runs in eval mode; its parameters are untouched.
+    Returns dict: ``alphas`` ``(A,)``, ``betas`` ``(Bb,)``, ``loss`` and ``accuracy`` ``(Bb, A)``.
+    """
+    check_batch(x, y)
+    alphas, betas = _as_axis(alphas, "alphas"), _as_axis(betas, "betas")
+    if directions is None:
+        directions = (filter_normalized_direction(model, generator),
+                      filter_normalized_direction(model, generator))
+    first, second = directions
+    loss_fn = get_loss(loss)
+    losses = torch.zeros(len(betas), len(alphas), dtype=torch.float64)
+    accuracy = torch.zeros_like(losses)
+    with model_guard(model):
+        theta = {name: p.detach() for name, p in model.named_parameters()}
+        for i, b in enumerate(betas.tolist()):
+            for j, a in enumerate(alphas.tolist()):
+                moved = {name: value + a * first[name] + b * second[name] for name, value in theta.items()}
+                losses[i, j], accuracy[i, j] = _mean_loss_at(model, moved, x, y, loss_fn, batch_size)
+    return {"alphas": alphas, "betas": betas, "loss": losses, "accuracy": accuracy}
+
+
+def weight_landscape_1d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence[float] | Tensor, *,
+                        direction: Direction | None = None, loss: str | LossFn = "ce",
+                        generator: torch.Generator | None = None, batch_size: int = 1024) -> dict[str, Any]:
+    """Mean loss and accuracy on ``(x, y)`` at ``theta + a d`` along one filter-normalised direction.
+
+    Returns dict: ``alphas`` ``(A,)``, ``loss`` and ``accuracy`` ``(A,)``.
+    """
+    first = direction if direction is not None else filter_normalized_direction(model, generator)
+    zero = {name: torch.zeros_like(value) for name, value in first.items()}
+    surface = weight_landscape_2d(model, x, y, alphas, [0.0], directions=(first, zero), loss=loss,
+                                  batch_size=batch_size)
+    return {"alphas": surface["alphas"], "loss": surface["loss"][0], "accuracy": surface["accuracy"][0]}
+
+
+def plot_loss_curves(curves: list[dict[str, Any]], labels: list[str], path: str | Path, *,
+                     title: str = "Loss along a filter-normalised direction",
+                     xlabel: str = "α (step along the direction)", ylabel: str = "mean loss",
+                     log_scale: bool = False) -> Path:
+    """Overlay 1-D curves (from :func:`weight_landscape_1d` or :func:`loss_line`) of several models.
+
+    A ``loss`` of shape ``(A, B)`` (per sample) is averaged over samples.
+    """
+    if len(curves) != len(labels) or not curves:
+        raise ValueError(f"need one label per curve, got {len(curves)} curves and {len(labels)} labels")
+    fig, ax = new_figure(width=5.6, height=4.0)
+    for curve, label in zip(curves, labels):
+        values = curve["loss"].double()
+        values = values.mean(dim=1) if values.dim() == 2 else values
+        ax.plot(curve["alphas"].cpu().numpy(), values.cpu().numpy(), label=label, linewidth=1.6)
+    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_loss_surface(surface: dict[str, Any], path: str | Path, *,
+                      title: str = "Loss surface", xlabel: str = "α (direction 1)",
+                      ylabel: str = "β (direction 2)", levels: int = 20) -> Path:
+    """Filled contour plot of a 2-D landscape with labelled contour lines; the origin is marked.
+
+    A per-sample ``loss`` ``(Bb, A, B)`` (from :func:`loss_surface`) is averaged over samples.
+    """
+    values = surface["loss"].double()
+    values = values.mean(dim=2) if values.dim() == 3 else values
+    alphas, betas = surface["alphas"].cpu().numpy(), surface["betas"].cpu().numpy()
+    fig, ax = new_figure(width=5.4, height=4.4)
+    filled = ax.contourf(alphas, betas, values.cpu().numpy(), levels=levels, cmap="viridis")
+    lines = ax.contour(alphas, betas, values.cpu().numpy(), levels=filled.levels[::4], colors="white",
+                       linewidths=0.6)
+    ax.clabel(lines, fontsize=7, fmt="%.2g")
+    ax.plot([0.0], [0.0], marker="*", color="red", markersize=12)
+    fig.colorbar(filled, ax=ax, label="loss")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return save_figure(fig, path)

@@ -1,0 +1,129 @@
+"""Figures drawn from stored records: robustness curves, training curves, perturbation histograms,
+and the adversarial-example gallery. Matplotlib with the Agg canvas (no display, no pyplot state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 110
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def robustness_curves(evaluations: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    """Robust accuracy vs eps, one line per model, one panel per norm.
+
+    ``evaluations``: run name -> "evaluate" results (dicts with norm, eps, robust_accuracy).
+    """
+    by_norm: dict[str, dict[str, list[tuple[float, float, float]]]] = defaultdict(dict)
+    for run, results in evaluations.items():
+        for r in results:
+            by_norm[r["norm"]].setdefault(run, []).append((r["eps"], r["robust_accuracy"], r["clean_accuracy"]))
+    if not by_norm:
+        return None
+    fig, axes = _figure(5.2 * len(by_norm), 3.8, ncols=len(by_norm))
+    for ax, (norm, runs) in zip(axes[0], sorted(by_norm.items())):
+        for run, points in sorted(runs.items()):
+            best: dict[float, tuple[float, float]] = {}
+            for eps, robust, clean in points:  # several evaluations of one eps: keep the worst case
+                best[eps] = min(best.get(eps, (robust, clean)), (robust, clean))
+            eps_values = [0.0, *sorted(best)]
+            accs = [max(c for _, c in best.values()), *(best[e][0] for e in sorted(best))]
+            ax.plot(eps_values, [100 * a for a in accs], marker="o", label=run)
+        ax.set_xlabel(f"{norm} radius eps")
+        ax.set_ylabel("accuracy under attack (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"Robust accuracy vs {norm} eps (worst case over the ensemble)")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def training_curves(metrics: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    """Loss and accuracy per epoch for every run (clean and, when recorded, adversarial)."""
+    runs = {name: rows for name, rows in metrics.items() if rows}
+    if not runs:
+        return None
+    fig, axes = _figure(11, 3.8, ncols=2)
+    loss_ax, acc_ax = axes[0]
+    for name, rows in sorted(runs.items()):
+        epochs = [r["epoch"] for r in rows]
+        loss_ax.plot(epochs, [r["metrics"].get("train_loss", math.nan) for r in rows], marker="o", label=name)
+        for key, style in (("val_acc", "-"), ("train_acc", ":"), ("adv_val_acc", "--")):
+            values = [r["metrics"].get(key) for r in rows]
+            if any(v is not None for v in values):
+                acc_ax.plot(epochs, [100 * v if v is not None else math.nan for v in values],
+                            style, marker="o", label=f"{name} {key}")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss per epoch")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Clean (and adversarial) accuracy per epoch")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def norm_histograms(stats: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    """Histograms of minimal adversarial perturbation norms, one colour per model."""
+    runs = {name: s for name, s in stats.items() if s.get("norms")}
+    if not runs:
+        return None
+    fig, axes = _figure(6.5, 3.8)
+    ax = axes[0][0]
+    for name, s in sorted(runs.items()):
+        norms = np.array([n for n in s["norms"] if n is not None and 0 < n < math.inf])
+        if len(norms):
+            ax.hist(norms, bins=30, alpha=0.55, label=f"{name} (median {np.median(norms):.3g}, "
+                                                       f"rho_adv {s.get('rho_adv', math.nan):.3g})")
+    norm = next(iter(runs.values())).get("norm", "l2")
+    attack = next(iter(runs.values())).get("attack", "deepfool")
+    ax.set(xlabel=f"minimal {norm} perturbation ({attack})", ylabel="test points",
+           title=f"Minimal adversarial perturbations ({attack}, {norm})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def gallery(x: np.ndarray, x_adv: np.ndarray, labels: Sequence[str], adv_labels: Sequence[str],
+            confidences: Sequence[float], adv_confidences: Sequence[float], path: Path,
+            title: str) -> Path:
+    """Clean image, amplified perturbation and adversarial image with labels and confidences.
+
+    ``x``, ``x_adv``: ``(K, C, H, W)`` in [0, 1]. The perturbation is rescaled to fill [0, 1]
+    (mid-grey is zero) so that small changes are visible -- the "panda to gibbon" figure of
+    Goodfellow et al. (2015).
+    """
+    k = len(x)
+    fig, axes = _figure(6.6, 2.2 * k, ncols=3, nrows=k)
+    cmap = "gray" if x.shape[1] == 1 else None
+    for i in range(k):
+        delta = x_adv[i] - x[i]
+        scale = max(float(np.abs(delta).max()), 1e-12)
+        panels = [(x[i], f"{labels[i]} ({100 * confidences[i]:.0f}%)"),
+                  (0.5 + 0.5 * delta / scale, f"perturbation x{0.5 / scale:.0f}"),
+                  (x_adv[i], f"{adv_labels[i]} ({100 * adv_confidences[i]:.0f}%)")]
+        for ax, (img, caption) in zip(axes[i], panels):
+            ax.imshow(np.transpose(np.clip(img, 0, 1), (1, 2, 0)).squeeze(), cmap=cmap, vmin=0, vmax=1)
+            ax.set_title(caption, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

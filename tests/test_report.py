@@ -1,0 +1,61 @@
+"""The HTML report from a store: self-contained, every section present, figures inline."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from advlab import ThreatModel, evaluate
+from advlab.report import build_report
+from advlab.report.figures import _figure, _save
+from advlab.report.html import table
+from advlab.store import Store
+
+
+@pytest.fixture()
+def store_with_records(tmp_path, digits_mlp, digits):
+    _, _, x, y = digits
+    db = tmp_path / "advlab.db"
+    with Store(db) as store:
+        store.add_run("mlp", tmp_path / "mlp", {"dataset": "digits", "model": "mlp", "epochs": 3,
+                                                "objective": {"name": "none", "params": {}}},
+                      {"test_acc": 0.96, "best_epoch": 3})
+        for epoch in (1, 2, 3):
+            store.log_metrics("mlp", epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.8 + 0.05 * epoch})
+        evaluate(digits_mlp, x[:32], y[:32], ThreatModel("linf", 0.1), eps=[0.05, 0.1],
+                 attacks="fast", store=store, run_name="mlp")
+        fig, axes = _figure(3, 2)
+        axes[0][0].plot([0, 1], [1, 0])
+        png = _save(fig, tmp_path / "cross_section.png")
+        store.add_evaluation("mlp", "geometry", {}, {"figures": {"cross_section": png.name},
+                                                     "captions": {"cross_section": "a plane"},
+                                                     "metadata": {"out_dir": str(tmp_path)}})
+        store.add_evaluation("mlp", "minimal-norm", {}, {"attack": "deepfool", "norm": "l2",
+                                                         "norms": [0.5, 0.7, None, 1.1], "median": 0.7,
+                                                         "rho_adv": 0.12, "success_rate": 0.75})
+        store.add_evaluation(None, "demo", {}, {"headline": [{"label": "robust", "value": "12%"}]})
+    return db
+
+
+def test_report_is_self_contained(store_with_records, tmp_path):
+    out = build_report(store_with_records, tmp_path / "report.html")
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    for title in ("Models and training", "Robustness curves", "Attacks and sanity flags",
+                  "Minimal perturbations", "Decision boundaries"):
+        assert f">{title}</h2>" in text and 'href="#' in text
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    assert len(sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in text and "https://" not in text  # nothing to fetch
+    assert "a plane" in text and "12%" in text
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results store"):
+        build_report(tmp_path / "nothing.db", tmp_path / "r.html")
+
+
+def test_table_escapes_and_formats():
+    html = table(["name", "acc"], [["<b>x</b>", 0.5]], percent_columns=[1])
+    assert "&lt;b&gt;" in html and "50.0%" in html and 'data-v="0.5"' in html

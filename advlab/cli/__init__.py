@@ -12,6 +12,7 @@ from advlab.cli.attack import attack
 from advlab.cli.demo import demo
 from advlab.cli.evaluate import evaluate
 from advlab.cli.info import info
+from advlab.cli.report import report
 from advlab.cli.train import train
 
 app = typer.Typer(
@@ -23,7 +24,7 @@ app = typer.Typer(
 )
 
 for _name, _fn in [("demo", demo), ("info", info), ("train", train), ("attack", attack),
-                   ("evaluate", evaluate)]:
+                   ("evaluate", evaluate), ("report", report)]:
     app.command(_name)(user_errors(_fn))
 
 #: Options that take several values after one flag (``--eps 0.05 0.1 0.2``).

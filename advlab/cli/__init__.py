@@ -11,8 +11,10 @@ from advlab.cli._common import user_errors
 from advlab.cli.attack import attack
 from advlab.cli.demo import demo
 from advlab.cli.evaluate import evaluate
+from advlab.cli.geometry import geometry
 from advlab.cli.info import info
 from advlab.cli.report import report
+from advlab.cli.theory import theory_app
 from advlab.cli.train import train
 
 app = typer.Typer(
@@ -24,8 +26,9 @@ app = typer.Typer(
 )
 
 for _name, _fn in [("demo", demo), ("info", info), ("train", train), ("attack", attack),
-                   ("evaluate", evaluate), ("report", report)]:
+                   ("evaluate", evaluate), ("geometry", geometry), ("report", report)]:
     app.command(_name)(user_errors(_fn))
+app.add_typer(theory_app, name="theory", help="Theory experiments: random ReLU networks, spirals.")
 
 #: Options that take several values after one flag (``--eps 0.05 0.1 0.2``).
 MULTI_VALUE_OPTIONS = ("--eps",)

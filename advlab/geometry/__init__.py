@@ -58,7 +58,15 @@ from advlab.geometry.random_relu import (
 )
 from advlab.geometry.spirals import spirals_experiment, train_mlp
 
+from advlab.geometry.analysis import GeometrySummary, analyse, store_summary  # noqa: E402
+from advlab.geometry.theory import random_relu_sweep, spirals_compare  # noqa: E402
+
 __all__ = [
+    "GeometrySummary",
+    "analyse",
+    "random_relu_sweep",
+    "spirals_compare",
+    "store_summary",
     "THRESHOLDS",
     "HessianOperator",
     "adversarial_direction",

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Geometry figure names -> report section, matched by substring.
 GEOMETRY_SECTIONS = [
+    (("relu",), "Random ReLU networks"),
+    (("spiral",), "Spirals: small vs over-parametrised MLP"),
     (("cross", "boundar", "region"), "Decision boundaries"),
     (("landscape", "loss", "surface"), "Loss landscapes"),
     (("eigen", "spectrum", "hessian", "bound", "curvature"), "Curvature"),
@@ -108,7 +110,8 @@ def _figure_sections(by_kind: dict[str, list[dict[str, Any]]]) -> dict[str, list
             if summary:
                 sections[title].append(paragraph(summary))
             sections[title] += [image(p, c) for _, p, c in _figures_of(record)]
-    for record in by_kind.get("geometry", []) + by_kind.get("theory", []):
+    theory = [r for kind, records in by_kind.items() if kind.startswith("theory") for r in records]
+    for record in by_kind.get("geometry", []) + theory:
         for name, path, caption in _figures_of(record):
             title = next((t for keys, t in GEOMETRY_SECTIONS if any(k in name.lower() for k in keys)),
                          "Geometry: other analyses")

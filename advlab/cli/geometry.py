@@ -1,0 +1,136 @@
+"""``advlab geometry``: boundaries, loss landscapes, curvature spectrum and noise ratios of a run.
+
+    advlab geometry runs/x                                  (figures + summary.json in runs/x/geometry)
+    advlab geometry runs/x --compare runs/x-pgd --points 8  (two models in the same planes)
+
+Every quantity is measured per test point (:func:`advlab.geometry.analysis.analyse`), written to
+``summary.json`` with the figures, and recorded in the store next to the run as a ``geometry``
+evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from advlab.cli._common import echo, seed_everything, setup_logging, user_errors
+
+#: Test points drawn for the weight-space landscapes (the analysed points are the first of them).
+POOL = 128
+
+
+@user_errors
+def geometry(
+    run: Annotated[Path, typer.Argument(help="Run directory (advlab train --out ...).")],
+    compare: Annotated[Path | None, typer.Option(
+        help="A second run on the same dataset (e.g. adversarially trained), analysed in the same planes.")] = None,
+    points: Annotated[int, typer.Option(help="Test points analysed (the same for both models).")] = 8,
+    eigs: Annotated[int, typer.Option(help="Top input-Hessian eigenvalues per point (Lanczos).")] = 20,
+    directions: Annotated[int, typer.Option(help="Random directions per point for the noise ratio.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <run>/geometry).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the test points and every random direction.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Decision boundaries, loss landscapes, Hessian spectra, CURE bounds and noise ratios."""
+    setup_logging()
+    import torch
+    from tqdm import tqdm
+
+    from advlab.cli._runs import load_run
+    from advlab.geometry.analysis import analyse, store_summary
+    from advlab.geometry.analysis_steps import STEPS
+    from advlab.store import Store
+
+    ctx = load_run(run, data_dir=data_dir, device=device)
+    models = {ctx.name: ctx.model}
+    if compare is not None:
+        other = load_run(compare, data_dir=data_dir, device=device)
+        _check_same_dataset(ctx, other)
+        models[other.name if other.name != ctx.name else f"{other.name}-compare"] = other.model
+    seed_everything(seed)
+    x, y = _candidates(ctx, seed, points)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    target = out if out is not None else ctx.run_dir / "geometry"
+    bar = tqdm(total=len(STEPS), desc="geometry", unit="step", disable=not progress, leave=False)
+
+    def tick(name: str, done: int, total: int) -> None:
+        bar.set_postfix_str(f"done: {name}")
+        bar.update(done - bar.n)
+
+    metadata = {"dataset": ctx.dataset, "runs": {label: str(path) for label, path in
+                                                 zip(models, [run, compare] if compare else [run])},
+                "seed": seed}
+    summary = analyse(models, x, y, target, points=points, eigs=eigs, directions=directions,
+                      generator=generator, progress=tick, train_xy=_training_points(ctx, x, seed),
+                      metadata=metadata)
+    bar.close()
+    with Store(ctx.store_path) as store:
+        record = store_summary(store, ctx.name, summary)
+    print_summary(summary)
+    echo(f"\n{len(summary.figures)} figures and summary.json in {target}; stored in "
+         f"{ctx.store_path} (evaluation id {record})")
+
+
+def _check_same_dataset(ctx: Any, other: Any) -> None:
+    from advlab._utils import canonical_name
+
+    if canonical_name(ctx.dataset) != canonical_name(other.dataset):
+        raise ValueError(f"--compare needs a run on the same dataset: {ctx.run_dir} was trained on "
+                         f"{ctx.dataset!r} but {other.run_dir} on {other.dataset!r}")
+
+
+def _candidates(ctx: Any, seed: int, points: int) -> tuple[Any, Any]:
+    """A seeded random pool of the run's test points (the analysed points come first)."""
+    import torch
+
+    from advlab.cli._runs import test_points
+
+    x, y = test_points(ctx, None, seed=seed)
+    if points > len(x):
+        raise ValueError(f"--points {points} but the {ctx.dataset} test split has {len(x)} points")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    keep = order[:min(len(x), max(POOL, points))].to(x.device)
+    return x[keep], y[keep]
+
+
+def _training_points(ctx: Any, x: Any, seed: int) -> tuple[Any, Any] | None:
+    """The training set of 2-D data (spirals, moons), for the decision-region figures."""
+    if x[0].numel() != 2:
+        return None
+    from advlab.data import load_dataset
+
+    data = load_dataset(ctx.dataset, "train", data_dir=ctx.data_dir, seed=ctx.config.get("seed", seed))
+    return data.x.to(x.device), data.y.to(x.device)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+#: (aggregate key, column title) of the printed table.
+COLUMNS = (("median_deepfool_norm", "DeepFool"), ("rho_adv", "rho_adv"),
+           ("mean_boundary_curvature", "curvature"), ("median_top_eigenvalue", "top eig"),
+           ("median_hutchinson_frobenius", "||H||F^2"), ("median_noise_ratio", "noise/adv"))
+
+
+def print_summary(summary: Any) -> None:
+    """Per model: the medians of the main quantities; then the comparison and what was skipped."""
+    width = max(12, *(len(label) for label in summary.models))
+    echo(f"{summary.points} test points, input dimension d = {summary.input_dim} "
+         f"(random/adversarial prediction sqrt(d) = {math.sqrt(summary.input_dim):.3g})", bold=True)
+    echo(f"{'model':<{width}} " + " ".join(f"{title:>10}" for _, title in COLUMNS))
+    for label in summary.models:
+        values = summary.aggregates.get(label, {})
+        echo(f"{label:<{width}} " + " ".join(f"{_number(values.get(key)):>10}" for key, _ in COLUMNS))
+    echo("(medians over points: DeepFool L2 norm, Hessian top eigenvalue, Hutchinson ||H||_F^2, "
+         "random-noise / DeepFool distance; rho_adv = mean ||r|| / ||x||; curvature: mean boundary "
+         "curvature in the cross-sections)")
+    for line in summary.comparison:
+        echo(f"  {line}")
+    for name, reason in summary.skipped.items():
+        echo(f"skipped {name}: {reason}", fg="yellow")

@@ -1,0 +1,253 @@
+"""The geometry of one classifier, or of a pair (standard vs adversarially trained), per test point.
+
+:func:`analyse` measures on the same test points, for every model:
+
+* DeepFool's minimal L2 perturbation and ``rho_adv`` (Moosavi-Dezfooli, Fawzi & Frossard 2016);
+* decision-boundary cross-sections in the plane of the *first* model's adversarial direction and
+  a random direction shared by all models, and the boundary curvature there (Fawzi,
+  Moosavi-Dezfooli, Frossard & Soatto 2018);
+* the input-space loss along and around those two directions, and filter-normalised weight-space
+  landscapes on a small batch (Li, Xu, Taylor, Studer & Goldstein 2018);
+* the input-Hessian spectrum (Lanczos top-``k``; every eigenvalue for ``d <= 1024``),
+  Hutchinson's ``||H||_F^2``, CURE's finite-difference curvature and CURE's bounds on the
+  minimal perturbation (Moosavi-Dezfooli, Fawzi, Uesato & Frossard 2019);
+* the random-noise to adversarial ratio against ``sqrt(d)``, and in random ``m``-dimensional
+  subspaces against ``sqrt(d / m)`` (Fawzi, Moosavi-Dezfooli & Frossard 2016).
+
+Figures (PNG) and ``summary.json`` go to ``out_dir``; :class:`GeometrySummary` lists every figure
+with a caption, and every analysis that did not apply with the reason. The steps themselves live
+in :mod:`advlab.geometry.analysis_steps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab._utils import atomic_write_json, json_safe
+from advlab.attacks._core import model_guard, predict
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(step_name, steps_done, steps_total)``, called after each step.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class GeometrySummary:
+    """Everything :func:`analyse` measured, JSON-ready through :meth:`to_dict`.
+
+    ``per_sample[label][quantity]`` holds one value (or one row) per analysed point, in the
+    order of ``indices`` (positions in the ``x`` passed to :func:`analyse`) and ``labels``;
+    ``aggregates[label]`` the per-model statistics; ``curves`` the landscapes and spectra;
+    ``figures[name]`` a PNG path relative to the output folder and ``captions[name]`` its caption;
+    ``skipped[name]`` why an analysis did not apply; ``timings`` seconds per step.
+    """
+
+    models: list[str]
+    input_shape: list[int]
+    input_dim: int
+    indices: list[int]
+    labels: list[int]
+    params: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    per_sample: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)
+    comparison: list[str] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def points(self) -> int:
+        return len(self.indices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (tensors become lists, NaN/inf become ``None``)."""
+        return json_safe({f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class AnalysisState:
+    """What the steps share: the inputs, the summary being filled, and the common plane."""
+
+    models: dict[str, nn.Module]
+    x: Tensor  # (N, ...) the analysed points
+    y: Tensor  # (N,)
+    batch: tuple[Tensor, Tensor]  # weight-landscape batch (B, ...), (B,)
+    out_dir: Path
+    summary: GeometrySummary
+    generator: torch.Generator | None = None
+    train_xy: tuple[Tensor, Tensor] | None = None
+    norms: dict[str, Tensor] = field(default_factory=dict)  # DeepFool norms per model, (N,)
+    u: Tensor | None = None  # (N, ...) unit adversarial direction of the first model
+    v: Tensor | None = None  # (N, ...) unit random direction orthogonal to u
+    extents: Tensor | None = None  # (N,) half-width of each point's cross-section
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.summary.params
+
+    @property
+    def dim(self) -> int:
+        return self.summary.input_dim
+
+    @property
+    def first(self) -> str:
+        return self.summary.models[0]
+
+    def record(self, label: str, **values: Any) -> None:
+        """Store per-sample values of model ``label`` (tensors are moved to the CPU)."""
+        target = self.summary.per_sample.setdefault(label, {})
+        target.update({k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in values.items()})
+
+    def aggregate(self, label: str, **values: Any) -> None:
+        self.summary.aggregates.setdefault(label, {}).update(values)
+
+    def png(self, name: str) -> Path:
+        """``out_dir / <name>.png`` with anything but letters, digits, ``-``, ``_``, ``.`` replaced."""
+        return self.out_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png")
+
+    def figure(self, name: str, path: Path, caption: str) -> None:
+        self.summary.figures[name] = str(path.relative_to(self.out_dir))
+        self.summary.captions[name] = caption
+
+    def skip(self, name: str, reason: str) -> None:
+        self.summary.skipped[name] = reason
+        logger.info("geometry: skipped %s: %s", name, reason)
+
+
+def select_points(models: dict[str, nn.Module], x: Tensor, y: Tensor, points: int) -> Tensor:
+    """Indices ``(points,)`` into ``x``: first the points every model classifies correctly, in
+    order, then (if too few) the others; the geometry of a correct point is the one of interest."""
+    correct = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for model in models.values():
+        with model_guard(model):
+            correct &= predict(model, x).argmax(dim=1) == y
+    order = torch.cat([correct.nonzero().flatten(), (~correct).nonzero().flatten()])
+    return order[:points].cpu()
+
+
+def _check(models: dict[str, nn.Module], x: Tensor, y: Tensor, points: int, eigs: int,
+           directions: int) -> None:
+    if not isinstance(models, dict) or not 1 <= len(models) <= 2:
+        raise ValueError("models must be a dict of one or two labelled models, e.g. "
+                         "{'standard': model, 'adversarial': robust_model}")
+    if not all(isinstance(m, nn.Module) for m in models.values()):
+        raise TypeError("every value of models must be a torch.nn.Module")
+    if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+        raise ValueError(f"x must be (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, value in (("points", points), ("eigs", eigs), ("directions", directions)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if points > len(x):
+        raise ValueError(f"points={points} but only {len(x)} inputs were given")
+
+
+def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | Path, *,
+            points: int = 8, eigs: int = 20, directions: int = 10,
+            subspace_dims: Sequence[int] | None = None, spectrum_points: int | None = None,
+            landscape_batch: int = 128, resolution: int = 41, extent_factor: float = 2.5,
+            hutchinson_samples: int = 64, generator: torch.Generator | None = None,
+            progress: Progress | None = None, train_xy: tuple[Tensor, Tensor] | None = None,
+            metadata: dict[str, Any] | None = None) -> GeometrySummary:
+    """Run every geometry analysis that applies on ``points`` test points of ``x``.
+
+    Args:
+        models: one or two labelled classifiers on the same inputs (e.g. ``{"standard": m1,
+            "adversarial": m2}``); the first one's adversarial directions define the planes.
+        x: candidate test points ``(N, ...)`` in [0, 1]; y: labels ``(N,)``. The analysed points
+            are the first ``points`` that every model classifies correctly
+            (:func:`select_points`); the weight landscapes use the first ``landscape_batch``.
+        out_dir: folder for the PNG figures and ``summary.json``.
+        eigs: Hessian eigenvalues by Lanczos per point (at most ``d``).
+        directions: random directions (lines) per point for the noise ratio; random subspaces
+            use ``max(1, directions // 3)`` draws (each a DeepFool run inside the subspace).
+        subspace_dims: subspace dimensions ``m`` (default ``d // 16`` and ``d // 4``).
+        spectrum_points: points whose full Hessian spectrum is computed when ``d <= 1024``
+            (default all for ``d <= 256``, else 3: each costs ``d`` HVPs).
+        resolution: grid points per axis of a cross-section; extent_factor: half-width of a
+            cross-section in multiples of the point's largest DeepFool norm over the models.
+        hutchinson_samples: Rademacher probes per point for ``||H||_F^2``.
+        generator: every random draw (directions, probes, Lanczos starts).
+        progress: called after each step with ``(name, done, total)``.
+        train_xy: training points ``(M, 2)`` and labels for the decision regions of 2-D data.
+        metadata: stored as is in the summary (dataset, run names, seed, ...).
+
+    Returns:
+        the :class:`GeometrySummary`, also written to ``out_dir / "summary.json"``.
+    """
+    from advlab.geometry.analysis_steps import STEPS
+
+    _check(models, x, y, points, eigs, directions)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = select_points(models, x, y, points)
+    params = {"points": points, "eigs": min(eigs, x[0].numel()), "directions": directions,
+              "subspace_dims": None if subspace_dims is None else list(subspace_dims),
+              "spectrum_points": spectrum_points, "landscape_batch": min(landscape_batch, len(x)),
+              "resolution": resolution, "extent_factor": extent_factor,
+              "hutchinson_samples": hutchinson_samples}
+    summary = GeometrySummary(models=list(models), input_shape=list(x.shape[1:]),
+                              input_dim=x[0].numel(), indices=index.tolist(),
+                              labels=y[index.to(y.device)].tolist(), params=params,
+                              metadata={"out_dir": str(out_dir.resolve()), **(metadata or {})})
+    state = AnalysisState(models, x[index.to(x.device)], y[index.to(y.device)],
+                          (x[:landscape_batch], y[:landscape_batch]), out_dir, summary,
+                          generator, train_xy)
+    for done, (name, step) in enumerate(STEPS, start=1):
+        started = time.perf_counter()
+        step(state)
+        summary.timings[name] = time.perf_counter() - started
+        logger.info("geometry: %s done in %.1f s", name, summary.timings[name])
+        if progress is not None:
+            progress(name, done, len(STEPS))
+    summary.comparison = compare_models(summary)
+    atomic_write_json(out_dir / "summary.json", summary.to_dict())
+    return summary
+
+
+def store_summary(store: Any, run_name: str | None, summary: GeometrySummary) -> int:
+    """Record ``summary`` in a :class:`advlab.store.Store` as a ``"geometry"`` evaluation; its id."""
+    params = {**summary.params, "models": summary.models, **summary.metadata}
+    return store.add_evaluation(run_name, "geometry", params, summary.to_dict())
+
+
+def finite_median(values: Tensor) -> float:
+    """Median of the finite entries of ``values`` (``nan`` if none)."""
+    values = values.double().flatten()
+    values = values[torch.isfinite(values)]
+    return float(values.median()) if values.numel() else math.nan
+
+
+#: (aggregate key, description) compared between two models by :func:`compare_models`.
+COMPARED = (("median_deepfool_norm", "median DeepFool norm"),
+            ("mean_boundary_curvature", "mean boundary curvature"),
+            ("median_top_eigenvalue", "median top Hessian eigenvalue"),
+            ("median_hutchinson_frobenius", "median ||H||_F^2"),
+            ("median_cure_curvature", "median CURE curvature"),
+            ("median_noise_ratio", "median random/adversarial ratio"))
+
+
+def compare_models(summary: GeometrySummary) -> list[str]:
+    """One line per compared quantity: second model vs first, with the factor."""
+    if len(summary.models) != 2:
+        return []
+    first, second = summary.models
+    lines = []
+    for key, description in COMPARED:
+        a, b = summary.aggregates[first].get(key, math.nan), summary.aggregates[second].get(key, math.nan)
+        factor = b / a if math.isfinite(a) and math.isfinite(b) and a != 0 else math.nan
+        lines.append(f"{description}: {second} {b:.4g} vs {first} {a:.4g} (factor {factor:.3g})")
+    return lines

@@ -105,7 +105,8 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
                    progress: Progress | None = None) -> EnsembleOutcome:
     """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``."""
     eps = threat.eps_per_sample(x)
-    outcome = EnsembleOutcome(eps=float(eps.max()) if len(eps) else 0.0)
+    nominal = threat.eps if isinstance(threat.eps, float) else (float(eps.max()) if len(eps) else 0.0)
+    outcome = EnsembleOutcome(eps=nominal)
     for step in steps:
         index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
         stats = outcome.steps.setdefault(step.name, StepStats())

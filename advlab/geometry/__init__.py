@@ -15,6 +15,7 @@ from ``generator=`` arguments.
 
 from __future__ import annotations
 
+from advlab.geometry.analysis import GeometrySummary, analyse, store_summary  # noqa: E402
 from advlab.geometry.boundary import (
     adversarial_direction,
     boundary_curvature,
@@ -57,8 +58,6 @@ from advlab.geometry.random_relu import (
     summarise_claims,
 )
 from advlab.geometry.spirals import spirals_experiment, train_mlp
-
-from advlab.geometry.analysis import GeometrySummary, analyse, store_summary  # noqa: E402
 from advlab.geometry.theory import random_relu_sweep, spirals_compare  # noqa: E402
 
 __all__ = [

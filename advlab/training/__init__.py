@@ -4,31 +4,46 @@
     result = fit(model, train_ds, val_data=val_ds, epochs=5, run_dir="runs/x")
     result = fit(model, train_ds, objective=get_objective("none"), resume=True, run_dir="runs/x")
 
-Robust training objectives (FGSM-mix, PGD-AT, TRADES, ...) register in
-:mod:`advlab.training.objectives`; run ``torchrun --nproc_per_node=N`` for data-parallel training.
+Robust training objectives (FGSM-mix, PGD-AT, fast FGSM, TRADES, CURE, CLIP, noise) live in
+:mod:`advlab.training.defenses` and register in :mod:`advlab.training.objectives`;
+:func:`adversarial_validation` selects the most robust epoch; ``fit(init=run_dir)`` fine-tunes;
+run ``torchrun --nproc_per_node=N`` for data-parallel training.
+
+    hook = adversarial_validation(val_ds, ThreatModel("linf", 0.1))
+    fit(model, train_ds, val_data=val_ds, objective=get_objective("pgd-at", eps=0.1, steps=7),
+        epoch_end=hook, select_metric="adv_val_acc", run_dir="runs/x")
 """
 
 from advlab.training.checkpoint import RESUME_IGNORED_KEYS, load_checkpoint
-from advlab.training.fit import FitResult, fit
+from advlab.training.fit import FitResult, fit, load_init
 from advlab.training.objectives import (
     OBJECTIVES,
+    EpochReport,
     NamedObjective,
     Objective,
+    ObjectiveContext,
+    ObjectiveOutput,
     get_objective,
     register_objective,
     standard_objective,
     unwrap_model,
 )
+from advlab.training.validation import adversarial_validation
 
 __all__ = [
     "OBJECTIVES",
     "RESUME_IGNORED_KEYS",
+    "EpochReport",
     "FitResult",
     "NamedObjective",
     "Objective",
+    "ObjectiveContext",
+    "ObjectiveOutput",
+    "adversarial_validation",
     "fit",
     "get_objective",
     "load_checkpoint",
+    "load_init",
     "register_objective",
     "standard_objective",
     "unwrap_model",

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,14 @@ from advlab.training.distributed import (
     wrap_model,
 )
 from advlab.training.loop import EpochEnd, LoopSettings, Trainer
-from advlab.training.objectives import Objective, describe_objective, get_objective, unwrap_model
+from advlab.training.objectives import (
+    Objective,
+    ObjectiveContext,
+    describe_objective,
+    get_objective,
+    objective_hook,
+    unwrap_model,
+)
 from advlab.training.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -55,7 +62,8 @@ class FitResult:
 
     ``model`` is the trained model (unwrapped, eval mode) holding the *best* weights by
     ``select_metric`` (those of ``run_dir/model.safetensors``), or the last ones when no epoch
-    record has that metric; ``history`` has one record per epoch; ``best_epoch`` is 1-based.
+    record has that metric; ``history`` has one record per epoch; ``best_epoch`` is 1-based;
+    ``events`` lists what happened besides epochs (catastrophic overfitting and its rollback).
     """
 
     model: nn.Module
@@ -63,6 +71,7 @@ class FitResult:
     best_epoch: int | None
     run_dir: Path | None
     config: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
@@ -74,7 +83,7 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         progress: bool = True, store: Store | str | Path | None = None,
         run_name: str | None = None, epoch_end: EpochEnd | None = None,
         select_metric: str = "val_acc", early_stopping_patience: int | None = None,
-        num_workers: int = 0) -> FitResult:
+        num_workers: int = 0, init: str | Path | None = None) -> FitResult:
     """Train ``model`` on ``train_data`` by minimising ``objective`` (default cross-entropy).
 
     Args:
@@ -100,6 +109,8 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         select_metric: the epoch-record metric (higher is better) choosing the best epoch.
         early_stopping_patience: stop after this many epochs without a better ``select_metric``.
         num_workers: DataLoader workers for datasets that are not in-memory tensors.
+        init: fine-tune: start from the weights of this run directory (``model.safetensors``,
+            its best epoch; the architectures must match); recorded in the config as ``init``.
 
     Returns:
         :class:`FitResult`. Under torchrun every rank returns it; only rank 0 writes files.
@@ -113,10 +124,13 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
     run_path = Path(run_dir) if run_dir is not None else None
     if resume and run_path is None:
         raise ValueError("resume=True needs run_dir= (the directory of the run to continue)")
+    extra = dict(config or {})
+    if init is not None:
+        extra["init"] = load_init(model, init)
     context, resolved = setup_distributed(device)
     try:
         with _forked_rng(resolved, seed, context.rank):
-            return _fit(model, train_data, val_data, objective, settings, config or {}, resolved,
+            return _fit(model, train_data, val_data, objective, settings, extra, resolved,
                         context, run_path, resume, store, run_name, epoch_end)
     finally:
         teardown_distributed(context)
@@ -146,6 +160,24 @@ def _settings(epochs: int, batch_size: int, lr: float, optimizer: str, momentum:
         "select_metric": select_metric, "early_stopping_patience": patience,
         "num_workers": num_workers,
     }
+
+
+def load_init(model: nn.Module, run: str | Path) -> dict[str, Any]:
+    """Load the best weights of the run directory ``run`` into ``model`` (fine-tuning); return
+    ``{"run", "epoch"}`` for the config. Raises a ValueError when the architectures differ."""
+    from advlab.models import load_model
+
+    source = load_model(run)
+    try:
+        unwrap_model(model).load_state_dict(source.state_dict())
+    except RuntimeError as error:
+        spec = getattr(source, "advlab_spec", None)
+        raise ValueError(f"cannot fine-tune from {str(run)!r}: its model ({spec}) does not match "
+                         f"the model given to fit; build it with advlab.load_model({str(run)!r})"
+                         f" -- {str(error).splitlines()[0]}") from None
+    metadata = getattr(source, "advlab_metadata", {}) or {}
+    logger.info("fine-tuning from %s (epoch %s)", run, metadata.get("epoch"))
+    return {"run": str(Path(run).resolve()), "epoch": metadata.get("epoch")}
 
 
 @contextmanager
@@ -201,8 +233,14 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
     wrapped = wrap_model(model, context, device)
     optimizer = build_optimizer(wrapped.parameters(), settings["optimizer"], settings["lr"],
                                 settings["momentum"], settings["weight_decay"])
-    total_steps = settings["epochs"] * steps_per_epoch(len(train), per_rank, context)
-    scheduler = build_scheduler(optimizer, settings["schedule"], settings["lr"], total_steps)
+    epoch_steps = steps_per_epoch(len(train), per_rank, context)
+    scheduler = build_scheduler(optimizer, settings["schedule"], settings["lr"],
+                                settings["epochs"] * epoch_steps)
+    bind = objective_hook(objective, "bind")
+    if bind is not None:  # seeds the objective's generator, resets its state
+        bind(ObjectiveContext(seed=settings["seed"], rank=context.rank,
+                              world_size=context.world_size, device=device,
+                              steps_per_epoch=epoch_steps, epochs=settings["epochs"]))
     loop_settings = LoopSettings(
         epochs=settings["epochs"], batch_size=per_rank, seed=settings["seed"],
         checkpoint_every=settings["checkpoint_every"], select_metric=settings["select_metric"],
@@ -236,7 +274,8 @@ def _finish(model: nn.Module, trainer: Trainer, recorder: RunRecorder, run_dir: 
     history = [dict(record) for record in state.history]
     summary = {"epochs_done": state.epoch, "best_epoch": state.best_epoch,
                "best_metric": state.best_value, "stopped_early": state.stopped,
-               "time_s": elapsed, "last": history[-1] if history else None}
+               "time_s": elapsed, "last": history[-1] if history else None,
+               "events": list(state.events)}
     recorder.finish(summary)
     return FitResult(model=model.eval(), history=history, best_epoch=state.best_epoch,
-                     run_dir=run_dir, config=config)
+                     run_dir=run_dir, config=config, events=list(state.events))

@@ -27,6 +27,13 @@ from advlab.training.distributed import (
     gather_objects,
 )
 from advlab.training.objectives import Objective, split_objective_output
+from advlab.training.rollback import (
+    Rollback,
+    collapse_event,
+    load_objective_state,
+    objective_epoch_end,
+    objective_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +65,12 @@ class LoopState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped: bool = False  # early stopping ended the run
-    partial_sums: Tensor | None = None  # (4,) float64: loss*B, correct, B, B with logits
+    partial_sums: Tensor | None = None  # (SUMS,) float64, see Trainer._train_step
     partial_time: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)  # e.g. catastrophic overfitting
+
+
+SUMS = 6  # loss*B, correct, B, B with logits, adversarially correct, B with adversarial logits
 
 
 class Trainer:
@@ -77,24 +88,31 @@ class Trainer:
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
         self.state = LoopState()
         self._last_lr = optimizer.param_groups[0]["lr"]
+        self.rollback = Rollback(objective)  # for objectives that may collapse
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
         """Train until ``epochs`` are done or early stopping says stop."""
+        if self.rollback.enabled and self.rollback.good is None and self.state.step == 0:
+            self.rollback.remember(self.checkpoint_state(None))  # before the first epoch
         while not self.state.stopped and self.state.epoch < self.settings.epochs:
             started = time.perf_counter() - self.state.partial_time  # resumed mid-epoch
             sums, train_time = self._train_epoch()
             record = self._epoch_record(sums, train_time)
             record["time_s"] = time.perf_counter() - started
             self.state.partial_time, self.state.partial_sums, self.state.step = 0.0, None, 0
-            self._finish_epoch(record)
+            collapse = record.pop("collapse", None)
+            if collapse is not None:
+                self._roll_back(record, collapse)
+            else:
+                self._finish_epoch(record)
 
     def _train_epoch(self) -> tuple[Tensor, float]:
         """One pass over this rank's batches (skipping those done before a resume)."""
         state, settings = self.state, self.settings
         batches = epoch_batches(len(self.train), settings.batch_size, settings.seed,
                                 state.epoch, self.context)
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(SUMS, dtype=torch.float64, device=self.device)
         if state.partial_sums is not None:
             sums += state.partial_sums.to(self.device)
         bar = self._progress_bar(len(batches))
@@ -117,7 +135,7 @@ class Trainer:
 
     def _train_step(self, x: Tensor, y: Tensor, sums: Tensor) -> None:
         output = self.objective(self.wrapped, x, y)
-        loss, logits = split_objective_output(output, y)
+        loss, logits, adv_logits = split_objective_output(output, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -131,6 +149,9 @@ class Trainer:
             if logits is not None:
                 sums[1] += (logits.argmax(dim=1) == y).sum()
                 sums[3] += batch
+            if adv_logits is not None:
+                sums[4] += (adv_logits.argmax(dim=1) == y).sum()
+                sums[5] += batch
 
     # -- end of epoch --------------------------------------------------------------------
     def _epoch_record(self, sums: Tensor, train_time: float) -> dict[str, Any]:
@@ -147,12 +168,19 @@ class Trainer:
             "lr": self._last_lr,
             "samples_per_s": totals[2] / max(train_time, 1e-9),
         }
+        if totals[5]:
+            record["train_adv_acc"] = totals[4] / totals[5]
         if self.val is not None:
             record["val_loss"], record["val_acc"] = self._validate()
         if self.settings.epoch_end is not None:
             self.model.eval()
             extra = self.settings.epoch_end(self.model, epoch) or {}
             record.update({k: _to_float(v) for k, v in extra.items()})
+        self.model.eval()  # the objective's report comes last: CLIP adapts to train_acc
+        metrics, collapse = objective_epoch_end(self.objective, self.model, record)
+        record.update({k: _to_float(v) for k, v in metrics.items()})
+        if collapse is not None:
+            record["collapse"] = collapse  # rank 0's verdict reaches every rank
         return broadcast_object(record, self.context)
 
     @torch.no_grad()
@@ -196,6 +224,20 @@ class Trainer:
                         state.best_value, state.best_epoch)
             state.stopped = True
         self.on_epoch(self, record, improved)
+        checkpoint = self.checkpoint_state(None)
+        self.on_checkpoint(checkpoint)
+        self.rollback.remember(checkpoint)
+
+    def _roll_back(self, record: dict[str, Any], collapse: str) -> None:
+        """The objective collapsed in the epoch just trained: return to the state after the
+        previous epoch; the objective lowers its step size, or the run stops."""
+        events, good = self.state.events, self.rollback.state()
+        remedy, rolled_back_to = None, None
+        if good is not None:  # None only when resuming a checkpoint without rollback state
+            self.restore(good)  # also keeps a copy of it as the rollback state
+            remedy, rolled_back_to = self.rollback.remedy(events), self.state.epoch
+        self.state.stopped = self.state.stopped or remedy is None
+        self.state.events = [*events, collapse_event(record, collapse, rolled_back_to, remedy)]
         self.on_checkpoint(self.checkpoint_state(None))
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -207,6 +249,9 @@ class Trainer:
             partial = all_reduce_sum(sums.clone(), self.context).cpu()
         state = self.state
         return {
+            "objective": gather_objects(objective_state(self.objective), self.context),
+            "events": state.events,
+            "rollback": self.rollback.good if sums is not None else None,
             "format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -235,11 +280,16 @@ class Trainer:
                 "bad_epochs", "stopped", "partial_time")
         for key in keep:
             setattr(self.state, key, checkpoint[key])
+        self.state.events = list(checkpoint.get("events") or [])
+        load_objective_state(self.objective, checkpoint.get("objective"), self.context.rank,
+                             self.context.world_size)
+        self.rollback.load(checkpoint)
         partial = checkpoint["partial_sums"]
-        if partial is not None and self.context.is_main:  # the others add zeros
-            self.state.partial_sums = partial.to(torch.float64)
-        elif partial is not None:
-            self.state.partial_sums = torch.zeros_like(partial, dtype=torch.float64)
+        self.state.partial_sums = None
+        if partial is not None:  # rank 0 carries the sums; the others add zeros
+            padded = torch.zeros(SUMS, dtype=torch.float64)
+            padded[: len(partial)] = partial.to(torch.float64)
+            self.state.partial_sums = padded if self.context.is_main else torch.zeros_like(padded)
 
     # -- progress ------------------------------------------------------------------------
     def _progress_bar(self, total: int) -> Any:
@@ -253,10 +303,12 @@ class Trainer:
     def _update_bar(self, bar: Any, sums: Tensor) -> None:
         bar.update(1)
         if self.state.step % _PROGRESS_EVERY == 0:
-            loss, correct, count, with_logits = sums.tolist()
+            loss, correct, count, with_logits, adv_correct, with_adv = sums.tolist()
             postfix = {"loss": f"{loss / max(count, 1):.4f}"}
             if with_logits:
                 postfix["acc"] = f"{correct / with_logits:.3f}"
+            if with_adv:
+                postfix["adv_acc"] = f"{adv_correct / with_adv:.3f}"
             bar.set_postfix(postfix, refresh=False)
 
 

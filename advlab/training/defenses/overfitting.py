@@ -1,0 +1,108 @@
+"""Catastrophic overfitting watch for fast adversarial training.
+
+Wong, Rice & Kolter (2020), "Fast is better than free", Sec. 5: FGSM training can suddenly
+overfit to its own single-step perturbations -- within an epoch or two the accuracy under PGD
+falls to near zero while the FGSM training accuracy soars. Their remedy is early stopping on the
+PGD accuracy of a training minibatch. :class:`CollapseWatch` measures it after every epoch on a
+*fixed* minibatch (the first ``size`` samples the objective sees) and reports a collapse when
+
+* it fell more than ``drop`` below the best value so far (Wong et al.'s rule), or
+* the accuracy under the *training* attack (one step from a random start) exceeds it by more
+  than ``gap`` -- the signature of catastrophic overfitting (the single-step attack has stopped
+  finding the worst case; Andriushchenko & Flammarion 2020 track the same gap), which also
+  catches runs that overfit before their PGD accuracy ever rose.
+
+``fit`` then rolls back to the previous epoch and the objective lowers its step size
+(:meth:`CollapseWatch.remedy`) or the run stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks._core import model_guard, predict
+from advlab.attacks.pgd import pgd
+from advlab.threat import ThreatModel
+from advlab.training.defenses._base import check_int, check_positive
+
+ACTIONS = ("lower", "stop")
+
+
+class CollapseWatch:
+    """PGD accuracy on a fixed training minibatch, and the collapse rule.
+
+    Args:
+        size: samples in the probe minibatch.
+        steps: PGD steps (step size eps / 4, random start), 5 as in Wong et al.'s check.
+        drop: a collapse is an accuracy more than ``drop`` below the best so far (0.2 in the
+            paper, against the previous epoch).
+        gap: ... or a training-attack accuracy more than ``gap`` above the PGD accuracy.
+        action: ``"lower"`` (lower the step size and go on) or ``"stop"``.
+        decay: the step size factor after each collapse (``decay ** k`` after the k-th).
+        max_rollbacks: stop after this many collapses.
+    """
+
+    def __init__(self, *, size: int = 128, steps: int = 5, drop: float = 0.2, gap: float = 0.3,
+                 action: str = "lower", decay: float = 0.8, max_rollbacks: int = 3) -> None:
+        self.size, self.steps = check_int("check_size", size), check_int("check_steps", steps)
+        self.drop, self.gap = check_positive("check_drop", drop), check_positive("check_gap", gap)
+        if action not in ACTIONS:
+            raise ValueError(f"on_collapse must be one of {', '.join(ACTIONS)}, got {action!r}")
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must lie in (0, 1), got {decay}")
+        self.action, self.decay = action, float(decay)
+        self.max_rollbacks = check_int("max_rollbacks", max_rollbacks, low=0)
+        self.reset()
+
+    def reset(self) -> None:
+        self.probe_x: Tensor | None = None
+        self.probe_y: Tensor | None = None
+        self.best: float | None = None
+
+    def observe(self, x: Tensor, y: Tensor) -> None:
+        """Keep the first training minibatch seen as the probe."""
+        if self.probe_x is None:
+            self.probe_x, self.probe_y = x[: self.size].detach().clone(), y[: self.size].clone()
+
+    def check(self, model: nn.Module, threat: ThreatModel, generator: torch.Generator,
+              train_attack: Callable[[Tensor, Tensor], Tensor]) -> tuple[dict[str, float], str | None]:
+        """Probe metrics ``{"probe_pgd_acc", "probe_train_attack_acc"}`` and the collapse
+        description (or None); updates the best PGD accuracy. ``train_attack(x, y) -> x_adv``
+        is the objective's own attack at full eps."""
+        if self.probe_x is None or self.probe_y is None:
+            return {}, None
+        device = next(model.parameters()).device  # a resumed probe comes back on the CPU
+        x, y = self.probe_x.to(device), self.probe_y.to(device)
+        x_pgd = pgd(model, x, y, threat, steps=self.steps, step_size=threat.eps / 4,
+                    random_start=True, generator=generator)
+        accuracy, single = (_accuracy(model, x_adv, y) for x_adv in (x_pgd, train_attack(x, y)))
+        metrics = {"probe_pgd_acc": accuracy, "probe_train_attack_acc": single}
+        if self.best is not None and accuracy < self.best - self.drop:
+            return metrics, (f"PGD accuracy on a training minibatch fell from {self.best:.3f} "
+                             f"to {accuracy:.3f}")
+        if single - accuracy > self.gap:
+            return metrics, (f"the training attack leaves {single:.3f} accuracy on a training "
+                             f"minibatch but PGD only {accuracy:.3f}")
+        self.best = accuracy if self.best is None else max(self.best, accuracy)
+        return metrics, None
+
+    def remedy(self, count: int) -> float | None:
+        """The step-size factor after the ``count``-th collapse, or ``None`` to stop."""
+        if self.action == "stop" or count > self.max_rollbacks:
+            return None
+        return self.decay ** count
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"probe_x": self.probe_x, "probe_y": self.probe_y, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.probe_x, self.probe_y, self.best = state["probe_x"], state["probe_y"], state["best"]
+
+
+def _accuracy(model: nn.Module, x_adv: Tensor, y: Tensor) -> float:
+    with model_guard(model):
+        return (predict(model, x_adv).argmax(dim=1) == y).float().mean().item()

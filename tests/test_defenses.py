@@ -1,0 +1,446 @@
+"""Robust-training objectives in the fit loop: registry and parameters, the inner attack and
+the BatchNorm policy, robustness gains on digits, exact resume of every defense, catastrophic
+overfitting rollback, adversarial early stopping, fine-tuning, the CLI and torchrun."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import ThreatModel
+from advlab.attacks import fgsm
+from advlab.attacks.losses import ce_loss
+from advlab.evaluation import evaluate
+from advlab.models import create_model, load_model
+from advlab.store import Store
+from advlab.training import (
+    OBJECTIVES,
+    adversarial_validation,
+    fit,
+    get_objective,
+    load_checkpoint,
+)
+from advlab.training.defenses import Crafting, ascend, frozen_bn_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+EPS = 0.1
+#: Each defense at the small eps, with cheap inner loops (digits are 8x8).
+DEFENSES = {
+    "fgsm-mix": {"eps": EPS},
+    "pgd-at": {"eps": EPS, "steps": 3},
+    "fgsm-rs": {"eps": EPS, "check_size": 64},
+    "trades": {"eps": EPS, "steps": 3, "beta": 3.0},
+    "cure": {"lam": 1.0, "h": 0.5},
+    "clip": {"eps": EPS, "steps": 1, "lam": 0.05, "reduction": "mean"},
+    "noise": {"sigma": 0.3},
+}
+
+
+def _mlp(seed: int = 0, width: int = 64) -> nn.Module:
+    return create_model("mlp", 10, (1, 8, 8), widths=(width,), seed=seed)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+
+
+def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = EPS) -> float:
+    result = evaluate(model, x, y, ThreatModel("linf", eps), attacks="fast", sanity=False)
+    return result.robust_accuracy
+
+
+# -- registry, parameters, building blocks ------------------------------------------------
+def test_registry_and_parameter_checks():
+    names = {n.replace("_", "-") for n in OBJECTIVES}
+    assert names == {"none", "fgsm-mix", "pgd-at", "fgsm-rs", "trades", "cure", "clip", "noise"}
+    objective = get_objective("PGD_AT", eps=0.1, steps=5)
+    assert objective.name == "pgd-at" and objective.params == {"eps": 0.1, "steps": 5}
+    settings = objective.function.settings
+    assert settings["eps"] == 0.1 and settings["random_start"] is True and settings["norm"] == "linf"
+    with pytest.raises(ValueError, match="'trades' takes the parameters eps, beta.*; got alpha"):
+        get_objective("trades", alpha=0.5)
+    with pytest.raises(ValueError, match="alpha .* must lie in \\[0, 1\\]"):
+        get_objective("fgsm-mix", alpha=1.5)
+    with pytest.raises(ValueError, match="eps must be finite and > 0"):
+        get_objective("pgd-at", eps=-0.1)
+    with pytest.raises(ValueError, match="unknown norm"):
+        get_objective("pgd-at", norm="l7")
+    with pytest.raises(ValueError, match="on_collapse must be one of lower, stop"):
+        get_objective("fgsm-rs", on_collapse="panic")
+    with pytest.raises(ValueError, match="estimator must be one of finite-difference, hutchinson"):
+        get_objective("cure", estimator="exact")
+    with pytest.raises(ValueError, match="distribution must be one of gaussian, uniform"):
+        get_objective("noise", distribution="laplace")
+
+
+def test_one_inner_step_is_advlab_fgsm_and_pgd_stays_in_the_ball(digits_mlp, digits):
+    x, y = digits[2][:64], digits[3][:64]
+    threat = ThreatModel("linf", EPS)
+    with Crafting(eps=EPS).guard(digits_mlp) as inner:
+        one = ascend(inner, x, y, threat, ce_loss, steps=1, step_size=EPS, start=x)
+        many = ascend(inner, x, y, threat, ce_loss, steps=5, step_size=0.04,
+                      start=threat.random_init(x, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(one, fgsm(digits_mlp, x, y, threat), rtol=0, atol=1e-6)
+    assert bool(threat.contains(x, many).all())
+    assert all(p.requires_grad for p in digits_mlp.parameters())  # the guard restored them
+
+
+def test_adversarial_batches_leave_batchnorm_statistics_alone(digits):
+    x, y = digits[0][:64], digits[1][:64]
+
+    def bn_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                             nn.Linear(32, 10)).train()
+
+    clean_only = bn_model()
+    with torch.no_grad():
+        clean_only(x)  # the running statistics a clean batch gives
+    for name in ("pgd-at", "fgsm-mix", "trades"):
+        model = bn_model()
+        objective = get_objective(name, eps=0.2, **({"steps": 2} if name != "fgsm-mix" else {}))
+        objective(model, x, y)
+        bn = model[2]
+        torch.testing.assert_close(bn.running_mean, clean_only[2].running_mean, msg=name)
+        torch.testing.assert_close(bn.running_var, clean_only[2].running_var, msg=name)
+        assert int(bn.num_batches_tracked) == 1 and bn.momentum == 0.1 and model.training
+    polluted = bn_model()
+    get_objective("pgd-at", eps=0.2, steps=2, bn_adv_stats=True)(polluted, x, y)
+    assert int(polluted[2].num_batches_tracked) == 2
+    with frozen_bn_stats(polluted):
+        polluted(x + 0.5)
+    assert int(polluted[2].num_batches_tracked) == 2
+
+
+# -- robustness -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(digits):
+    """name -> (fit result, robust accuracy at EPS on 397 test digits), trained lazily."""
+    x_tr, y_tr, x_te, y_te = digits
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            objective = get_objective(name, **DEFENSES.get(name, {}))
+            result = fit(_mlp(), (x_tr[:1000], y_tr[:1000]), objective=objective, epochs=5,
+                         batch_size=64, lr=1e-2, progress=False)
+            cache[name] = (result, _robust(result.model, x_te, y_te))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", [n for n in DEFENSES if n != "noise"])
+def test_each_defense_improves_robust_accuracy(trained, name):
+    result, robust = trained(name)
+    _, baseline = trained("none")
+    assert robust > baseline + 0.03, (name, robust, baseline)
+    record = result.history[-1]
+    assert record["train_loss"] > 0 and result.events == []
+    if name in ("fgsm-mix", "pgd-at", "fgsm-rs", "trades"):
+        assert 0 < record["train_adv_acc"] < record["train_acc"] <= 1
+    if name == "fgsm-rs":
+        assert 0 < record["probe_pgd_acc"] <= 1 and record["step_size"] == pytest.approx(0.125)
+    if name == "cure":
+        assert record["curvature_penalty"] > 0 and record["h"] == 0.5
+    if name == "clip":
+        assert record["lipschitz"] > 0 and record["lambda"] > 0
+
+
+def test_noise_helps_against_noise_much_more_than_against_attacks(trained, digits):
+    x_te, y_te = digits[2], digits[3]
+    noisy = (x_te + 0.5 * torch.randn(x_te.shape, generator=torch.Generator().manual_seed(1)))
+    noisy = noisy.clamp(0, 1)
+
+    def noisy_accuracy(model):
+        with torch.no_grad():
+            return (model(noisy).argmax(dim=1) == y_te).float().mean().item()
+
+    (noise_result, noise_robust), (none_result, _) = trained("noise"), trained("none")
+    assert noisy_accuracy(noise_result.model) > noisy_accuracy(none_result.model) + 0.04
+    assert noise_robust < trained("trades")[1] - 0.05  # adversarial training beats noise
+    assert noise_result.history[-1]["train_adv_acc"] > 0.5  # accuracy on the noisy batches
+
+
+# -- resume ---------------------------------------------------------------------------------
+class Crash:
+    """Forwards to a defense and raises on its ``at``-th call (a simulated kill)."""
+
+    def __init__(self, objective, at: int | None = None) -> None:
+        self.objective, self.at, self.calls = objective, at, 0
+
+    def __call__(self, model, x, y):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt("simulated kill")
+        return self.objective(model, x, y)
+
+    def __getattr__(self, name):  # the hooks: bind, state_dict, epoch_end, ...
+        return getattr(self.objective.function, name)
+
+
+@pytest.mark.parametrize("name", list(DEFENSES))
+def test_resume_after_interruption_repeats_the_run(digits, tmp_path, name):
+    x_tr, y_tr = digits[0][:320], digits[1][:320]
+
+    def objective(at=None):
+        return Crash(get_objective(name, **DEFENSES[name]), at)
+
+    options = dict(epochs=2, batch_size=32, lr=1e-2, progress=False, checkpoint_every=3)
+    reference = fit(_mlp(), (x_tr, y_tr), objective=objective(), **options)
+    with pytest.raises(KeyboardInterrupt):  # 10 steps per epoch: dies at step 4 of epoch 2
+        fit(_mlp(), (x_tr, y_tr), objective=objective(at=14), run_dir=tmp_path, **options)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)
+    assert checkpoint["objective"][0]["step"] == 12  # the defense's own state is saved
+    resumed = fit(_mlp(seed=3), (x_tr, y_tr), objective=objective(), run_dir=tmp_path,
+                  resume=True, **options)
+    _assert_same_weights(_weights(resumed.model), _weights(reference.model))
+    for got, want in zip(resumed.history, reference.history, strict=True):
+        for key in want:
+            if key not in ("time_s", "samples_per_s"):
+                expected = None if want[key] is None else pytest.approx(want[key], rel=1e-6)
+                assert got[key] == expected, key
+
+
+# -- catastrophic overfitting ----------------------------------------------------------------
+def _bad_fgsm_rs(digits, on_collapse: str, crash_at: int | None = None, **options):
+    """A deliberately bad setting: eps 0.4 on 8x8 digits with steps of 2 eps (the FGSM
+    perturbation always lands on a corner) and a wide MLP at a high constant learning rate."""
+    objective = Crash(get_objective("fgsm-rs", eps=0.4, step_ratio=2.0, check_size=256,
+                                    on_collapse=on_collapse), crash_at)
+    model = create_model("mlp", 10, (1, 8, 8), widths=(512, 512), seed=0)
+    return fit(model, (digits[0][:1200], digits[1][:1200]), objective=objective, batch_size=128,
+               lr=1e-2, schedule="constant", progress=False, **options)
+
+
+def test_catastrophic_overfitting_is_detected_and_rolled_back(digits, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="advlab"):
+        stopped = _bad_fgsm_rs(digits, "stop", epochs=12, run_dir=tmp_path / "stop")
+    first = stopped.events[0]
+    assert first["event"] == "catastrophic_overfitting" and first["action"] == "stopped"
+    epoch = first["epoch"]
+    assert first["rolled_back_to"] == epoch - 1 and len(stopped.history) == epoch - 1
+    assert "PGD only" in first["detail"] and first["metrics"]["probe_pgd_acc"] < 0.1
+    assert f"catastrophic overfitting detected at epoch {epoch}" in caplog.text
+    assert "rolled back to epoch" in caplog.text
+    checkpoint = load_checkpoint(tmp_path / "stop" / "checkpoint.pt")
+    assert checkpoint["stopped"] and checkpoint["events"][0]["epoch"] == epoch
+    assert checkpoint["epoch"] == epoch - 1  # the weights of the last good epoch
+    _assert_same_weights(_weights(stopped.model), checkpoint["model"], atol=0)
+    for record in stopped.history:  # no epoch before the collapse looked collapsed
+        assert record["probe_train_attack_acc"] - record["probe_pgd_acc"] <= 0.3
+
+    lowered = _bad_fgsm_rs(digits, "lower", epochs=epoch + 1)
+    event = lowered.events[0]
+    assert event["epoch"] == epoch and event["action"].startswith("lowered the step size to 0.64")
+    redone = lowered.history[epoch - 1]  # the epoch trained again with the lower step
+    assert redone["epoch"] == epoch and redone["step_size"] == pytest.approx(0.64)
+    assert lowered.history[epoch - 2]["step_size"] == pytest.approx(0.8)
+    assert [r["epoch"] for r in lowered.history] == list(range(1, len(lowered.history) + 1))
+
+
+def test_resume_mid_epoch_after_a_rollback_is_exact(digits, tmp_path):
+    options = dict(epochs=10, checkpoint_every=4)
+    reference = _bad_fgsm_rs(digits, "lower", **options)
+    assert reference.events, "the bad setting should collapse within 10 epochs"
+    crash_at = 10 * reference.events[0]["epoch"] + 6  # inside the epoch redone after it
+    with pytest.raises(KeyboardInterrupt):
+        _bad_fgsm_rs(digits, "lower", crash_at=crash_at, run_dir=tmp_path, **options)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["rollback"] is not None
+    resumed = _bad_fgsm_rs(digits, "lower", run_dir=tmp_path, resume=True, **options)
+    _assert_same_weights(_weights(resumed.model), _weights(reference.model))
+    assert [e["epoch"] for e in resumed.events] == [e["epoch"] for e in reference.events]
+
+
+# -- adversarial validation, fine-tuning ------------------------------------------------------
+def test_early_stopping_keeps_the_most_robust_epoch(digits, tmp_path):
+    x_tr, y_tr, x_te, y_te = digits
+    val = (x_te[:200], y_te[:200])
+    hook = adversarial_validation(val, ThreatModel("linf", EPS), n=150)
+    result = fit(_mlp(), (x_tr[:600], y_tr[:600]), val_data=val,
+                 objective=get_objective("fgsm-mix", eps=EPS), epochs=8, batch_size=64,
+                 lr=1e-2, schedule="constant", progress=False, epoch_end=hook,
+                 select_metric="adv_val_acc", early_stopping_patience=2, run_dir=tmp_path)
+    scores = [r["adv_val_acc"] for r in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert len(scores) - result.best_epoch <= 2  # stopped within the patience
+    assert hook(result.model, 0)["adv_val_acc"] == pytest.approx(max(scores))  # best weights
+    assert hook(load_model(tmp_path), 0)["adv_val_acc"] == pytest.approx(max(scores))
+    assert hook(load_model(tmp_path, name="last"), 0)["adv_val_acc"] == pytest.approx(scores[-1])
+    with pytest.raises(ValueError, match="as \\(x, y\\) tensors"):
+        adversarial_validation([1, 2, 3], ThreatModel("linf", EPS))
+
+
+def test_fine_tuning_a_standard_run(digits, tmp_path):
+    x_tr, y_tr, x_te, y_te = digits
+    base = fit(_mlp(), (x_tr, y_tr), epochs=4, batch_size=64, lr=1e-2, progress=False,
+               run_dir=tmp_path / "standard")
+    seen: dict = {}
+
+    def first_batch_weights(model, x, y):  # the fine-tuning starts from the standard weights
+        seen.setdefault("weights", _weights(model))
+        return get_objective("trades", eps=EPS, steps=3)(model, x, y)
+
+    tuned = fit(_mlp(seed=5), (x_tr, y_tr), objective=first_batch_weights, epochs=2,
+                batch_size=64, lr=3e-3, progress=False, init=tmp_path / "standard")
+    _assert_same_weights(seen["weights"], _weights(base.model), atol=0)
+    assert tuned.config["init"]["run"] == str((tmp_path / "standard").resolve())
+    assert _robust(tuned.model, x_te, y_te) > _robust(base.model, x_te, y_te) + 0.05
+    with pytest.raises(ValueError, match="cannot fine-tune from .* does not match"):
+        fit(_mlp(width=16), (x_tr, y_tr), epochs=1, progress=False, init=tmp_path / "standard")
+
+
+def test_cure_hutchinson_and_h_schedule(digits):
+    x_tr, y_tr = digits[0][:256], digits[1][:256]
+    result = fit(_mlp(), (x_tr, y_tr), objective=get_objective("cure", estimator="hutchinson",
+                                                               lam=0.5), epochs=1,
+                 batch_size=64, progress=False)
+    assert result.history[0]["curvature_penalty"] > 0
+    scheduled = fit(_mlp(), (x_tr, y_tr), objective=get_objective("cure", h=[0.1, 0.4]),
+                    epochs=3, batch_size=64, progress=False)
+    assert [r["h"] for r in scheduled.history] == [0.1, 0.4, 0.4]
+
+
+# -- command line -------------------------------------------------------------------------
+def test_train_command_with_a_defense(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from advlab.cli.train import train
+
+    app = typer.Typer()
+    app.command()(train)
+    monkeypatch.setenv("ADVLAB_RUNS", str(tmp_path / "runs"))
+    common = ["--dataset", "digits", "--model", "mlp", "--batch-size", "64", "--lr", "3e-3",
+              "--no-progress", "--n-train", "400", "--adv-val-n", "100"]
+    args = [*common, "--epochs", "2", "--defense", "pgd-at", "--eps", "0.1", "--steps", "2",
+            "--param", "eps_ramp=0.5", "--param", "clean_logits=false", "--patience", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "digits-mlp-pgd-at"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective"]["params"] == {"eps": 0.1, "steps": 2, "eps_ramp": 0.5,
+                                             "clean_logits": False}
+    assert config["select_metric"] == "adv_val_acc" and config["adv_val"]["eps"] == 0.1
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all("adv_val_acc" in r and r["train_acc"] is None for r in history)
+    assert history[0]["eps"] == pytest.approx(0.1 * (6 / 14) / 0.5)  # ramped; step 7 of 14
+    summary = json.loads((run_dir / "train_result.json").read_text())
+    assert summary["adv_val_acc"] == max(r["adv_val_acc"] for r in history)
+    assert "adv_val_acc" in result.output
+    with Store(tmp_path / "runs" / "advlab.db") as store:
+        assert store.get_run("digits-mlp-pgd-at")["config"]["objective"]["name"] == "pgd-at"
+    tuned = CliRunner().invoke(app, [*common, "--epochs", "1", "--defense", "fgsm-mix",
+                                     "--init", str(run_dir), "--model", "small_cnn",
+                                     "--out", str(tmp_path / "runs" / "tuned")])
+    assert tuned.exit_code == 0, tuned.output
+    tuned_config = json.loads((tmp_path / "runs" / "tuned" / "config.json").read_text())
+    assert tuned_config["model"] == "mlp" and tuned_config["init"]["run"] == str(run_dir.resolve())
+    for bad, message in [(["--defense", "none", "--eps", "0.1"], "'none' takes no parameters"),
+                         (["--defense", "cure", "--param", "lam"], "--param takes KEY=VALUE"),
+                         (["--defense", "cure"], "give --adv-val-eps")]:
+        refused = CliRunner().invoke(app, [*common, *bad])
+        assert refused.exit_code != 0 and message in str(refused.exception), refused.output
+
+
+# -- torchrun --------------------------------------------------------------------------------
+_DDP_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from sklearn.datasets import load_digits
+from advlab import ThreatModel
+from advlab.models import create_model
+from advlab.training import adversarial_validation, fit, get_objective
+torch.set_num_threads(1)
+dist.init_process_group("gloo")  # created here, so fit leaves it alone: one launch, many fits
+bunch = load_digits()
+x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+y = torch.tensor(bunch.target)
+train, val = (x[:512], y[:512]), (x[1500:1700], y[1500:1700])
+hook = adversarial_validation(val, ThreatModel("linf", 0.1), n=120)
+
+class Crash:
+    def __init__(self, objective, at=None):
+        self.objective, self.at, self.calls = objective, at, 0
+    def __call__(self, model, x, y):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.objective(model, x, y)
+    def __getattr__(self, name):
+        return getattr(self.objective.function, name)
+
+def flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+DEFENSES = {"fgsm-rs": {"eps": 0.1, "check_size": 32}, "cure": {"lam": 1.0, "h": 0.5},
+            "clip": {"eps": 0.1, "steps": 1, "lam": 0.05}}
+for name, params in DEFENSES.items():
+    options = dict(val_data=val, epochs=2, batch_size=64, lr=1e-2, progress=False,
+                   epoch_end=hook, select_metric="adv_val_acc", checkpoint_every=3)
+    model = lambda: create_model("mlp", 10, (1, 8, 8), widths=(32,), seed=0)
+    reference = fit(model(), train, objective=Crash(get_objective(name, **params)), **options)
+    run_dir = sys.argv[1] + "/" + name
+    try:
+        fit(model(), train, objective=Crash(get_objective(name, **params), at=12),
+            run_dir=run_dir, **options)
+    except KeyboardInterrupt:
+        pass
+    resumed = fit(model(), train, objective=Crash(get_objective(name, **params)),
+                  run_dir=run_dir, resume=True, **options)
+    weights = flat(resumed.model)
+    ranks = [torch.zeros_like(weights) for _ in range(2)]
+    dist.all_gather(ranks, weights)
+    exact = [None, None]  # did each rank's resumed run repeat its reference run?
+    dist.all_gather_object(exact, torch.allclose(weights, flat(reference.model), atol=1e-6))
+    if dist.get_rank() == 0:  # one writer: the ranks' lines would interleave
+        print(f"RESULT {name} resume_exact={all(exact)} "
+              f"ranks_agree={torch.equal(ranks[0], ranks[1])} "
+              f"adv_val={[round(r['adv_val_acc'], 4) for r in resumed.history]}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(300)
+def test_defenses_resume_exactly_under_torchrun(tmp_path):
+    script = tmp_path / "ddp_defenses.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
+               str(tmp_path / "runs")]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=280)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 3, done.stdout
+    assert all("resume_exact=True" in line and "ranks_agree=True" in line for line in lines), lines
+    for name in ("fgsm-rs", "cure", "clip"):
+        checkpoint = load_checkpoint(tmp_path / "runs" / name / "checkpoint.pt")
+        assert checkpoint["world_size"] == 2 and len(checkpoint["objective"]) == 2
+        states = checkpoint["objective"]
+        assert not torch.equal(states[0]["generator"], states[1]["generator"])  # one per rank
+        assert all("adv_val_acc" in record for record in checkpoint["history"])

@@ -412,6 +412,7 @@ for name, params in DEFENSES.items():
         print(f"RESULT {name} resume_exact={all(exact)} "
               f"ranks_agree={torch.equal(ranks[0], ranks[1])} "
               f"adv_val={[round(r['adv_val_acc'], 4) for r in resumed.history]}", flush=True)
+dist.barrier()  # no rank tears gloo down while the other is still talking to it
 dist.destroy_process_group()
 """
 

@@ -67,6 +67,7 @@ def setup_distributed(device: str | torch.device | None) -> tuple[DistContext, t
 def teardown_distributed(context: DistContext) -> None:
     """Destroy the process group if :func:`setup_distributed` created it."""
     if context.owns_group and dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
 
 

@@ -1,0 +1,392 @@
+"""Evaluation benchmark: ``advlab.evaluate(..., attacks="standard")`` against AutoAttack.
+
+AutoAttack standard (Croce & Hein 2020: APGD-CE, APGD-T, FAB-T, Square 5000) as shipped in
+torchattacks, and the reference implementation when it is importable (``autoattack`` from the
+authors' repository, or its PyPI packaging ``pyautoattack``), run on the same points of the same
+models as advlab's ``standard`` preset:
+
+* ``standard``     small_cnn trained with cross-entropy;
+* ``adversarial``  small_cnn trained with fast FGSM with random start (Wong et al. 2020);
+* ``quantized``    the standard model behind input quantisation to 16 levels: its input
+                   gradient is exactly zero (shattered gradients, Athalye et al. 2018);
+* ``saturated``    the adversarial model with logits x 1000: the softmax saturates, so the
+                   cross-entropy gradient vanishes on correctly classified points;
+* ``noisy``        (optional) the standard model with Gaussian input noise (sigma 0.1): a
+                   randomised model (advlab switches to EOT; AutoAttack standard does not).
+
+Per model the two evaluations run back to back (the order alternates from model to model), each
+timed once with ``time.perf_counter``. Robust accuracy is recounted here for every library from
+its returned examples: a point counts as broken only if its example lies inside the eps-ball and
+the box and is misclassified by a fresh forward pass. Points that one side broke and the other
+did not are listed with the attack that broke them.
+
+    benchmarks/.venv-peers/bin/python benchmarks/evaluation.py --quick      # digits, 100 points
+    benchmarks/.venv-peers/bin/python benchmarks/evaluation.py --threads 2 --json evaluation.json
+
+Trained models are cached under ``--cache-dir`` (default ``runs/benchmarks/evaluation``). Never
+part of the test suite; timings only mean something on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import advlab
+from advlab import ThreatModel
+from advlab.attacks import model_guard
+from advlab.data import load_dataset
+from advlab.models import create_model, load_model
+from advlab.training import fit, get_objective
+
+LOG = logging.getLogger("benchmarks.evaluation")
+MODELS = ("standard", "adversarial", "quantized", "saturated", "noisy")
+DEFAULT_MODELS = "standard,adversarial,quantized,saturated"
+TARGET_PP, TARGET_RATIO = 0.3, 0.5  # the issue's targets
+
+
+# --------------------------------------------------------------------------- gradient masking
+class Quantize(nn.Module):
+    """Rounds the input to ``levels`` grey levels before ``model``: zero input gradients."""
+
+    def __init__(self, model: nn.Module, levels: int = 16) -> None:
+        super().__init__()
+        self.model, self.levels = model, levels
+
+    def forward(self, x: Tensor) -> Tensor:  # x (B, C, H, W) in [0, 1]
+        return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
+
+
+class Saturate(nn.Module):
+    """Multiplies the logits by ``scale``: the softmax saturates and the CE gradient vanishes."""
+
+    def __init__(self, model: nn.Module, scale: float = 1e3) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.scale  # (B, K)
+
+
+class GaussianNoise(nn.Module):
+    """Adds fresh Gaussian noise (``sigma``) to every input, then clips to [0, 1]: randomised."""
+
+    def __init__(self, model: nn.Module, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x + self.sigma * torch.randn_like(x)).clamp(0.0, 1.0))
+
+
+# ------------------------------------------------------------------------------- base models
+def train_or_load(kind: str, args: argparse.Namespace) -> nn.Module:
+    """small_cnn trained with ``none`` or ``fgsm-rs`` at ``--eps``; cached under ``--cache-dir``."""
+    given = args.standard_model if kind == "standard" else args.adversarial_model
+    run_dir = Path(given or Path(args.cache_dir) / f"{args.dataset}-{kind}-eps{args.eps:g}")
+    if (run_dir / "model.safetensors").exists():
+        return load_model(run_dir, device=args.device).eval()
+    if given:
+        raise SystemExit(f"{given}: no model.safetensors there")
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    info = train.info
+    scale = 10 if args.dataset == "digits" else 1  # digits: 1397 images, 10x the epochs
+    epochs, objective = ((3 * scale, get_objective("none")) if kind == "standard" else
+                         (5 * scale, get_objective("fgsm-rs", eps=args.eps, eps_ramp=0.2)))
+    LOG.info("training the %s model: %d epochs on %d %s images -> %s", kind, epochs, len(train.x),
+             args.dataset, run_dir)
+    model = create_model("small_cnn", info.num_classes, info.input_shape,
+                         normalize=(info.mean, info.std), seed=0)
+    result = fit(model, train, objective=objective, epochs=epochs, lr=2e-3, seed=0,
+                 device=args.device, run_dir=run_dir, progress=False)
+    return result.model.eval()
+
+
+def build_models(names: list[str], args: argparse.Namespace) -> dict[str, tuple[nn.Module, str]]:
+    """name -> (model, description) for the requested models (base models trained once)."""
+    bases: dict[str, nn.Module] = {}
+
+    def base(kind: str) -> nn.Module:
+        if kind not in bases:
+            bases[kind] = train_or_load(kind, args)
+        return bases[kind]
+
+    recipes: dict[str, Callable[[], tuple[nn.Module, str]]] = {
+        "standard": lambda: (base("standard"), "small_cnn, cross-entropy"),
+        "adversarial": lambda: (base("adversarial"), f"small_cnn, fgsm-rs eps {args.eps:g}"),
+        "quantized": lambda: (Quantize(base("standard")), "standard, input rounded to 16 levels"),
+        "saturated": lambda: (Saturate(base("adversarial")), "adversarial, logits x 1000"),
+        "noisy": lambda: (GaussianNoise(base("standard")), "standard, input noise sigma 0.1"),
+    }
+    return {name: recipes[name]() for name in names}
+
+
+# ---------------------------------------------------------------------------------- attacks
+@dataclass
+class Outcome:
+    """One library's evaluation of one model."""
+
+    robust: Tensor  # (N,) bool: clean-correct and not broken by a verified example
+    time_s: float
+    broken_by: list[str | None]  # (N,) attack that broke the point ("clean" if misclassified)
+    per_attack: dict[str, dict[str, float]] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    invalid: int = 0  # examples outside the ball / box (not counted as breaks)
+
+
+class Recorder:
+    """Wraps the attack methods of an AutoAttack object: time, inputs and outputs of each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Tensor, Tensor, float]] = []  # (name, x_in, x_adv, seconds)
+
+    def wrap(self, owner: Any, method: str, name: Callable[[], str]) -> None:
+        inner = getattr(owner, method)
+
+        def recorded(x_in: Tensor, *rest: Any, **options: Any) -> Tensor:
+            start = time.perf_counter()
+            x_adv = inner(x_in, *rest, **options)
+            self.calls.append((name(), x_in.detach(), x_adv.detach(), time.perf_counter() - start))
+            return x_adv
+
+        setattr(owner, method, recorded)
+
+
+def attribute(model: nn.Module, x: Tensor, y: Tensor, recorder: Recorder, start: Tensor
+              ) -> tuple[list[str | None], dict[str, dict[str, float]]]:
+    """Which recorded attack broke which point: every AutoAttack attacks, in order, the points
+    still robust (``start`` first), each call taking them in ascending index order."""
+    remaining, broken_by = start.clone(), [None] * len(x)
+    per_attack: dict[str, dict[str, float]] = {}
+    for name, x_in, x_adv, seconds in recorder.calls:
+        index = remaining.nonzero().squeeze(1)[: len(x_in)]
+        if not torch.equal(x_in, x[index]):
+            raise RuntimeError(f"cannot attribute the {name} call: its inputs are not the remaining points")
+        with model_guard(model), torch.no_grad():
+            wrong = model(x_adv).argmax(dim=1) != y[index]
+        for i in index[wrong].tolist():
+            broken_by[i] = name
+        remaining[index[wrong]] = False
+        stats = per_attack.setdefault(name, {"ran_on": 0, "breaks": 0, "time_s": 0.0})
+        stats["ran_on"] += len(index)
+        stats["breaks"] += int(wrong.sum())
+        stats["time_s"] += seconds
+    return broken_by, per_attack
+
+
+def recount(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, threat: ThreatModel,
+            clean: Tensor) -> tuple[Tensor, int]:
+    """``(N,)`` robust mask from returned examples (inside the threat model + misclassified)."""
+    inside = threat.contains(x, x_adv, atol=1e-5)
+    with model_guard(model), torch.no_grad():
+        wrong = model(x_adv).argmax(dim=1) != y
+    return clean & ~(inside & wrong), int((~inside).sum())
+
+
+def run_torchattacks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor,
+                     num_classes: int) -> Outcome:
+    import torchattacks
+
+    attack = torchattacks.AutoAttack(model, norm="Linf", eps=threat.eps, version="standard",
+                                     n_classes=num_classes, seed=0)
+    recorder = Recorder()
+    names = ("apgd-ce", "apgd-t", "fab-t", "square")
+    for sub, name in zip(attack._autoattack.attacks, names):
+        recorder.wrap(sub, "forward", lambda n=name: n)
+    start = time.perf_counter()
+    x_adv = attack(x, y)
+    seconds = time.perf_counter() - start
+    robust, invalid = recount(model, x, y, x_adv, threat, clean)
+    broken_by, per_attack = attribute(model, x, y, recorder, torch.ones_like(clean))
+    return Outcome(robust, seconds, _label(broken_by, clean, robust), per_attack, invalid=invalid)
+
+
+def reference_module() -> Any | None:
+    for name in ("autoattack", "pyautoattack"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor) -> Outcome:
+    module = reference_module()
+    attack = module.AutoAttack(model, norm="Linf", eps=threat.eps, version="standard", seed=0,
+                               device=str(x.device))
+    attack.verbose = False
+    recorder = Recorder()
+    recorder.wrap(attack.apgd, "perturb", lambda: "apgd-ce")
+    recorder.wrap(attack.apgd_targeted, "perturb", lambda: "apgd-t")
+    recorder.wrap(attack.fab, "perturb", lambda: "fab-t")
+    recorder.wrap(attack.square, "perturb", lambda: "square")
+    batch = "bs" if "bs" in inspect.signature(attack.run_standard_evaluation).parameters else "batch_size"
+    start = time.perf_counter()
+    out = attack.run_standard_evaluation(x, y, **{batch: len(x)})  # one batch: one call per attack
+    seconds = time.perf_counter() - start
+    x_adv = out[0] if isinstance(out, tuple) else out
+    robust, invalid = recount(model, x, y, x_adv, threat, clean)
+    broken_by, per_attack = attribute(model, x, y, recorder, clean)
+    return Outcome(robust, seconds, _label(broken_by, clean, robust), per_attack, invalid=invalid)
+
+
+def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor) -> Outcome:
+    start = time.perf_counter()
+    result: Any = advlab.evaluate(model, x, y, threat, attacks="standard", seed=0)
+    seconds = time.perf_counter() - start
+    robust, invalid = recount(model, x, y, result.x_adv, threat, clean)
+    if not torch.equal(robust, result.robust_correct.to(robust.device)):
+        LOG.warning("advlab: recounted robust points differ from result.robust_correct (%d vs %d)",
+                    int(robust.sum()), int(result.robust_correct.sum()))
+    flags = [w["code"] for w in result.warnings]
+    return Outcome(robust, seconds, _label(result.broken_by, clean, robust), result.per_attack,
+                   flags, invalid)
+
+
+def run_library(lib: str, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+                clean: Tensor, num_classes: int) -> Outcome:
+    if lib == "torchattacks":
+        return run_torchattacks(model, x, y, threat, clean, num_classes)
+    if lib == "reference":
+        return run_reference(model, x, y, threat, clean)
+    return run_advlab(model, x, y, threat, clean)
+
+
+def _label(broken_by: list[str | None], clean: Tensor, robust: Tensor) -> list[str | None]:
+    return [("clean" if not c else None if r else b or "?")
+            for b, c, r in zip(broken_by, clean.tolist(), robust.tolist())]
+
+
+# ---------------------------------------------------------------------------------- report
+def pct(mask: Tensor) -> float:
+    return 100.0 * mask.float().mean().item()
+
+
+def describe(name: str, clean: Tensor, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """The row of one model, printed per-attack breaks and the points that differ."""
+    ours = outcomes["advlab"]
+    row: dict[str, Any] = {"model": name, "clean": pct(clean), "advlab": pct(ours.robust),
+                           "advlab_s": ours.time_s, "flags": ours.flags, "libs": {}}
+    print(f"\n== {name}: clean {pct(clean):.1f}%")
+    for lib, out in outcomes.items():
+        breaks = ", ".join(f"{k} {int(v['breaks'])}/{int(v['ran_on'])} ({v['time_s']:.1f}s)"
+                           for k, v in out.per_attack.items())
+        extra = f"  [{out.invalid} examples outside the ball/box]" if out.invalid else ""
+        print(f"  {lib:<13} robust {pct(out.robust):5.1f}%  {out.time_s:7.1f}s  {breaks}{extra}")
+        if lib == "advlab":
+            continue
+        they = (~out.robust & ours.robust).nonzero().squeeze(1).tolist()  # they broke, we did not
+        we = (out.robust & ~ours.robust).nonzero().squeeze(1).tolist()
+        if they:
+            print(f"    broken by {lib} only: " + ", ".join(f"#{i} ({out.broken_by[i]})" for i in they))
+        if we:
+            print("    broken by advlab only: " + ", ".join(f"#{i} ({ours.broken_by[i]})" for i in we))
+        row["libs"][lib] = {"robust": pct(out.robust), "time_s": out.time_s, "only_they": they,
+                            "only_advlab": we, "per_attack": out.per_attack, "invalid": out.invalid}
+    row["advlab_per_attack"] = ours.per_attack
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("| model | AutoAttack | clean | AA robust | advlab robust | diff (pp) | AA time | "
+              "advlab time | time ratio | targets | advlab flags |")
+    print("\n" + header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for row in rows:
+        for lib, r in row["libs"].items():
+            diff, ratio = row["advlab"] - r["robust"], row["advlab_s"] / max(r["time_s"], 1e-9)
+            verdict = ("ok" if diff <= TARGET_PP else "ROBUST-FAIL") + " / " + (
+                "ok" if ratio <= TARGET_RATIO else "time-fail")
+            print(f"| {row['model']} | {lib} | {row['clean']:.1f}% | {r['robust']:.1f}% | "
+                  f"{row['advlab']:.1f}% | {diff:+.1f} | {r['time_s']:.1f} s | {row['advlab_s']:.1f} s | "
+                  f"{ratio:.2f}x | {verdict} | {', '.join(row['flags']) or '-'} |")
+
+
+# ------------------------------------------------------------------------------------- main
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 points of digits (pipeline check)")
+    parser.add_argument("--dataset", default=None, choices=("fashion-mnist", "digits"),
+                        help="default fashion-mnist (digits with --quick)")
+    parser.add_argument("--n", type=int, default=None, help="test points (default 1000, quick 100)")
+    parser.add_argument("--eps", type=float, default=0.1, help="Linf radius (default 0.1)")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"subset of {','.join(MODELS)}")
+    parser.add_argument("--aa", default="torchattacks,reference",
+                        help="AutoAttack implementations (reference: skipped when not installed)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--cache-dir", default="runs/benchmarks/evaluation")
+    parser.add_argument("--standard-model", default=None, help="use this advlab run dir as the standard model")
+    parser.add_argument("--adversarial-model", default=None, help="... and this one as the adversarial model")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
+    args.n = args.n or (100 if args.quick else 1000)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    args.model_names = names
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    LOG.setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from advlab._utils import resolve_device
+
+    args.device = resolve_device(args.device)
+    test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    x, y = test.x[: args.n].to(args.device), test.y[: args.n].to(args.device)
+    threat = ThreatModel("linf", args.eps)
+    libs = [lib.strip() for lib in args.aa.split(",") if lib.strip()]
+    if "reference" in libs and reference_module() is None:
+        LOG.warning("reference AutoAttack (autoattack / pyautoattack) not installed: skipped")
+        libs.remove("reference")
+    libs = [lib for lib in libs if lib in ("torchattacks", "reference")] + ["advlab"]
+    import torchattacks
+
+    ref = reference_module()
+    print(f"{args.dataset}: {len(x)} test points, linf eps {args.eps:g}, device {args.device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, advlab {advlab.__version__}, "
+          f"torchattacks {torchattacks.__version__}"
+          + (f", {ref.__name__} {getattr(ref, '__version__', '?')}" if "reference" in libs else ""),
+          flush=True)
+    models = build_models(args.model_names, args)
+    rows = []
+    for k, (name, (model, description)) in enumerate(models.items()):
+        model = model.to(args.device).eval()
+        with torch.no_grad():
+            clean = model(x).argmax(dim=1) == y
+        order = [lib for lib in libs if lib != "advlab"] + ["advlab"]
+        order = order if k % 2 == 0 else order[::-1]  # alternate who runs first
+        LOG.info("%s (%s): running %s", name, description, ", ".join(order))
+        outcomes = {lib: run_library(lib, model, x, y, threat, clean, test.info.num_classes)
+                    for lib in order}
+        rows.append(describe(name, clean, {lib: outcomes[lib] for lib in sorted(outcomes, key=libs.index)}))
+        rows[-1]["description"] = description
+    print_table(rows)
+    if args.json:
+        meta = {k: str(v) for k, v in vars(args).items()}
+        Path(args.json).write_text(json.dumps({"args": meta, "rows": rows}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

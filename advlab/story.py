@@ -49,10 +49,12 @@ def gallery_stage(store: Store, run_name: str, model: nn.Module, x: Tensor, y: T
     from advlab.report.figures import gallery
 
     pred, _ = _confidences(model, x)
-    index = (pred == y).nonzero().squeeze(1)[:count]
-    x_sel, y_sel = x[index], y[index]
+    index = (pred == y).nonzero().squeeze(1)[:8 * count]  # attack a few, show fooled ones first
     threat = ThreatModel("linf", eps)
-    x_adv = pgd(model, x_sel, y_sel, threat, steps=20, random_start=True, generator=generator)
+    x_adv = pgd(model, x[index], y[index], threat, steps=20, random_start=True, generator=generator)
+    fooled_first = torch.argsort((_confidences(model, x_adv)[0] == y[index]).int(), stable=True)[:count]
+    x_sel, y_sel, x_adv = x[index][fooled_first], y[index][fooled_first], x_adv[fooled_first]
+    index = index[fooled_first]
     p_clean, c_clean = _confidences(model, x_sel)
     p_adv, c_adv = _confidences(model, x_adv)
     path = out_dir / f"gallery-{run_name}.png"

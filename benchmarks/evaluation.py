@@ -13,6 +13,8 @@ models as advlab's ``standard`` preset:
                    cross-entropy gradient vanishes on correctly classified points;
 * ``noisy``        (optional) the standard model with Gaussian input noise (sigma 0.1): a
                    randomised model (advlab switches to EOT; AutoAttack standard does not).
+                   Its predictions are counted by majority vote over 25 passes, for every
+                   library alike.
 
 Per model the two evaluations run back to back (the order alternates from model to model), each
 timed once with ``time.perf_counter``. Robust accuracy is recounted here for every library from
@@ -82,6 +84,8 @@ class Saturate(nn.Module):
 
 class GaussianNoise(nn.Module):
     """Adds fresh Gaussian noise (``sigma``) to every input, then clips to [0, 1]: randomised."""
+
+    randomized = True  # the benchmark counts its predictions by majority vote (:func:`vote`)
 
     def __init__(self, model: nn.Module, sigma: float = 0.1) -> None:
         super().__init__()
@@ -164,34 +168,53 @@ class Recorder:
         setattr(owner, method, recorded)
 
 
-def attribute(model: nn.Module, x: Tensor, y: Tensor, recorder: Recorder, start: Tensor
+def attribute(model: nn.Module, x: Tensor, y: Tensor, recorder: Recorder, clean: Tensor
               ) -> tuple[list[str | None], dict[str, dict[str, float]]]:
-    """Which recorded attack broke which point: every AutoAttack attacks, in order, the points
-    still robust (``start`` first), each call taking them in ascending index order."""
-    remaining, broken_by = start.clone(), [None] * len(x)
+    """Which recorded attack broke which point (the first whose example is misclassified by a
+    fresh forward pass, or a majority of passes for a randomised model). The points of each
+    call are found by their pixels. Only clean-correct points count in the statistics
+    (torchattacks also passes the others to its first attack)."""
+    rows: dict[bytes, list[int]] = {}
+    for j, row in enumerate(x.detach().cpu().numpy()):
+        rows.setdefault(row.tobytes(), []).append(j)
+    broken_by: list[str | None] = [None] * len(x)
     per_attack: dict[str, dict[str, float]] = {}
     for name, x_in, x_adv, seconds in recorder.calls:
-        index = remaining.nonzero().squeeze(1)[: len(x_in)]
-        if not torch.equal(x_in, x[index]):
-            raise RuntimeError(f"cannot attribute the {name} call: its inputs are not the remaining points")
-        with model_guard(model), torch.no_grad():
-            wrong = model(x_adv).argmax(dim=1) != y[index]
+        seen: dict[bytes, int] = {}
+        index_list = []
+        for row in x_in.cpu().numpy():
+            key = row.tobytes()
+            index_list.append(rows[key][seen.get(key, 0)])
+            seen[key] = seen.get(key, 0) + 1
+        index = torch.tensor(index_list, dtype=torch.long, device=x.device)
+        wrong = (vote(model, x_adv) != y[index]) & clean[index]
         for i in index[wrong].tolist():
-            broken_by[i] = name
-        remaining[index[wrong]] = False
+            broken_by[i] = broken_by[i] or name
         stats = per_attack.setdefault(name, {"ran_on": 0, "breaks": 0, "time_s": 0.0})
-        stats["ran_on"] += len(index)
+        stats["ran_on"] += int(clean[index].sum())
         stats["breaks"] += int(wrong.sum())
         stats["time_s"] += seconds
     return broken_by, per_attack
+
+
+VOTES = 25  # forward passes per point when the model is randomised (majority vote)
+
+
+def vote(model: nn.Module, x: Tensor) -> Tensor:
+    """``(N,)`` predicted labels; for a randomised model the majority over :data:`VOTES` passes."""
+    with model_guard(model), torch.no_grad():
+        first = model(x).argmax(dim=1)
+        if not getattr(model, "randomized", False):
+            return first
+        passes = torch.stack([first] + [model(x).argmax(dim=1) for _ in range(VOTES - 1)])
+    return passes.mode(dim=0).values
 
 
 def recount(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, threat: ThreatModel,
             clean: Tensor) -> tuple[Tensor, int]:
     """``(N,)`` robust mask from returned examples (inside the threat model + misclassified)."""
     inside = threat.contains(x, x_adv, atol=1e-5)
-    with model_guard(model), torch.no_grad():
-        wrong = model(x_adv).argmax(dim=1) != y
+    wrong = vote(model, x_adv) != y
     return clean & ~(inside & wrong), int((~inside).sum())
 
 
@@ -209,8 +232,26 @@ def run_torchattacks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel
     x_adv = attack(x, y)
     seconds = time.perf_counter() - start
     robust, invalid = recount(model, x, y, x_adv, threat, clean)
-    broken_by, per_attack = attribute(model, x, y, recorder, torch.ones_like(clean))
+    broken_by, per_attack = attribute(model, x, y, recorder, clean)
     return Outcome(robust, seconds, _label(broken_by, clean, robust), per_attack, invalid=invalid)
+
+
+class FlagCollector(logging.Handler):
+    """Collects the warnings of a library's logger (and keeps them off the console)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.logger, self.messages = logging.getLogger(name), []
+        self.was_propagating, self.logger.propagate = self.logger.propagate, False
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().split(". ")[0])
+
+    def close(self) -> None:
+        self.logger.removeHandler(self)
+        self.logger.propagate = self.was_propagating
+        super().close()
 
 
 def reference_module() -> Any | None:
@@ -227,6 +268,7 @@ def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, c
     attack = module.AutoAttack(model, norm="Linf", eps=threat.eps, version="standard", seed=0,
                                device=str(x.device))
     attack.verbose = False
+    flags = FlagCollector("auto-attack")  # the reference's own checks (flags_doc.md)
     recorder = Recorder()
     recorder.wrap(attack.apgd, "perturb", lambda: "apgd-ce")
     recorder.wrap(attack.apgd_targeted, "perturb", lambda: "apgd-t")
@@ -236,10 +278,12 @@ def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, c
     start = time.perf_counter()
     out = attack.run_standard_evaluation(x, y, **{batch: len(x)})  # one batch: one call per attack
     seconds = time.perf_counter() - start
+    flags.close()
     x_adv = out[0] if isinstance(out, tuple) else out
     robust, invalid = recount(model, x, y, x_adv, threat, clean)
     broken_by, per_attack = attribute(model, x, y, recorder, clean)
-    return Outcome(robust, seconds, _label(broken_by, clean, robust), per_attack, invalid=invalid)
+    return Outcome(robust, seconds, _label(broken_by, clean, robust), per_attack,
+                   sorted(set(flags.messages)), invalid)
 
 
 def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor) -> Outcome:
@@ -247,7 +291,8 @@ def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clea
     result: Any = advlab.evaluate(model, x, y, threat, attacks="standard", seed=0)
     seconds = time.perf_counter() - start
     robust, invalid = recount(model, x, y, result.x_adv, threat, clean)
-    if not torch.equal(robust, result.robust_correct.to(robust.device)):
+    if not getattr(model, "randomized", False) and not torch.equal(
+            robust, result.robust_correct.to(robust.device)):
         LOG.warning("advlab: recounted robust points differ from result.robust_correct (%d vs %d)",
                     int(robust.sum()), int(result.robust_correct.sum()))
     flags = [w["code"] for w in result.warnings]
@@ -285,6 +330,8 @@ def describe(name: str, clean: Tensor, outcomes: dict[str, Outcome]) -> dict[str
                            for k, v in out.per_attack.items())
         extra = f"  [{out.invalid} examples outside the ball/box]" if out.invalid else ""
         print(f"  {lib:<13} robust {pct(out.robust):5.1f}%  {out.time_s:7.1f}s  {breaks}{extra}")
+        for flag in out.flags:
+            print(f"    flag: {flag}")
         if lib == "advlab":
             continue
         they = (~out.robust & ours.robust).nonzero().squeeze(1).tolist()  # they broke, we did not
@@ -294,7 +341,8 @@ def describe(name: str, clean: Tensor, outcomes: dict[str, Outcome]) -> dict[str
         if we:
             print("    broken by advlab only: " + ", ".join(f"#{i} ({ours.broken_by[i]})" for i in we))
         row["libs"][lib] = {"robust": pct(out.robust), "time_s": out.time_s, "only_they": they,
-                            "only_advlab": we, "per_attack": out.per_attack, "invalid": out.invalid}
+                            "only_advlab": we, "per_attack": out.per_attack, "invalid": out.invalid,
+                            "flags": out.flags}
     row["advlab_per_attack"] = ours.per_attack
     return row
 
@@ -373,8 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for k, (name, (model, description)) in enumerate(models.items()):
         model = model.to(args.device).eval()
-        with torch.no_grad():
-            clean = model(x).argmax(dim=1) == y
+        clean = vote(model, x) == y
         order = [lib for lib in libs if lib != "advlab"] + ["advlab"]
         order = order if k % 2 == 0 else order[::-1]  # alternate who runs first
         LOG.info("%s (%s): running %s", name, description, ", ".join(order))

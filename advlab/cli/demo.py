@@ -1,48 +1,198 @@
-"""``advlab demo``: the main job, end to end, on the default dataset.
+"""``advlab demo``: the main job, end to end -- fooling is easy, defending is hard, and
+adversarial training changes the geometry.
 
-Trains (or reuses) a standard ``small_cnn`` on Fashion-MNIST and reports its test accuracy.
-``--quick`` uses the bundled 8x8 digits and needs no data files at all.
+Stages: (1) train a standard ``small_cnn`` and (2) an adversarially fine-tuned copy (FGSM with
+random start, Wong et al. 2020) -- both reused when already in the runs directory; (3) evaluate
+both at several Linf and L2 radii with the ``standard`` preset; (4) DeepFool statistics,
+the adversarial-example gallery, a universal perturbation and the spatial attack; (5) the
+geometry of both models (boundaries, landscapes, curvature, random vs adversarial noise);
+(6) the HTML report and the three headline numbers. ``--quick`` runs on digits with
+smaller budgets and the ``fast`` evaluation preset.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from advlab.cli._common import echo, runs_root, setup_logging
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    """Budgets of one demo flavour."""
+
+    dataset: str
+    epochs: int
+    adv_epochs: int
+    lr: float
+    eps: float  # Linf radius of the defense and the headline
+    l2_eps: tuple[float, ...]
+    n_eval: int
+    n_analysis: int
+    geometry_points: int
+    eigs: int
+    n_train: int | None
+    preset: str = "standard"
+
+
+PLANS = {
+    "fashion-mnist": DemoPlan("fashion-mnist", epochs=2, adv_epochs=2, lr=2e-3, eps=0.1,
+                              l2_eps=(0.5, 1.0, 2.0), n_eval=300, n_analysis=300,
+                              geometry_points=6, eigs=20, n_train=None),
+    # --quick: a couple of minutes on 2 cores; the cheap "fast" preset (APGD-CE) for evaluation
+    "digits": DemoPlan("digits", epochs=6, adv_epochs=3, lr=5e-3, eps=0.1, l2_eps=(0.25, 0.5, 1.0),
+                       n_eval=64, n_analysis=64, geometry_points=3, eigs=8, n_train=None,
+                       preset="fast"),
+}
+
+
+def _train(args: list[str]) -> None:
+    from advlab.cli import app  # the same command a user runs; defaults stay in one place
+
+    app(args=args, standalone_mode=False)
+
+
+def _stage(number: int, title: str) -> float:
+    echo(f"\n[{number}/6] {title}", bold=True)
+    return time.perf_counter()
+
+
+def _done(start: float, summary: str) -> None:
+    echo(f"      {summary}  ({time.perf_counter() - start:.0f} s)")
+
+
+def _train_models(plan: DemoPlan, root: Path, retrain: bool, device: str, seed: int,
+                  progress: bool) -> tuple[Path, Path]:
+    standard = root / f"demo-{plan.dataset}-standard"
+    robust = root / f"demo-{plan.dataset}-fgsm-rs"
+    common = ["--dataset", plan.dataset, "--model", "small_cnn", "--seed", str(seed), "--device", device,
+              "--lr", str(plan.lr), "--progress" if progress else "--no-progress"]
+    started = _stage(1, "standard training of small_cnn")
+    if retrain or not (standard / "train_result.json").exists():
+        _train(["train", *common, "--epochs", str(plan.epochs), "--out", str(standard)])
+    _done(started, f"test accuracy {_test_acc(standard):.1%} ({standard})")
+    started = _stage(2, f"adversarial fine-tuning: fgsm-rs, Linf eps {plan.eps:g}")
+    if retrain or not (robust / "train_result.json").exists():
+        _train(["train", *common, "--epochs", str(plan.adv_epochs), "--defense", "fgsm-rs",
+                "--eps", str(plan.eps), "--init", str(standard), "--out", str(robust),
+                "--adv-val-n", "200"])
+    _done(started, f"test accuracy {_test_acc(robust):.1%} ({robust})")
+    return standard, robust
+
+
+def _test_acc(run_dir: Path) -> float:
+    return float(json.loads((run_dir / "train_result.json").read_text())["test_acc"])
+
+
+def _evaluate(plan: DemoPlan, models: dict[str, Any], x, y, store, seed: int) -> dict[str, Any]:
+    from advlab import ThreatModel, evaluate
+
+    started = _stage(3, f"robustness: Linf and L2 evaluation ({len(x)} points, {plan.preset} preset)")
+    curves: dict[str, Any] = {}
+    for name, model in models.items():
+        linf = evaluate(model, x, y, ThreatModel("linf", plan.eps), eps=[plan.eps / 2, plan.eps, 2 * plan.eps],
+                        attacks=plan.preset, seed=seed, store=store, run_name=name)
+        l2 = evaluate(model, x, y, ThreatModel("l2", max(plan.l2_eps)), eps=list(plan.l2_eps),
+                      attacks=plan.preset, seed=seed, store=store, run_name=name)
+        curves[name] = {"linf": linf, "l2": l2}
+        echo("      " + name + ": " + "; ".join(f"{r.norm} {r.eps:g}: {r.robust_accuracy:.1%}" for r in linf + l2))
+    _done(started, "stored in the results store")
+    return curves
+
+
+def _attacks(plan: DemoPlan, models: dict[str, Any], data: Any, x, y, store, out_dir: Path,
+             generator) -> dict[str, Any]:
+    from advlab import story
+
+    started = _stage(4, "minimal perturbations, gallery, universal and spatial attacks")
+    stats = {name: story.minimal_norm_stage(store, name, m, x, y, generator=generator)
+             for name, m in models.items()}
+    first, model = next(iter(models.items()))
+    story.gallery_stage(store, first, model, x, y, list(data.info.class_names), out_dir, eps=plan.eps,
+                        generator=generator)
+    half = len(x) // 2
+    universal = story.universal_stage(store, first, model, x[:half], y[:half], x[half:], y[half:], out_dir,
+                                      eps=1.5 * plan.eps, generator=generator)
+    for name, m in models.items():
+        story.spatial_stage(store, name, m, x[:100], y[:100], generator=generator)
+    _done(started, "; ".join(f"{n}: median DeepFool L2 {s['median']:.3g}" for n, s in stats.items())
+          + f"; universal fooling rate {universal['fooling_rate_val']:.1%}")
+    return stats
+
+
+def _geometry(plan: DemoPlan, models: dict[str, Any], x, y, store, out_dir: Path, generator) -> Any:
+    from advlab.geometry import analyse, store_summary
+
+    started = _stage(5, f"geometry of both models ({plan.geometry_points} points)")
+    summary = analyse(models, x, y, out_dir / "geometry", points=plan.geometry_points, eigs=plan.eigs,
+                      directions=8, generator=generator, metadata={"dataset": plan.dataset})
+    store_summary(store, next(iter(models)), summary)
+    _done(started, "; ".join(summary.comparison[:2]) or "done")
+    return summary
+
+
+def _headline(plan: DemoPlan, curves: dict[str, Any], stats: dict[str, Any]) -> list[dict[str, str]]:
+    (std_name, std), (adv_name, adv) = list(curves.items())
+    at = next(r for r in std["linf"] if r.eps == plan.eps)
+    at_adv = next(r for r in adv["linf"] if r.eps == plan.eps)
+    std_stats, adv_stats = stats[std_name], stats[adv_name]
+    return [
+        {"label": "fooling is easy", "value": f"{at.clean_accuracy:.0%} → {at.robust_accuracy:.0%}",
+         "note": f"standard model, clean → Linf eps {plan.eps:g}"},
+        {"label": "defending is hard", "value": f"{at_adv.robust_accuracy:.0%} robust",
+         "note": f"adversarially trained, clean {at_adv.clean_accuracy:.0%}"},
+        {"label": "geometry changes", "value": f"{std_stats['median']:.2f} → {adv_stats['median']:.2f}",
+         "note": "median minimal L2 perturbation (DeepFool)"},
+    ]
+
+
 def demo(
     dataset: Annotated[str, typer.Option(help="fashion-mnist (default) or digits (no data files needed).")] = "fashion-mnist",
-    quick: Annotated[bool, typer.Option(help="A two-minute version on digits.")] = False,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 2; 8 with --quick).")] = None,
+    quick: Annotated[bool, typer.Option(help="The two-minute version on digits.")] = False,
     out: Annotated[Path | None, typer.Option(help="Runs directory (default $ADVLAB_RUNS or ./runs).")] = None,
-    retrain: Annotated[bool, typer.Option(help="Train again even if the demo run exists.")] = False,
+    retrain: Annotated[bool, typer.Option(help="Train again even if the demo runs exist.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Run the main job: train a standard classifier and report how accurate it is."""
+    """The main job: train, attack, defend, explain -- and write the HTML report."""
     setup_logging()
-    from advlab.cli.train import train
+    import torch
 
-    dataset = "digits" if quick else dataset
-    epochs = epochs or (8 if dataset == "digits" else 2)
+    from advlab.cli._runs import load_run
+    from advlab.data import load_dataset
+    from advlab.report import build_report
+    from advlab.store import Store
+
+    key = "digits" if quick else dataset.replace("_", "-").lower()
+    if key not in PLANS:
+        raise ValueError(f"the demo runs on {', '.join(PLANS)}; got {dataset!r}")
+    plan = PLANS[key]
     root = runs_root(out)
-    run_dir = root / f"demo-{dataset}-standard"
-    echo(f"== advlab demo on {dataset} (runs in {root}) ==", bold=True)
-    echo("stage 1/1: standard training of small_cnn")
-    if retrain or not (run_dir / "train_result.json").exists():
-        train(dataset=dataset, model="small_cnn", epochs=epochs, batch_size=128,
-              lr=3e-3 if dataset == "digits" else 1e-3, optimizer="adam", schedule="onecycle",
-              weight_decay=0.0, seed=seed, val_fraction=0.1, n_train=None, data_dir=None,
-              out=run_dir, name=run_dir.name, resume=False, checkpoint_every=0, device=device,
-              defense="none", progress=progress)
-    else:
-        echo(f"reusing {run_dir} (--retrain to train again)")
-    summary = json.loads((run_dir / "train_result.json").read_text())
-    echo(f"\nstandard small_cnn on {dataset}: test accuracy {summary['test_acc']:.2%}", bold=True)
-    echo(f"run directory: {run_dir}")
+    echo(f"== advlab demo on {plan.dataset} (runs in {root}) ==", bold=True)
+    total = time.perf_counter()
+    standard, robust = _train_models(plan, root, retrain, device, seed, progress)
+    models = {p.name: load_run(p, device=device).model for p in (standard, robust)}
+    data = load_dataset(plan.dataset, "test", n=plan.n_eval, seed=seed)
+    target = next(next(iter(models.values())).parameters()).device
+    x, y = data.x.to(target), data.y.to(target)
+    generator = torch.Generator(device=target).manual_seed(seed)
+    with Store(root / "advlab.db") as store:
+        curves = _evaluate(plan, models, x, y, store, seed)
+        stats = _attacks(plan, models, data, x[:plan.n_analysis], y[:plan.n_analysis], store, root, generator)
+        _geometry(plan, models, x, y, store, root, generator)
+        headline = _headline(plan, curves, stats)
+        store.add_evaluation(None, "demo", {"dataset": plan.dataset, "seed": seed}, {"headline": headline})
+    started = _stage(6, "report")
+    report = build_report(root / "advlab.db", root / "report.html", title=f"advlab demo: {plan.dataset}")
+    _done(started, str(report))
+    echo(f"\nreport: {report.resolve()}", bold=True)
+    for item in headline:
+        echo(f"  {item['label']:<18} {item['value']:<14} {item['note']}")
+    echo(f"total time {time.perf_counter() - total:.0f} s")

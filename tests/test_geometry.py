@@ -15,13 +15,6 @@ from advlab.attacks.losses import get_loss
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tests run thousands of tiny matmuls: one thread avoids pool overhead on busy CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smooth_mlp(in_dim: int = 16, hidden: int = 12, classes: int = 5, seed: int = 0) -> nn.Module:

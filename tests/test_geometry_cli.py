@@ -31,12 +31,6 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trained(dataset: str, widths: tuple[int, ...], steps: int, weight_decay: float, seed: int) -> nn.Module:

@@ -30,13 +30,6 @@ RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _dropout_mlp(seed: int = 0) -> nn.Module:

@@ -74,3 +74,25 @@ def echo(message: str = "", **style: Any) -> None:
     """Print on rank zero only."""
     if is_rank_zero():
         typer.secho(message, **style)
+
+
+def parse_key_values(pairs: list[str] | None) -> dict[str, Any]:
+    """``--param KEY=VALUE`` pairs as typed options: values parsed as JSON when they parse
+    (``0.1``, ``true``, ``[0.5, 1.0]``), else kept as text; ``-`` in keys becomes ``_``."""
+    import json
+
+    options: dict[str, Any] = {}
+    for item in pairs or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--param takes KEY=VALUE (e.g. --param steps=40), got {item!r}")
+        lowered = text.strip().lower()
+        try:
+            value = json.loads(lowered if lowered in ("true", "false") else text)
+        except json.JSONDecodeError:
+            value = text
+        if key in options and options[key] != value:
+            raise ValueError(f"parameter {key!r} is given twice ({options[key]!r} and {value!r})")
+        options[key] = value
+    return options

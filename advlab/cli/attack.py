@@ -12,27 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from advlab.cli._common import echo, setup_logging
-
-
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``["steps=40", "random_start=true", "loss=dlr"]`` -> typed keyword options."""
-    import json
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param takes key=value, got {pair!r}")
-        lowered = value.strip().lower()
-        if lowered in ("true", "false"):
-            options[key.replace("-", "_")] = lowered == "true"
-            continue
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
+from advlab.cli._common import echo, parse_key_values, setup_logging
 
 
 def attack(
@@ -60,7 +40,7 @@ def attack(
     from advlab.store import Store
 
     ctx = load_run(run, data_dir=data_dir, device=device)
-    fn = get_attack(attack_name, **parse_params(param))
+    fn = get_attack(attack_name, **parse_key_values(param))
     kind = ATTACK_KINDS[attack_name.replace("-", "_").lower()]
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, eps)
@@ -85,7 +65,7 @@ def attack(
               "pred_clean": clean_pred.cpu().numpy(), "pred_adv": adv_pred.cpu().numpy()}
     atomic_write(target, lambda fh: np.savez_compressed(fh, **arrays))
     params = {"attack": attack_name, "kind": kind, "norm": threat.norm, "eps": eps, "n": len(x),
-              "seed": seed, "options": parse_params(param)}
+              "seed": seed, "options": parse_key_values(param)}
     with Store(ctx.store_path) as store:
         store.add_evaluation(ctx.name, "attack", params, stats)
     echo(f"saved {target}; stored in {ctx.store_path}")

@@ -20,14 +20,20 @@ parent of ``--out``, else ``$ADVLAB_RUNS`` or ``./runs``).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from advlab.cli._common import echo, is_rank_zero, runs_root, seed_everything, setup_logging
+from advlab.cli._common import (
+    echo,
+    is_rank_zero,
+    parse_key_values,
+    runs_root,
+    seed_everything,
+    setup_logging,
+)
 
 
 def _slug(name: str) -> str:
@@ -124,15 +130,7 @@ def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:
     """The defense parameters: the common options that were given, then ``KEY=VALUE`` pairs
     (values parsed as JSON when they parse, e.g. ``0.1``, ``true``, ``[0.5, 1.0]``)."""
     params = {key: value for key, value in common.items() if value is not None}
-    for item in extra or []:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"--param takes KEY=VALUE (e.g. --param eps_ramp=0.3), got {item!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+    for key, value in parse_key_values(extra).items():
         if key in params and params[key] != value:
             raise ValueError(f"defense parameter {key!r} is given twice ({params[key]!r} and "
                              f"{value!r})")

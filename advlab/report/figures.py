@@ -54,7 +54,7 @@ def robustness_curves(evaluations: dict[str, list[dict[str, Any]]], path: Path) 
         ax.set_ylabel("accuracy under attack (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.set_title(f"Robust accuracy vs {norm} eps (worst case over the ensemble)")
+        ax.set_title(f"Robust accuracy vs {norm} eps (worst case)")
         ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -9,8 +9,13 @@ import torch
 from torch import nn
 
 from advlab import ThreatModel, evaluate
-from advlab.evaluation.minimal import (accuracy_at, cross_check, minimal_norm_statistics,
-                                       noise_robustness, subspace_minimal_norm)
+from advlab.evaluation.minimal import (
+    accuracy_at,
+    cross_check,
+    minimal_norm_statistics,
+    noise_robustness,
+    subspace_minimal_norm,
+)
 
 
 def test_statistics_match_the_norms_and_the_ensemble(digits_mlp, digits):

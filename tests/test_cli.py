@@ -82,9 +82,11 @@ def test_attack_saves_examples(trained_run, tmp_path, name, extra):
     (["attack", "RUN", "--attack", "nonsense"], "unknown attack"),
     (["evaluate", "does/not/exist"], "does not exist"),
     (["attack", "RUN", "--param", "steps"], "key=value"),
+    (["demo", "--dataset", "imagenet"], "the demo runs on"),
+    (["report", "OUT"], "no results store"),
 ])
 def test_user_errors_are_one_clear_line(trained_run, tmp_path, args, match):
-    args = [str(trained_run) if a == "RUN" else a for a in args]
+    args = [str(trained_run) if a == "RUN" else str(tmp_path) if a == "OUT" else a for a in args]
     if args[0] == "train":
         args += ["--out", str(tmp_path / "x")]
     result = runner.invoke(app, args)

@@ -54,7 +54,9 @@ def run(run_dir):
                  objective=input_gradient_objective, epochs=2, batch_size=64, lr=0.05,
                  optimizer="sgd", schedule="onecycle", checkpoint_every=7, progress=False,
                  run_dir=run_dir, store=run_dir + "/advlab.db")
-    print("RESULT", torch.distributed.is_initialized(), result.history[-1]["val_acc"])
+    # one write() per rank: short writes to a pipe are atomic, separate print() pieces interleave
+    sys.stdout.write(f"RESULT {torch.distributed.is_initialized()} {result.history[-1]['val_acc']}\\n")
+    sys.stdout.flush()
 
 if __name__ == "__main__":
     run(sys.argv[1])

@@ -277,3 +277,26 @@ def test_bad_options(tiny_model: nn.Module, attack, options: dict, match: str) -
     x = torch.rand(3, 1, 4, 4)
     with pytest.raises(ValueError, match=match):
         attack(tiny_model, x, torch.tensor([0, 1, 2]), ThreatModel("linf", 0.1), **options)
+
+
+
+def test_apgd_stops_on_points_with_exactly_zero_gradient(digits_mlp: nn.Module, points) -> None:
+    """A sample whose gradient at the start is exactly zero can never move: APGD spends no more
+    passes on it (quantised inputs: the gradient is zero everywhere)."""
+
+    class Quantized(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return digits_mlp(torch.round(x * 4) / 4)
+
+    x, y = points[0][:40], points[1][:40]
+    counting = Counting(Quantized())
+    threat = ThreatModel("linf", 0.03)
+    x_adv = apgd(counting, x, y, threat, steps=30, restarts=2,
+                 generator=torch.Generator().manual_seed(0))
+    # per run: one pass at the random start on the robust rows, nothing after it
+    assert counting.rows <= 40 + 2 * 40
+    assert torch.all(threat.contains(x, x_adv))
+    # the plain model still gets the full budget
+    counting = Counting(digits_mlp)
+    apgd(counting, x, y, threat, steps=30, generator=torch.Generator().manual_seed(0))
+    assert counting.calls > 10

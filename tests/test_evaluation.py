@@ -151,3 +151,41 @@ def test_bad_input(digits_mlp, points, bad, match):
     args = dict(x=x[:4], y=y[:4], threat=ThreatModel("linf", 0.1), attacks="fast") | bad
     with pytest.raises((ValueError, TypeError), match=match):
         evaluate(digits_mlp, args["x"], args["y"], args["threat"], attacks=args["attacks"])
+
+
+def _recording(log: list[int], broken: bool):
+    """An attack step that records how many points it ran on; breaks them all when ``broken``
+    (by a large APGD step), else returns the inputs."""
+    strong = _apgd(loss="ce", steps=20)
+
+    def run(model, x, y, threat, generator=None):
+        log.append(len(x))
+        return strong(model, x, y, threat, generator=generator) if broken else x.clone()
+
+    return run
+
+
+def test_escalation_runs_only_where_the_probe_broke_something(digits_mlp, points):
+    x, y = points
+    threat = ThreatModel("linf", 0.04)
+    probe, full = [], []
+    quiet = AttackStep("probe", _recording(probe, broken=False), escalate=_recording(full, True))
+    result = evaluate(digits_mlp, x, y, threat, attacks=[quiet], sanity=False)
+    assert probe and not full  # nothing broken: no escalation
+    assert result.robust_accuracy == result.clean_accuracy
+    probe, full = [], []
+    loud = AttackStep("probe", _recording(probe, broken=True), escalate=_recording(full, True))
+    result = evaluate(digits_mlp, x, y, threat, attacks=[loud], sanity=False)
+    robust_after_probe = sum(probe) - result.per_attack["probe"]["breaks"]
+    assert 0 < robust_after_probe < sum(probe)  # the probe broke some points, not all
+    assert sum(full) == robust_after_probe  # escalation ran on exactly the rest
+
+
+def test_masking_flags_run_the_escalated_step_at_once(digits_mlp, points):
+    x, y = points
+    model = nn.Sequential(Quantize(), digits_mlp).eval()
+    probe, full = [], []
+    step = AttackStep("probe", _recording(probe, broken=False), escalate=_recording(full, False))
+    result = evaluate(model, x, y, ThreatModel("linf", 0.1), attacks=[step])
+    assert "zero_gradients" in codes(result)
+    assert full and not probe

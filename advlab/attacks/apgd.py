@@ -171,13 +171,21 @@ def _run(cfg: _Config, best: BestIterate, s: State) -> None:
     grad, loss, score, success = _evaluate(cfg, s, s["x_adv"])
     best.update(s["index"], s["x_adv"], score, success)
     assert grad is not None
+    # A sample whose gradient at the start is exactly zero can never move (every step and every
+    # restart from x_max stays put): stop spending passes on it (quantised / masked models).
+    stuck = grad.flatten(1).abs().amax(dim=1) == 0
+    if bool(stuck.any()):
+        s = _drop(s, stuck)
+        grad, loss, success = grad[~stuck], loss[~stuck], success[~stuck]
+        if s["index"].numel() == 0:
+            return
     factor = 1.0 if cfg.threat.norm == "l1" else 2.0
     s.update(x_prev=s["x_adv"], grad=grad, loss_prev=loss, x_max=s["x_adv"], grad_max=grad,
              loss_max=loss, loss_last_check=loss, eta=s["eps"] * factor,
              increases=torch.zeros_like(loss), reduced_last=torch.ones_like(success))
     marks = checkpoints(cfg.steps)
     for k in range(cfg.steps):
-        s = _drop_fooled(s, success) if cfg.early_stop else s
+        s = _drop(s, success) if cfg.early_stop else s
         if s["index"].numel() == 0:
             return
         x_next = _momentum_step(cfg, s, first=k == 0)
@@ -190,10 +198,11 @@ def _run(cfg: _Config, best: BestIterate, s: State) -> None:
             _checkpoint(cfg, s, marks[k + 1])
 
 
-def _drop_fooled(s: State, success: Tensor) -> State:
-    if not bool(success.any()):
+def _drop(s: State, mask: Tensor) -> State:
+    """``s`` without the samples where ``mask`` ``(B,)`` is True."""
+    if not bool(mask.any()):
         return s
-    keep = ~success
+    keep = ~mask
     return {name: value[keep] for name, value in s.items()}
 
 

@@ -85,12 +85,14 @@ def verify(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, threat: Threat
 
 def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
              threat: ThreatModel, index: Tensor, *, batch_size: int, generator: torch.Generator | None,
-             progress: Progress | None = None) -> tuple[Tensor, Tensor]:
-    """Run ``step`` on the points ``index`` in batches; return (broken index, verified x_adv)."""
+             progress: Progress | None = None, escalated: bool = False) -> tuple[Tensor, Tensor]:
+    """Run ``step`` (its ``escalate`` form when ``escalated``) on the points ``index`` in batches;
+    return (broken index, verified x_adv)."""
+    run = step.escalate if escalated and step.escalate is not None else step.run
     broken, examples = [], []
     for chunk in index.split(batch_size):
         sub_threat = threat.select(chunk)
-        candidate = step.run(attack_model, x[chunk], y[chunk], sub_threat, generator=generator)
+        candidate = run(attack_model, x[chunk], y[chunk], sub_threat, generator=generator)
         ok = verify(model, x[chunk], candidate, y[chunk], sub_threat, batch_size)
         broken.append(chunk[ok])
         examples.append(candidate[ok])
@@ -102,28 +104,52 @@ def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Ten
 def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
                    threat: ThreatModel, steps: list[AttackStep], pool: Pool, correct: Tensor, *,
                    batch_size: int, generator: torch.Generator | None,
-                   progress: Progress | None = None) -> EnsembleOutcome:
-    """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``."""
+                   progress: Progress | None = None, suspicious: bool = False) -> EnsembleOutcome:
+    """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``.
+
+    ``suspicious`` (the sanity checks saw signs of gradient masking) runs the escalated form of
+    every step that has one straight away; otherwise it runs only where the plain form broke a point.
+    """
     eps = threat.eps_per_sample(x)
     nominal = threat.eps if isinstance(threat.eps, float) else (float(eps.max()) if len(eps) else 0.0)
     outcome = EnsembleOutcome(eps=nominal)
     for step in steps:
-        index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
         stats = outcome.steps.setdefault(step.name, StepStats())
-        if len(index) == 0:
-            continue
-        start = time.perf_counter()
-        broken, examples = run_step(step, model, attack_model, x, y, threat, index,
-                                    batch_size=batch_size, generator=generator, progress=progress)
-        distance = threat.distance(x[broken], examples)
-        pool.update(broken, examples, distance, step.name, eps[broken])
-        stats.ran_on, stats.breaks = len(index), len(broken)
-        stats.time_s = time.perf_counter() - start
-        if step.blackbox:
-            outcome.blackbox_breaks += len(broken)
-        logger.info("eps=%g %s: %d/%d broken in %.1fs", outcome.eps, step.name, len(broken),
-                    len(index), stats.time_s)
+        escalated = suspicious and step.escalate is not None
+        breaks = _attack_remaining(step, model, attack_model, x, y, threat, pool, correct, eps,
+                                   stats, outcome, batch_size=batch_size, generator=generator,
+                                   progress=progress, escalated=escalated)
+        if breaks and not escalated and step.escalate is not None:
+            logger.info("eps=%g %s broke %d points: escalating", outcome.eps, step.name, breaks)
+            _attack_remaining(step, model, attack_model, x, y, threat, pool, correct, eps, stats,
+                              outcome, batch_size=batch_size, generator=generator,
+                              progress=progress, escalated=True)
     return outcome
+
+
+def _attack_remaining(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor,
+                      y: Tensor, threat: ThreatModel, pool: Pool, correct: Tensor, eps: Tensor,
+                      stats: StepStats, outcome: EnsembleOutcome, *, batch_size: int,
+                      generator: torch.Generator | None, progress: Progress | None,
+                      escalated: bool) -> int:
+    """Run one step on the correct points not yet broken within ``eps``; return its breaks."""
+    index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
+    if len(index) == 0:
+        return 0
+    start = time.perf_counter()
+    broken, examples = run_step(step, model, attack_model, x, y, threat, index,
+                                batch_size=batch_size, generator=generator, progress=progress,
+                                escalated=escalated)
+    pool.update(broken, examples, threat.distance(x[broken], examples), step.name, eps[broken])
+    elapsed = time.perf_counter() - start
+    stats.ran_on = max(stats.ran_on, len(index))
+    stats.breaks += len(broken)
+    stats.time_s += elapsed
+    if step.blackbox:
+        outcome.blackbox_breaks += len(broken)
+    logger.info("eps=%g %s%s: %d/%d broken in %.1fs", outcome.eps, step.name,
+                " (escalated)" if escalated else "", len(broken), len(index), elapsed)
+    return len(broken)
 
 
 def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,

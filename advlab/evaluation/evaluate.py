@@ -24,6 +24,7 @@ from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_s
 from advlab.evaluation.presets import AttackStep, resolve_steps
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
+    MASKING,
     Flag,
     chance_flag,
     gradient_flags,
@@ -162,7 +163,8 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     for k, eps_k in enumerate(eps_list):
         threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
         outcome = attack_one_eps(model, attack_model, x, labels, threat_k, steps, pool, correct,
-                                 batch_size=batch_size, generator=generator, progress=progress)
+                                 batch_size=batch_size, generator=generator, progress=progress,
+                                 suspicious=any(f.code in MASKING for f in flags))
         if sanity and k > 0:
             recheck_smaller_eps(model, attack_model, x, labels, threat_k, steps[0], pool,
                                 eps_list[k - 1], sample=32, batch_size=batch_size,

@@ -58,6 +58,11 @@ FLAGS: dict[str, tuple[str, str]] = {
         "nothing here. Check the dataset, the normalisation and the checkpoint."),
 }
 
+#: Flags raised before the attacks that point to gradient masking: the ``standard`` preset then
+#: runs its black-box attack with the full query budget on every point still robust.
+MASKING = frozenset({"randomized", "probabilities", "zero_gradients", "nan_gradients",
+                     "vanishing_gradients"})
+
 
 @dataclass(frozen=True)
 class Flag:

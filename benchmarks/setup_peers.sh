@@ -36,6 +36,10 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" eagerpy GitPython typing-extensions requests scipy \
     numpy scikit-learn six setuptools tqdm packaging
 
+# 3b. The reference AutoAttack (Croce & Hein), packaged on PyPI as pyautoattack (import name
+#     `autoattack`); its requirements are torch and numpy, already here.
+"${PIP[@]}" --no-deps pyautoattack
+
 # 4. advlab itself, editable, without dependencies (installed here explicitly).
 "${PIP[@]}" safetensors matplotlib typer rich
 "${PIP[@]}" --no-deps -e "$ROOT"
@@ -47,7 +51,7 @@ import importlib
 import torch
 
 print(f"torch {torch.__version__} (cuda {torch.version.cuda})")
-for name in ("torchattacks", "foolbox", "art", "advlab"):
+for name in ("torchattacks", "foolbox", "art", "pyautoattack", "advlab"):
     module = importlib.import_module(name)
     print(f"{name} {getattr(module, '__version__', '?')}")
 PY

@@ -189,3 +189,15 @@ def test_masking_flags_run_the_escalated_step_at_once(digits_mlp, points):
     result = evaluate(model, x, y, ThreatModel("linf", 0.1), attacks=[step])
     assert "zero_gradients" in codes(result)
     assert full and not probe
+
+
+def test_saturated_softmax_is_not_mistaken_for_masking(digits_mlp, points):
+    """Huge logits zero the CE gradient but not the margin's: flagged, yet no full black box."""
+    x, y = points
+    model = nn.Sequential(digits_mlp, Scale(1e4)).eval()
+    probe, full = [], []
+    step = AttackStep("probe", _recording(probe, broken=False), escalate=_recording(full, False))
+    result = evaluate(model, x, y, ThreatModel("linf", 0.1), attacks=[step])
+    flagged = [w for w in result.warnings if w["code"] in ("zero_gradients", "vanishing_gradients")]
+    assert flagged and "saturated softmax" in flagged[0]["detail"]
+    assert probe and not full

@@ -100,8 +100,9 @@ def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
 
 
 def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor,
-                   eot_samples: int) -> tuple[nn.Module, list[Flag]]:
-    """Randomness (switch to EOT) and gradient checks on a few correctly classified points."""
+                   eot_samples: int) -> tuple[nn.Module, list[Flag], bool]:
+    """Randomness (switch to EOT) and gradient checks on a few correctly classified points;
+    returns the model to attack, the flags and whether the gradients look masked."""
     flags: list[Flag] = []
     attack_model = model
     probe = x[:16]
@@ -109,8 +110,8 @@ def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor,
         flags.append(Flag("randomized", f"switched to EOT over {eot_samples} passes"))
         attack_model = EOT(model, eot_samples)
     index = correct.nonzero().squeeze(1)[:128]
-    flags += gradient_flags(model, x[index], y[index])
-    return attack_model, flags
+    more, masked = gradient_flags(model, x[index], y[index])
+    return attack_model, flags + more, masked
 
 
 def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | None = None, *,
@@ -154,17 +155,18 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     num_classes = logits.shape[1]
     steps = resolve_steps(attacks, num_classes, threat.norm)
     generator = torch.Generator(device=target).manual_seed(seed)
-    attack_model = model
+    attack_model, masked = model, False
     if sanity:
-        attack_model, more = _sanity_before(model, x, labels, correct, eot_samples)
+        attack_model, more, masked = _sanity_before(model, x, labels, correct, eot_samples)
         flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
+    suspicious = masked or any(f.code in MASKING for f in flags)
     pool = Pool.empty(x)
     outcomes = []
     for k, eps_k in enumerate(eps_list):
         threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
         outcome = attack_one_eps(model, attack_model, x, labels, threat_k, steps, pool, correct,
                                  batch_size=batch_size, generator=generator, progress=progress,
-                                 suspicious=any(f.code in MASKING for f in flags))
+                                 suspicious=suspicious)
         if sanity and k > 0:
             recheck_smaller_eps(model, attack_model, x, labels, threat_k, steps[0], pool,
                                 eps_list[k - 1], sample=32, batch_size=batch_size,

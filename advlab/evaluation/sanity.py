@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import input_grad, model_guard
-from advlab.attacks.losses import ce_loss
+from advlab.attacks.losses import ce_loss, cw_loss
 
 #: code -> (what it means, what to do). The single place where flags are documented.
 FLAGS: dict[str, tuple[str, str]] = {
@@ -31,8 +31,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     "zero_gradients": (
         "The input gradient of the loss is exactly zero on many correctly classified points "
         "(shattered gradients: quantisation, thresholds, argmax or saturated layers).",
-        "Gradient attacks cannot move these points; the black-box Square attack was run on them. "
-        "Consider BPDA (a differentiable approximation of the non-differentiable layer)."),
+        "If the margin-loss gradient is zero too (shattered gradients), gradient attacks cannot "
+        "move these points and the black-box Square attack ran with its full budget; consider "
+        "BPDA (a differentiable approximation of the non-differentiable layer). If only the CE "
+        "gradient is zero, the softmax saturates: the DLR attacks do not saturate and handle it."),
     "nan_gradients": (
         "The input gradient contains NaN or inf on some points.",
         "Fix the numerics of the model (log of zero, division by zero); attacks skip such steps."),
@@ -58,10 +60,10 @@ FLAGS: dict[str, tuple[str, str]] = {
         "nothing here. Check the dataset, the normalisation and the checkpoint."),
 }
 
-#: Flags raised before the attacks that point to gradient masking: the ``standard`` preset then
-#: runs its black-box attack with the full query budget on every point still robust.
-MASKING = frozenset({"randomized", "probabilities", "zero_gradients", "nan_gradients",
-                     "vanishing_gradients"})
+#: Flags raised before the attacks that point to gradient masking on their own: the ``standard``
+#: preset then runs its black-box attack with the full query budget on every point still robust
+#: (as it does when :func:`gradient_flags` finds the margin-loss gradient masked).
+MASKING = frozenset({"randomized", "probabilities"})
 
 
 @dataclass(frozen=True)
@@ -99,23 +101,46 @@ def outputs_are_probabilities(logits: Tensor) -> bool:
         logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
 
 
-def gradient_flags(model: nn.Module, x: Tensor, y: Tensor, threshold: float = 0.2) -> list[Flag]:
-    """Flags for zero, NaN and vanishing input gradients of the CE loss on ``x`` ``(B, ...)``."""
-    if len(x) == 0:
-        return []
+def _gradient_shares(model: nn.Module, x: Tensor, y: Tensor, loss) -> tuple[Tensor, Tensor, Tensor]:
+    """Per point: non-finite, exactly zero and tiny (L1 < 1e-8) input gradients of ``loss``."""
     with model_guard(model):
-        grad, _, _ = input_grad(model, x, y, ce_loss)
+        grad, _, _ = input_grad(model, x, y, loss)
     flat = grad.reshape(len(x), -1)
     nonfinite = ~torch.isfinite(flat).all(dim=1)
     l1 = flat.nan_to_num(0.0).abs().sum(dim=1)
-    zero, tiny = (l1 == 0) & ~nonfinite, (l1 > 0) & (l1 < 1e-8)
+    return nonfinite, (l1 == 0) & ~nonfinite, (l1 > 0) & (l1 < 1e-8)
+
+
+def gradient_flags(model: nn.Module, x: Tensor, y: Tensor, threshold: float = 0.2
+                   ) -> tuple[list[Flag], bool]:
+    """Flags for zero, NaN and vanishing input gradients of the CE loss on ``x`` ``(B, ...)``,
+    and whether the gradients are *masked*.
+
+    A softmax that saturates in float32 zeroes the CE gradient of a confident model without
+    hiding anything: the scale-invariant margin loss ``max_{j!=y} z_j - z_y`` still has a
+    gradient there, and the DLR attacks use it. The gradients count as masked only when the
+    margin gradient is also zero, NaN or tiny on at least ``threshold`` of the points
+    (shattered gradients: quantisation, thresholds) -- then the black-box attack gets its full
+    budget.
+    """
+    if len(x) == 0:
+        return [], False
+    nonfinite, zero, tiny = _gradient_shares(model, x, y, ce_loss)
     flags = []
     for code, mask in (("nan_gradients", nonfinite), ("zero_gradients", zero),
                        ("vanishing_gradients", tiny)):
         share = mask.float().mean().item()
         if share >= (0.0 if code == "nan_gradients" else threshold) and mask.any():
             flags.append(Flag(code, f"{share:.0%} of {len(x)} checked points"))
-    return flags
+    if not flags:
+        return flags, False
+    m_nonfinite, m_zero, m_tiny = _gradient_shares(model, x, y, cw_loss)
+    masked_share = (m_nonfinite | m_zero | m_tiny).float().mean().item()
+    masked = masked_share >= threshold or bool(m_nonfinite.any())
+    note = ("; the margin-loss gradient is masked too on "
+            f"{masked_share:.0%}: full black-box budget") if masked else \
+        f"; the margin-loss gradient is fine on {1 - masked_share:.0%} (saturated softmax)"
+    return [Flag(f.code, f.detail + note) for f in flags], masked
 
 
 def chance_flag(clean_accuracy: float, num_classes: int, n: int) -> list[Flag]:

@@ -14,13 +14,14 @@ Every attack in :mod:`advlab.attacks` follows the same contract:
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, lp_norm
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -158,3 +159,31 @@ class MinimalNormResult:
         ok = self.norms[self.success]
         med = f"{ok.median().item():.4g}" if ok.numel() else "n/a"
         return f"MinimalNormResult(n={len(self.norms)}, success={self.success.float().mean().item():.3f}, median_norm={med})"
+
+
+def minimal_norm_threat(norm: str, bounds: tuple[float, float], supported: tuple[str, ...],
+                        attack: str) -> ThreatModel:
+    """The radius-0 :class:`ThreatModel` of a minimal-norm attack (validates ``norm`` and ``bounds``)."""
+    threat = ThreatModel(norm=norm, eps=0.0, bounds=bounds)
+    if threat.norm not in supported:
+        raise ValueError(f"{attack} supports norm {' or '.join(map(repr, supported))}, got {norm!r}")
+    return threat
+
+
+def minimal_result(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: str, *,
+                   targeted: bool = False, return_info: bool = False,
+                   **extras: object) -> Tensor | MinimalNormResult:
+    """Verify and package the output of a minimal-norm attack.
+
+    The candidate ``x_adv`` (``(B, ...)``) is re-classified with one forward pass (verify, don't
+    trust); where it is not adversarial it is replaced by ``x`` and its norm set to ``inf``.
+    Returns ``x_adv`` or, with ``return_info``, a :class:`MinimalNormResult` carrying ``extras``.
+    """
+    x_adv = x_adv.detach()
+    success = is_adversarial(predict(model, x_adv), y, targeted)  # (B,)
+    x_adv = torch.where(success.reshape(-1, *([1] * (x.dim() - 1))), x_adv, x)
+    if not return_info:
+        return x_adv
+    norms = lp_norm(x_adv - x, norm)
+    norms = torch.where(success, norms, torch.full_like(norms, math.inf))
+    return MinimalNormResult(x_adv, norms, success, **extras)

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from advlab._utils import canonical_name
 from advlab.attacks._core import finalize, input_grad, model_guard, prepare
+from advlab.attacks._iterate import BestIterate, check_count, project_onto
 from advlab.attacks.losses import LossFn, cw_loss, dlr_targeted_loss, get_loss
-from advlab.attacks.pgd import BestIterate, check_count, project_onto
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel
 

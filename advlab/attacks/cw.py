@@ -36,8 +36,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import MinimalNormResult, is_adversarial, model_guard, prepare
-from advlab.attacks.deepfool import check_option, minimal_norm_threat, minimal_result
+from advlab.attacks._core import (
+    MinimalNormResult,
+    is_adversarial,
+    minimal_norm_threat,
+    minimal_result,
+    model_guard,
+    prepare,
+)
+from advlab.attacks._iterate import check_option
 from advlab.attacks.losses import cw_loss, cw_targeted_loss
 from advlab.attacks.registry import register_attack
 

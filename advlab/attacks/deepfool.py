@@ -15,9 +15,7 @@ paper, 0.02), until the label flips or ``steps`` iterations have run. As in the 
 code, ``1e-4`` is added to each step length so that a point landing exactly on a boundary of a
 (piecewise) linear model still crosses it.
 
-This module also holds :func:`minimal_result`, the verification and packaging step shared by all
-minimal-norm attacks (:mod:`~advlab.attacks.cw`, :mod:`~advlab.attacks.fmn`), and
-:func:`rho_adv`, DeepFool's robustness metric.
+This module also holds :func:`rho_adv`, DeepFool's robustness metric.
 """
 
 from __future__ import annotations
@@ -27,48 +25,20 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import MinimalNormResult, is_adversarial, model_guard, predict, prepare
+from advlab.attacks._core import (
+    MinimalNormResult,
+    minimal_norm_threat,
+    minimal_result,
+    model_guard,
+    predict,
+    prepare,
+)
+from advlab.attacks._iterate import check_option
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
 
 #: Added to every DeepFool step length (authors' reference implementation).
 _STEP_SLACK = 1e-4
-
-
-def check_option(name: str, value: float, *, minimum: float, integer: bool = False) -> None:
-    """Raise ``ValueError`` naming the option when ``value`` is below ``minimum`` (or not an int)."""
-    if integer and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-
-
-def minimal_norm_threat(norm: str, bounds: tuple[float, float], supported: tuple[str, ...],
-                        attack: str) -> ThreatModel:
-    """The radius-0 :class:`ThreatModel` of a minimal-norm attack (validates ``norm`` and ``bounds``)."""
-    threat = ThreatModel(norm=norm, eps=0.0, bounds=bounds)
-    if threat.norm not in supported:
-        raise ValueError(f"{attack} supports norm {' or '.join(map(repr, supported))}, got {norm!r}")
-    return threat
-
-
-def minimal_result(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: str, *,
-                   targeted: bool = False, return_info: bool = False,
-                   **extras: object) -> Tensor | MinimalNormResult:
-    """Verify and package the output of a minimal-norm attack.
-
-    The candidate ``x_adv`` (``(B, ...)``) is re-classified with one forward pass (verify, don't
-    trust); where it is not adversarial it is replaced by ``x`` and its norm set to ``inf``.
-    Returns ``x_adv`` or, with ``return_info``, a :class:`MinimalNormResult` carrying ``extras``.
-    """
-    x_adv = x_adv.detach()
-    success = is_adversarial(predict(model, x_adv), y, targeted)  # (B,)
-    x_adv = torch.where(success.reshape(-1, *([1] * (x.dim() - 1))), x_adv, x)
-    if not return_info:
-        return x_adv
-    norms = lp_norm(x_adv - x, norm)
-    norms = torch.where(success, norms, torch.full_like(norms, math.inf))
-    return MinimalNormResult(x_adv, norms, success, **extras)
 
 
 def _candidate_classes(logits: Tensor, y: Tensor, candidates: int) -> Tensor:

@@ -31,8 +31,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import MinimalNormResult, input_grad, is_adversarial, model_guard, prepare
-from advlab.attacks.deepfool import check_option, minimal_norm_threat, minimal_result
+from advlab.attacks._core import (
+    MinimalNormResult,
+    input_grad,
+    is_adversarial,
+    minimal_norm_threat,
+    minimal_result,
+    model_guard,
+    prepare,
+)
+from advlab.attacks._iterate import check_option
 from advlab.attacks.losses import cw_loss
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel, lp_norm

@@ -30,8 +30,8 @@ from advlab.attacks._core import (
     predict,
     prepare,
 )
+from advlab.attacks._iterate import BestIterate, check_count
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.attacks.pgd import BestIterate, check_count
 from advlab.attacks.registry import register_attack
 from advlab.threat import Eps, ThreatModel, canonical_norm, lp_norm
 

@@ -4,87 +4,18 @@ Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models R
 Adversarial Attacks": iterate ``x_{k+1} = P(x_k + alpha * d(grad_x L(x_k, y)))`` where ``d`` is
 the threat model's steepest-ascent direction (sign for ``linf``, normalised gradient for ``l2``,
 sparse step for ``l1``) and ``P`` projects onto the eps-ball intersected with the box.
-
-The module also holds the pieces that the iterative gradient attacks share (:class:`BestIterate`,
-:func:`project_onto`, :func:`per_sample_step_size`, :func:`check_count`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import finalize, input_grad, is_adversarial, model_guard, prepare
+from advlab.attacks._iterate import BestIterate, check_count, per_sample_step_size, project_onto
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.threat import Eps, ThreatModel
-
-
-def _view(per_sample: Tensor, like: Tensor) -> Tensor:
-    """``(B,)`` -> ``(B, 1, ..., 1)`` broadcasting against ``like``."""
-    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def check_count(name: str, value: int) -> None:
-    """Raise ``ValueError`` naming option ``name`` unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
-    """:meth:`ThreatModel.project` with explicit per-sample radii ``eps`` ``(B,)``.
-
-    Lets iterative attacks work on a shrinking subset of the batch without building a new
-    threat model (and its validation sync) at every step.
-    """
-    return threat.clip(x + threat.project_delta(x_adv - x, eps))
-
-
-def per_sample_step_size(step_size: Eps | None, eps: Tensor, default: Tensor) -> Tensor:
-    """``step_size`` (float, ``(B,)`` tensor or ``None`` for ``default``) as a ``(B,)`` tensor."""
-    if step_size is None:
-        return default
-    step = torch.as_tensor(step_size, dtype=eps.dtype, device=eps.device).reshape(-1)
-    if not bool(torch.isfinite(step).all()) or bool((step < 0).any()):
-        raise ValueError(f"step_size must be finite and non-negative, got {step_size!r}")
-    if step.numel() == 1:
-        return step.expand_as(eps).clone()
-    if step.shape != eps.shape:
-        raise ValueError(f"step_size has {step.numel()} entries but the batch has {eps.numel()}")
-    return step
-
-
-@dataclass
-class BestIterate:
-    """The most adversarial point seen so far, per sample.
-
-    A successful iterate (misclassified, or classified as the target) beats an unsuccessful one;
-    between two of the same kind the higher ``score`` (the attack loss) wins.
-    Shapes: ``x`` ``(B, ...)``, ``score`` ``(B,)``, ``success`` ``(B,)`` bool.
-    """
-
-    x: Tensor
-    score: Tensor
-    success: Tensor
-
-    @classmethod
-    def start(cls, x: Tensor, score: Tensor, success: Tensor) -> BestIterate:
-        return cls(x.detach().clone(), score.detach().clone(), success.clone())
-
-    def update(self, index: Tensor, x_new: Tensor, score: Tensor, success: Tensor) -> None:
-        """Offer candidates ``x_new`` ``(A, ...)`` for the samples ``index`` ``(A,)`` (sorted, unique)."""
-        rows: Tensor | slice = slice(None) if index.shape[0] == self.x.shape[0] else index  # whole batch: no gather
-        old_success = self.success[rows]
-        better = (success & ~old_success) | ((success == old_success) & (score > self.score[rows]))
-        self.x[rows] = torch.where(_view(better, x_new), x_new, self.x[rows])
-        self.score[rows] = torch.where(better, score, self.score[rows])
-        self.success[rows] = old_success | success
-
-    def remaining(self) -> Tensor:
-        """Indices ``(A,)`` of the samples without a successful iterate yet."""
-        return (~self.success).nonzero().squeeze(1)
 
 
 @register_attack("pgd", kind="bounded")
@@ -155,4 +86,4 @@ def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestItera
     best.update(index, x_adv, loss_fn(logits, labels), is_adversarial(logits, labels, targeted))
 
 
-__all__ = ["BestIterate", "check_count", "per_sample_step_size", "pgd", "project_onto"]
+__all__ = ["pgd"]

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import finalize, is_adversarial, model_guard, prepare
+from advlab.attacks._iterate import BestIterate, check_count
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.attacks.pgd import BestIterate, check_count
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel, lp_norm
 

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
-from advlab.attacks.deepfool import check_option, deepfool
+from advlab.attacks._iterate import check_option
+from advlab.attacks.deepfool import deepfool
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel
 

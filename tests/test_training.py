@@ -311,17 +311,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
 
 def test_train_command(tmp_path, monkeypatch):
-    import typer
     from typer.testing import CliRunner
 
-    from advlab.cli.train import train
-
-    app = typer.Typer()
-    app.command()(train)
+    from advlab.cli import app
     monkeypatch.setenv("ADVLAB_RUNS", str(tmp_path / "runs"))
     args = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--batch-size", "64",
             "--lr", "3e-3", "--no-progress", "--n-train", "600"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, ["train", *args])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "digits-mlp-none"
     assert "test acc" in result.output and str(run_dir) in result.output
@@ -333,7 +329,7 @@ def test_train_command(tmp_path, monkeypatch):
         assert run["config"]["dataset"] == "digits" and run["config"]["n_train"] == 600
         assert len(store.get_metrics("digits-mlp-none")) == 2
         assert store.get_evaluations("digits-mlp-none")[0]["result"]["accuracy"] == summary["test_acc"]
-    again = CliRunner().invoke(app, [*args, "--resume"])  # finished run: nothing more to do
+    again = CliRunner().invoke(app, ["train", *args, "--resume"])  # finished run: nothing more to do
     assert again.exit_code == 0, again.output
-    refused = CliRunner().invoke(app, [*args, "--resume", "--lr", "1e-2"])
-    assert refused.exit_code != 0 and "config differs in lr" in str(refused.exception)
+    refused = CliRunner().invoke(app, ["train", *args, "--resume", "--lr", "1e-2"])
+    assert refused.exit_code == 2 and "config differs in lr" in refused.output, refused.output

@@ -45,7 +45,10 @@ clean error of both (their MNIST figures at eps 0.25: 89.4 % -> 17.9 % adversari
     python benchmarks/defenses.py --defenses none,fgsm-rs,pgd-at --json defenses.json
 
 Finished runs are kept under ``--runs`` (default ``runs/benchmarks/defenses``) with their
-figures (``benchmark.json``); running again reuses them (``--fresh`` retrains). Never part of
+figures (``benchmark.json``); running again reuses them (``--fresh`` retrains). An interrupted
+training resumes from its checkpoint (written every epoch and every 100 steps); its training
+time is then the sum of its epochs' training times (``"resumed": true`` in the figures, which
+leaves out the adversarial validation that the uninterrupted wall time includes). Never part of
 the test suite; timings from a busy machine are not worth quoting.
 """
 
@@ -118,15 +121,20 @@ def train_one(name: str, budget: Budget, data: dict[str, Any], args: argparse.Na
     model = create_model("small_cnn", train.info.num_classes, train.info.input_shape,
                          normalize=(train.info.mean, train.info.std), seed=args.seed)
     run_dir = _run_dir(args, name)
+    resumed = (run_dir / "checkpoint.pt").exists() and not args.fresh
+    if resumed:
+        logging.getLogger("benchmark").info("resuming the interrupted run in %s", run_dir)
     started = time.perf_counter()
     result = fit(model, train, val_data=val, objective=get_objective(name, **budget.params),
                  epochs=epochs, batch_size=budget.batch_size, lr=budget.lr, seed=args.seed,
-                 device=args.device, run_dir=run_dir, epoch_end=hook,
-                 select_metric="adv_val_acc", progress=args.progress)
+                 device=args.device, run_dir=run_dir, epoch_end=hook, resume=resumed,
+                 checkpoint_every=100, select_metric="adv_val_acc", progress=args.progress)
     seconds = time.perf_counter() - started
+    if resumed:  # the wall time of the earlier process is lost: sum the epochs' training times
+        seconds = sum(r["time_s"] for r in result.history)
     best = result.history[result.best_epoch - 1]
     figures = {"defense": name, "epochs": epochs, "lr": budget.lr, "params": budget.params,
-               "train_time_s": seconds, "best_epoch": result.best_epoch,
+               "train_time_s": seconds, "resumed": resumed, "best_epoch": result.best_epoch,
                "adv_val_acc": best["adv_val_acc"], "val_acc": best["val_acc"],
                "events": result.events, "history": result.history}
     return result.model, figures

@@ -107,14 +107,19 @@ def prepare(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
     return logits
 
 
-def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
+def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
+               check: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Gradient of ``loss_fn(model(x), y).sum()`` w.r.t. ``x``.
 
+    ``check`` runs :func:`check_logits` on the logits before the loss (an attack whose first
+    gradient pass is at the clean input uses it instead of a separate clean forward pass).
     Returns ``(grad, per_sample_loss, logits)`` with shapes ``(B, ...)``, ``(B,)``, ``(B, K)``.
     """
     with torch.enable_grad():
         x_req = x.detach().requires_grad_(True)
         logits = model(x_req)
+        if check:
+            check_logits(logits.detach(), y)
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), x_req)
     return grad.detach(), loss.detach(), logits.detach()

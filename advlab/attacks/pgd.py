@@ -8,10 +8,19 @@ sparse step for ``l1``) and ``P`` projects onto the eps-ball intersected with th
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import finalize, input_grad, is_adversarial, model_guard, prepare
+from advlab.attacks._core import (
+    check_inputs,
+    finalize,
+    input_grad,
+    is_adversarial,
+    model_guard,
+    prepare,
+)
 from advlab.attacks._iterate import BestIterate, check_count, per_sample_step_size, project_onto
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
@@ -50,10 +59,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     check_count("restarts", restarts)
     loss_fn = get_loss(loss, targeted)
     with model_guard(model):
-        clean_logits = prepare(model, x, y, threat)
         eps = threat.eps_per_sample(x)  # (B,)
         step = per_sample_step_size(step_size, eps, eps * (2.5 / steps))  # (B,)
-        best = BestIterate.start(x, loss_fn(clean_logits, y), is_adversarial(clean_logits, y, targeted))
+        best = _start(model, x, y, threat, loss_fn, targeted, at_clean=not random_start)
         for restart in range(restarts):
             index = best.remaining() if early_stop or restart > 0 else torch.arange(len(x), device=x.device)
             if index.numel() == 0:
@@ -61,17 +69,30 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             x_orig = x[index]
             x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
             _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], step[index]),
-                 x_start, steps=steps, targeted=targeted, early_stop=early_stop)
+                 x_start, steps=steps, targeted=targeted, early_stop=early_stop,
+                 check=restart == 0 and not random_start)
         return finalize(x, best.x, threat)
+
+
+def _start(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, loss_fn: LossFn,
+           targeted: bool, at_clean: bool) -> BestIterate:
+    """The best iterate before the first step. When the first run starts at ``x`` its first
+    gradient pass scores (and checks) the clean point, so no separate clean pass is needed."""
+    if at_clean:
+        check_inputs(x, y, threat)
+        return BestIterate.start(x, torch.full((len(x),), -math.inf, device=x.device, dtype=x.dtype),
+                                 torch.zeros(len(x), dtype=torch.bool, device=x.device))
+    clean_logits = prepare(model, x, y, threat)
+    return BestIterate.start(x, loss_fn(clean_logits, y), is_adversarial(clean_logits, y, targeted))
 
 
 def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestIterate,
          batch: tuple[Tensor, ...], x_adv: Tensor, *, steps: int, targeted: bool,
-         early_stop: bool) -> None:
+         early_stop: bool, check: bool = False) -> None:
     """One PGD run from ``x_adv`` on the samples ``batch = (index, x, y, eps, step_size)``."""
     index, x_orig, labels, eps, step = batch
-    for _ in range(steps):
-        grad, loss, logits = input_grad(model, x_adv, labels, loss_fn)  # (A, ...), (A,), (A, K)
+    for k in range(steps):
+        grad, loss, logits = input_grad(model, x_adv, labels, loss_fn, check=check and k == 0)  # (A, ...), (A,), (A, K)
         success = is_adversarial(logits, labels, targeted)
         best.update(index, x_adv, loss, success)
         if early_stop and bool(success.any()):  # drop the fooled samples from the active batch

@@ -300,3 +300,18 @@ def test_apgd_stops_on_points_with_exactly_zero_gradient(digits_mlp: nn.Module, 
     counting = Counting(digits_mlp)
     apgd(counting, x, y, threat, steps=30, generator=torch.Generator().manual_seed(0))
     assert counting.calls > 10
+
+
+def test_apgd_target_patience_stops_after_empty_ranks(digits_mlp: nn.Module, points) -> None:
+    x, y = points[0][:60], points[1][:60]
+    threat = ThreatModel("linf", 0.002)  # too small to break anything: every rank comes back empty
+    runs = {}
+    for patience in (None, 2):
+        counting = Counting(digits_mlp)
+        x_adv = apgd(counting, x, y, threat, loss="dlr", targeted=True, n_target_classes=9,
+                     steps=10, target_patience=patience, generator=torch.Generator().manual_seed(0))
+        runs[patience] = (counting.rows, x_adv)
+    assert runs[2][0] < 0.3 * runs[None][0]  # 2 of 9 ranks
+    assert torch.equal(fooled(digits_mlp, runs[2][1], y), fooled(digits_mlp, runs[None][1], y))
+    with pytest.raises(ValueError, match="target_patience"):
+        apgd(digits_mlp, x, y, threat, targeted=True, target_patience=0)

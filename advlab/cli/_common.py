@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -96,3 +97,20 @@ def parse_key_values(pairs: list[str] | None) -> dict[str, Any]:
             raise ValueError(f"parameter {key!r} is given twice ({options[key]!r} and {value!r})")
         options[key] = value
     return options
+
+
+@contextlib.contextmanager
+def attack_progress(enabled: bool, desc: str = "attacking") -> Iterator[Callable[[str, int], None]]:
+    """A tqdm bar for :func:`advlab.evaluate`'s ``progress`` callback ``(attack, points done)``."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="pt", disable=not enabled, leave=False)
+
+    def tick(name: str, done: int) -> None:
+        bar.set_postfix_str(name)
+        bar.update(done)
+
+    try:
+        yield tick
+    finally:
+        bar.close()

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from advlab.cli._common import echo, runs_root, setup_logging
+from advlab.cli._common import attack_progress, echo, runs_root, setup_logging
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class DemoPlan:
     geometry_points: int
     eigs: int
     n_train: int | None
-    preset: str = "standard"
+    preset: str = "standard"  # Linf evaluation preset
+    l2_preset: str = "standard"
     n_universal: int = 2000  # training points the universal perturbation is fitted on
     threads: int | None = None  # torch threads (None: torch's default)
 
@@ -50,7 +51,7 @@ PLANS = {
     # --quick: a couple of minutes on 2 cores; the cheap "fast" preset (APGD-CE) for evaluation
     "digits": DemoPlan("digits", epochs=6, adv_epochs=3, lr=5e-3, eps=0.1, l2_eps=(0.25, 0.5, 1.0),
                        n_eval=64, n_analysis=64, geometry_points=3, eigs=8, n_train=None,
-                       preset="fast", n_universal=600, threads=1),
+                       preset="fast", l2_preset="fast", n_universal=600, threads=1),
 }
 
 
@@ -92,16 +93,22 @@ def _test_acc(run_dir: Path) -> float:
     return float(json.loads((run_dir / "train_result.json").read_text())["test_acc"])
 
 
-def _evaluate(plan: DemoPlan, models: dict[str, Any], x, y, store, seed: int) -> dict[str, Any]:
+def _evaluate(plan: DemoPlan, models: dict[str, Any], x, y, store, seed: int,
+              progress: bool) -> dict[str, Any]:
     from advlab import ThreatModel, evaluate
 
-    started = _stage(3, f"robustness: Linf and L2 evaluation ({len(x)} points, {plan.preset} preset)")
+    presets = plan.preset if plan.l2_preset == plan.preset else f"{plan.preset}, L2 {plan.l2_preset}"
+    started = _stage(3, f"robustness: Linf and L2 evaluation ({len(x)} points, {presets} preset)")
     curves: dict[str, Any] = {}
     for name, model in models.items():
-        linf = evaluate(model, x, y, ThreatModel("linf", plan.eps), eps=[plan.eps / 2, plan.eps, 2 * plan.eps],
-                        attacks=plan.preset, seed=seed, store=store, run_name=name)
-        l2 = evaluate(model, x, y, ThreatModel("l2", max(plan.l2_eps)), eps=list(plan.l2_eps),
-                      attacks=plan.preset, seed=seed, store=store, run_name=name)
+        with attack_progress(progress, f"{name} linf") as tick:
+            linf = evaluate(model, x, y, ThreatModel("linf", plan.eps),
+                            eps=[plan.eps / 2, plan.eps, 2 * plan.eps], attacks=plan.preset,
+                            seed=seed, store=store, run_name=name, progress=tick)
+        with attack_progress(progress, f"{name} l2") as tick:
+            l2 = evaluate(model, x, y, ThreatModel("l2", max(plan.l2_eps)), eps=list(plan.l2_eps),
+                          attacks=plan.l2_preset, seed=seed, store=store, run_name=name,
+                          progress=tick)
         curves[name] = {"linf": linf, "l2": l2}
         echo("      " + name + ": " + "; ".join(f"{r.norm} {r.eps:g}: {r.robust_accuracy:.1%}" for r in linf + l2))
     _done(started, "stored in the results store")
@@ -191,7 +198,7 @@ def demo(
     x, y = data.x.to(target), data.y.to(target)
     generator = torch.Generator(device=target).manual_seed(seed)
     with Store(root / "advlab.db") as store:
-        curves = _evaluate(plan, models, x, y, store, seed)
+        curves = _evaluate(plan, models, x, y, store, seed, progress)
         stats = _attacks(plan, models, data, x[:plan.n_analysis], y[:plan.n_analysis], store, root, generator)
         _geometry(plan, models, x, y, store, root, generator)
         headline = _headline(plan, curves, stats)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from advlab.cli._common import echo, setup_logging
+from advlab.cli._common import attack_progress, echo, setup_logging
 
 
 def evaluate(
@@ -32,8 +32,6 @@ def evaluate(
     setup_logging()
     import json
 
-    from tqdm import tqdm
-
     from advlab import ThreatModel
     from advlab._utils import atomic_write
     from advlab.cli._runs import load_run, test_points
@@ -43,16 +41,9 @@ def evaluate(
     ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device)
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, max(eps))
-    bar = tqdm(desc="attacking", unit="pt", disable=not progress, leave=False)
-
-    def tick(name: str, done: int) -> None:
-        bar.set_postfix_str(name)
-        bar.update(done)
-
-    with Store(ctx.store_path) as store:
+    with Store(ctx.store_path) as store, attack_progress(progress) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
                                  batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
-    bar.close()
     _print_table(results)
     target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)

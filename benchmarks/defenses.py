@@ -262,7 +262,7 @@ def main() -> None:
     names = args.defenses.split(",") if args.defenses else list(plan)
     data = load(args)
     print(f"{args.dataset}: small_cnn, {len(data['train'])} training images, linf eps {eps}, "
-          f"{args.n_test} test points, preset {args.preset}, {torch.get_num_threads()} threads, "
+          f"{len(data['x_test'])} test points, preset {args.preset}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}{' (QUICK: not the figures to quote)' if args.quick else ''}",
           flush=True)
     rows: dict[str, dict[str, Any]] = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from weights import assert_same_weights, snapshot
 
 from advlab import ThreatModel
 from advlab.attacks import fgsm
@@ -47,16 +48,6 @@ DEFENSES = {
 
 def _mlp(seed: int = 0, width: int = 64) -> nn.Module:
     return create_model("mlp", 10, (1, 8, 8), widths=(width,), seed=seed)
-
-
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
 
 
 def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = EPS) -> float:
@@ -210,7 +201,7 @@ def test_resume_after_interruption_repeats_the_run(digits, tmp_path, name):
     assert checkpoint["objective"][0]["step"] == 12  # the defense's own state is saved
     resumed = fit(_mlp(seed=3), (x_tr, y_tr), objective=objective(), run_dir=tmp_path,
                   resume=True, **options)
-    _assert_same_weights(_weights(resumed.model), _weights(reference.model))
+    assert_same_weights(snapshot(resumed.model), snapshot(reference.model))
     for got, want in zip(resumed.history, reference.history, strict=True):
         for key in want:
             if key not in ("time_s", "samples_per_s"):
@@ -242,7 +233,7 @@ def test_catastrophic_overfitting_is_detected_and_rolled_back(digits, tmp_path, 
     checkpoint = load_checkpoint(tmp_path / "stop" / "checkpoint.pt")
     assert checkpoint["stopped"] and checkpoint["events"][0]["epoch"] == epoch
     assert checkpoint["epoch"] == epoch - 1  # the weights of the last good epoch
-    _assert_same_weights(_weights(stopped.model), checkpoint["model"], atol=0)
+    assert_same_weights(snapshot(stopped.model), checkpoint["model"], atol=0)
     for record in stopped.history:  # no epoch before the collapse looked collapsed
         assert record["probe_train_attack_acc"] - record["probe_pgd_acc"] <= 0.3
 
@@ -264,7 +255,7 @@ def test_resume_mid_epoch_after_a_rollback_is_exact(digits, tmp_path):
         _bad_fgsm_rs(digits, "lower", crash_at=crash_at, run_dir=tmp_path, **options)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["rollback"] is not None
     resumed = _bad_fgsm_rs(digits, "lower", run_dir=tmp_path, resume=True, **options)
-    _assert_same_weights(_weights(resumed.model), _weights(reference.model))
+    assert_same_weights(snapshot(resumed.model), snapshot(reference.model))
     assert [e["epoch"] for e in resumed.events] == [e["epoch"] for e in reference.events]
 
 
@@ -294,12 +285,12 @@ def test_fine_tuning_a_standard_run(digits, tmp_path):
     seen: dict = {}
 
     def first_batch_weights(model, x, y):  # the fine-tuning starts from the standard weights
-        seen.setdefault("weights", _weights(model))
+        seen.setdefault("weights", snapshot(model))
         return get_objective("trades", eps=EPS, steps=3)(model, x, y)
 
     tuned = fit(_mlp(seed=5), (x_tr, y_tr), objective=first_batch_weights, epochs=2,
                 batch_size=64, lr=3e-3, progress=False, init=tmp_path / "standard")
-    _assert_same_weights(seen["weights"], _weights(base.model), atol=0)
+    assert_same_weights(seen["weights"], snapshot(base.model), atol=0)
     assert tuned.config["init"]["run"] == str((tmp_path / "standard").resolve())
     assert _robust(tuned.model, x_te, y_te) > _robust(base.model, x_te, y_te) + 0.05
     with pytest.raises(ValueError, match="cannot fine-tune from .* does not match"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from weights import assert_same_weights, snapshot
 
 from advlab.models import create_model, load_model
 from advlab.store import Store
@@ -48,16 +49,6 @@ def small(digits):
     return (x_tr[:640], y_tr[:640]), (x_te[:200], y_te[:200])
 
 
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
-
-
 def test_fit_learns_and_writes_run_dir(digits, tmp_path):
     x_tr, y_tr, x_te, y_te = digits
     run_dir = tmp_path / "run"
@@ -85,8 +76,8 @@ def test_fit_learns_and_writes_run_dir(digits, tmp_path):
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     assert (checkpoint["epoch"], checkpoint["step"]) == (3, 0)
     assert checkpoint["best_epoch"] == best and checkpoint["config"] == config
-    _assert_same_weights(_weights(load_model(run_dir)), _weights(result.model), atol=0)
-    _assert_same_weights(_weights(load_model(run_dir, name="last")), checkpoint["model"], atol=0)
+    assert_same_weights(snapshot(load_model(run_dir)), snapshot(result.model), atol=0)
+    assert_same_weights(snapshot(load_model(run_dir, name="last")), checkpoint["model"], atol=0)
     assert not result.model.training
 
 
@@ -98,7 +89,7 @@ def test_fit_is_deterministic_and_leaves_global_rng_alone(small):
     results = [fit(model, train, val_data=val, epochs=1, batch_size=32, progress=False)
                for model in models]
     assert torch.equal(torch.get_rng_state(), before)
-    _assert_same_weights(_weights(results[0].model), _weights(results[1].model), atol=0)
+    assert_same_weights(snapshot(results[0].model), snapshot(results[1].model), atol=0)
     other = fit(_dropout_mlp(), train, epochs=1, batch_size=32, progress=False, seed=1)
     assert not torch.equal(other.model[1].weight, results[0].model[1].weight)
 
@@ -129,7 +120,7 @@ def test_resume_mid_epoch_reaches_identical_weights(small, tmp_path):
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 8)  # global step 28 = 4 * 7
     resumed = fit(_dropout_mlp(seed=5), train, objective=CrashingObjective(), run_dir=run_dir,
                   resume=True, **options)
-    _assert_same_weights(_weights(resumed.model), _weights(reference.model), atol=1e-6)
+    assert_same_weights(snapshot(resumed.model), snapshot(reference.model), atol=1e-6)
     assert len(resumed.history) == 3
     for got, want in zip(resumed.history, reference.history, strict=True):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
@@ -166,7 +157,7 @@ def test_constant_schedule_can_extend_epochs_exactly(small, tmp_path):
     extended = fit(_dropout_mlp(seed=9), train, epochs=2, run_dir=tmp_path / "run", resume=True,
                    **options)
     assert [r["epoch"] for r in extended.history] == [1, 2]
-    _assert_same_weights(_weights(extended.model), _weights(reference.model), atol=1e-6)
+    assert_same_weights(snapshot(extended.model), snapshot(reference.model), atol=1e-6)
 
 
 def test_early_stopping_keeps_the_best_epoch(small, tmp_path):
@@ -175,16 +166,16 @@ def test_early_stopping_keeps_the_best_epoch(small, tmp_path):
     snapshots: dict[int, dict] = {}
 
     def epoch_end(model, epoch):
-        snapshots[epoch] = _weights(model)
+        snapshots[epoch] = snapshot(model)
         return {"adv_val_acc": scripted[epoch - 1]}
 
     result = fit(_spec_mlp(), train, epochs=6, batch_size=64, progress=False, epoch_end=epoch_end,
                  select_metric="adv_val_acc", early_stopping_patience=2, run_dir=tmp_path / "run")
     assert [r["adv_val_acc"] for r in result.history] == scripted[:4]  # stopped after epoch 4
     assert result.best_epoch == 2
-    _assert_same_weights(_weights(result.model), snapshots[2], atol=0)
-    _assert_same_weights(_weights(load_model(tmp_path / "run")), snapshots[2], atol=0)
-    _assert_same_weights(_weights(load_model(tmp_path / "run", name="last")), snapshots[4], atol=0)
+    assert_same_weights(snapshot(result.model), snapshots[2], atol=0)
+    assert_same_weights(snapshot(load_model(tmp_path / "run")), snapshots[2], atol=0)
+    assert_same_weights(snapshot(load_model(tmp_path / "run", name="last")), snapshots[4], atol=0)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["stopped"] is True
     with pytest.raises(ValueError, match="early stopping needs the metric 'val_acc'"):
         fit(_spec_mlp(), train, epochs=2, progress=False, early_stopping_patience=1)
@@ -238,7 +229,7 @@ def test_map_style_dataset_and_store(small, tmp_path):
     a = fit(_dropout_mlp(), MapStyle(), val_data=val, epochs=2, batch_size=64, progress=True,
             store=store_path, run_name="exp", run_dir=tmp_path / "exp")
     b = fit(_dropout_mlp(), dataset, val_data=val, epochs=2, batch_size=64, progress=False)
-    _assert_same_weights(_weights(a.model), _weights(b.model), atol=1e-6)
+    assert_same_weights(snapshot(a.model), snapshot(b.model), atol=1e-6)
     with Store(store_path) as store:
         run = store.get_run("exp")
         assert run["metadata"]["status"] == "finished" and run["metadata"]["epochs_done"] == 2
@@ -304,7 +295,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     resumed = fit(scope["model"], (scope["x"], scope["y"]), **scope["options"],
                   run_dir=run_dir, resume=True)
     assert len(resumed.history) == 3
-    _assert_same_weights(_weights(resumed.model), _weights(reference.model), atol=1e-6)
+    assert_same_weights(snapshot(resumed.model), snapshot(reference.model), atol=1e-6)
     assert [r["val_acc"] for r in resumed.history] == pytest.approx(
         [r["val_acc"] for r in reference.history])
     assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []

@@ -45,7 +45,7 @@ def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # also for an empty batch
 
 
-def _view(per_sample: Tensor, like: Tensor) -> Tensor:
+def per_sample_view(per_sample: Tensor, like: Tensor) -> Tensor:
     """Reshape a ``(B,)`` tensor so it broadcasts against ``like`` of shape ``(B, ...)``."""
     return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -155,12 +155,12 @@ class ThreatModel:
         """Euclidean projection of a perturbation onto the Lp ball (no box): ``(B, ...)``."""
         eps = self.eps_per_sample(delta) if eps is None else eps
         if self.norm == "linf":
-            e = _view(eps, delta)
+            e = per_sample_view(eps, delta)
             return torch.maximum(torch.minimum(delta, e), -e)
         if self.norm == "l2":
             norms = lp_norm(delta, "l2")
             factor = torch.where(norms > eps, eps / norms.clamp_min(1e-12), torch.ones_like(norms))
-            return delta * _view(factor, delta)
+            return delta * per_sample_view(factor, delta)
         return project_l1_ball(_flat(delta), eps).reshape(delta.shape)
 
     def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
@@ -208,7 +208,7 @@ class ThreatModel:
             return grad.sign()
         if self.norm == "l2":
             norms = lp_norm(grad, "l2").clamp_min(1e-12)
-            return grad / _view(norms, grad)
+            return grad / per_sample_view(norms, grad)
         flat = _flat(grad)
         k = max(1, int(round((1.0 - l1_sparsity) * flat.shape[1])))
         threshold = flat.abs().topk(k, dim=1).values[:, -1:]
@@ -227,10 +227,10 @@ class ThreatModel:
         if self.norm == "l2":
             norms = lp_norm(grad, "l2").clamp_min(1e-12)
             scale = (step_size.to(x_adv) if per_sample else torch.as_tensor(step_size).to(x_adv)) / norms
-            return torch.addcmul(x_adv, _view(scale, x_adv), grad)
+            return torch.addcmul(x_adv, per_sample_view(scale, x_adv), grad)
         direction = grad.sign() if self.norm == "linf" else self.ascent_direction(grad)
         if per_sample:
-            return torch.addcmul(x_adv, _view(step_size.to(x_adv), x_adv), direction)
+            return torch.addcmul(x_adv, per_sample_view(step_size.to(x_adv), x_adv), direction)
         return x_adv.add(direction, alpha=float(step_size))
 
     def __repr__(self) -> str:

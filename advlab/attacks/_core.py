@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from advlab.threat import ThreatModel, lp_norm
+from advlab.threat import ThreatModel, lp_norm, per_sample_view
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -186,7 +186,7 @@ def minimal_result(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: 
     """
     x_adv = x_adv.detach()
     success = is_adversarial(predict(model, x_adv), y, targeted)  # (B,)
-    x_adv = torch.where(success.reshape(-1, *([1] * (x.dim() - 1))), x_adv, x)
+    x_adv = torch.where(per_sample_view(success, x), x_adv, x)
     if not return_info:
         return x_adv
     norms = lp_norm(x_adv - x, norm)

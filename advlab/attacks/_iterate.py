@@ -9,18 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from advlab.threat import Eps, ThreatModel
-
-
-def _view(per_sample: Tensor, like: Tensor) -> Tensor:
-    """``(B,)`` -> ``(B, 1, ..., 1)`` broadcasting against ``like``."""
-    return per_sample.reshape(-1, *([1] * (like.dim() - 1)))
+from advlab.threat import Eps, ThreatModel, per_sample_view
 
 
 def check_count(name: str, value: int) -> None:
     """Raise ``ValueError`` naming option ``name`` unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_option(name, value, minimum=1, integer=True)
 
 
 def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
@@ -68,7 +62,7 @@ class BestIterate:
         rows: Tensor | slice = slice(None) if index.shape[0] == self.x.shape[0] else index  # whole batch: no gather
         old_success = self.success[rows]
         better = (success & ~old_success) | ((success == old_success) & (score > self.score[rows]))
-        self.x[rows] = torch.where(_view(better, x_new), x_new, self.x[rows])
+        self.x[rows] = torch.where(per_sample_view(better, x_new), x_new, self.x[rows])
         self.score[rows] = torch.where(better, score, self.score[rows])
         self.success[rows] = old_success | success
 
@@ -79,8 +73,8 @@ class BestIterate:
 
 def check_option(name: str, value: float, *, minimum: float, integer: bool = False) -> None:
     """Raise ``ValueError`` naming the option when ``value`` is below ``minimum`` (or not an int)."""
-    if integer and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if integer and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum:g}, got {value!r}")
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
 

@@ -27,7 +27,7 @@ from advlab.attacks._core import finalize, input_grad, model_guard, prepare
 from advlab.attacks._iterate import BestIterate, check_count, project_onto
 from advlab.attacks.losses import LossFn, cw_loss, dlr_targeted_loss, get_loss
 from advlab.attacks.registry import register_attack
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, per_sample_view
 
 State = dict[str, Tensor]
 #: ``(logits, y, target) -> (B,)`` loss to maximise.
@@ -233,7 +233,7 @@ def _record(s: State, x_next: Tensor, grad: Tensor, loss: Tensor) -> None:
     s["increases"] = s["increases"] + (loss > s["loss_prev"]).to(loss.dtype)
     s["x_prev"], s["x_adv"], s["grad"], s["loss_prev"] = s["x_adv"], x_next, grad, loss
     improved = loss > s["loss_max"]
-    mask = improved.reshape(-1, *([1] * (x_next.dim() - 1)))
+    mask = per_sample_view(improved, x_next)
     s["x_max"] = torch.where(mask, x_next, s["x_max"])
     s["grad_max"] = torch.where(mask, grad, s["grad_max"])
     s["loss_max"] = torch.where(improved, loss, s["loss_max"])
@@ -244,7 +244,7 @@ def _checkpoint(cfg: _Config, s: State, interval: int) -> None:
     oscillating = s["increases"] < cfg.rho * interval
     stalled = ~s["reduced_last"] & (s["loss_last_check"] >= s["loss_max"])
     reduce = oscillating | stalled
-    mask = reduce.reshape(-1, *([1] * (s["x_adv"].dim() - 1)))
+    mask = per_sample_view(reduce, s["x_adv"])
     s["eta"] = torch.where(reduce, s["eta"] / 2, s["eta"])
     s["x_adv"] = torch.where(mask, s["x_max"], s["x_adv"])
     s["grad"] = torch.where(mask, s["grad_max"], s["grad"])

@@ -113,43 +113,34 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
     eps = threat.eps_per_sample(x)
     nominal = threat.eps if isinstance(threat.eps, float) else (float(eps.max()) if len(eps) else 0.0)
     outcome = EnsembleOutcome(eps=nominal)
+
+    def attack_remaining(step: AttackStep, stats: StepStats, escalated: bool) -> int:
+        """Run ``step`` on the correct points not yet broken within ``eps``; return its breaks."""
+        index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
+        if len(index) == 0:
+            return 0
+        start = time.perf_counter()
+        broken, examples = run_step(step, model, attack_model, x, y, threat, index,
+                                    batch_size=batch_size, generator=generator,
+                                    progress=progress, escalated=escalated)
+        pool.update(broken, examples, threat.distance(x[broken], examples), step.name, eps[broken])
+        elapsed = time.perf_counter() - start
+        stats.ran_on, stats.breaks = max(stats.ran_on, len(index)), stats.breaks + len(broken)
+        stats.time_s += elapsed
+        if step.blackbox:
+            outcome.blackbox_breaks += len(broken)
+        logger.info("eps=%g %s%s: %d/%d broken in %.1fs", outcome.eps, step.name,
+                    " (escalated)" if escalated else "", len(broken), len(index), elapsed)
+        return len(broken)
+
     for step in steps:
         stats = outcome.steps.setdefault(step.name, StepStats())
         escalated = suspicious and step.escalate is not None
-        breaks = _attack_remaining(step, model, attack_model, x, y, threat, pool, correct, eps,
-                                   stats, outcome, batch_size=batch_size, generator=generator,
-                                   progress=progress, escalated=escalated)
+        breaks = attack_remaining(step, stats, escalated)
         if breaks and not escalated and step.escalate is not None:
             logger.info("eps=%g %s broke %d points: escalating", outcome.eps, step.name, breaks)
-            _attack_remaining(step, model, attack_model, x, y, threat, pool, correct, eps, stats,
-                              outcome, batch_size=batch_size, generator=generator,
-                              progress=progress, escalated=True)
+            attack_remaining(step, stats, escalated=True)
     return outcome
-
-
-def _attack_remaining(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor,
-                      y: Tensor, threat: ThreatModel, pool: Pool, correct: Tensor, eps: Tensor,
-                      stats: StepStats, outcome: EnsembleOutcome, *, batch_size: int,
-                      generator: torch.Generator | None, progress: Progress | None,
-                      escalated: bool) -> int:
-    """Run one step on the correct points not yet broken within ``eps``; return its breaks."""
-    index = (correct & ~pool.broken(eps)).nonzero().squeeze(1)
-    if len(index) == 0:
-        return 0
-    start = time.perf_counter()
-    broken, examples = run_step(step, model, attack_model, x, y, threat, index,
-                                batch_size=batch_size, generator=generator, progress=progress,
-                                escalated=escalated)
-    pool.update(broken, examples, threat.distance(x[broken], examples), step.name, eps[broken])
-    elapsed = time.perf_counter() - start
-    stats.ran_on = max(stats.ran_on, len(index))
-    stats.breaks += len(broken)
-    stats.time_s += elapsed
-    if step.blackbox:
-        outcome.blackbox_breaks += len(broken)
-    logger.info("eps=%g %s%s: %d/%d broken in %.1fs", outcome.eps, step.name,
-                " (escalated)" if escalated else "", len(broken), len(index), elapsed)
-    return len(broken)
 
 
 def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,

@@ -112,6 +112,9 @@ class Row:
     passes: tuple[int, int, int]  # (forward+backward passes, backwards per pass, extra forwards)
     runners: dict[str, Callable[[], object]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the points the bare passes run on (pass k on inputs[k % len], extra forwards on the last);
+    # None: the clean batch. PGD rows use the iterates the attack visits (see pgd_iterates).
+    inputs: list[Tensor] | None = None
     slow: tuple[str, ...] = ()  # peers that take minutes per batch here: left out by --quick
 
 
@@ -145,6 +148,7 @@ def build_rows(cfg: dict, model: nn.Module, x: Tensor, y: Tensor, peers: dict[st
         step = 2.5 * eps / s
         threat = ThreatModel(row.norm, eps)
         row.runners["advlab"] = lambda t=threat, a=step: A.pgd(model, x, y, t, steps=s, step_size=a)
+        row.inputs = pgd_iterates(model, x, y, threat, s, step)
     apgd.runners["advlab"] = lambda: A.apgd(model, x, y, ThreatModel("linf", linf), steps=cfg["apgd_steps"],
                                             generator=torch.Generator(x.device).manual_seed(0))
     dfool.runners["advlab"] = lambda: A.deepfool(model, x, y, steps=df, overshoot=0.02, candidates=10)
@@ -218,12 +222,53 @@ def _add_art(rows: list[Row], cfg: dict, model: nn.Module, x: Tensor, y: Tensor)
 
 
 # ------------------------------------------------------------------------------------- running
-def bare_passes(model: nn.Module, x: Tensor, y: Tensor, passes: tuple[int, int, int]) -> None:
-    """The forward(+backward) passes an attack nominally needs, with nothing else around them."""
+def steady_malloc() -> bool:
+    """Stop glibc from handing freed memory back to the kernel between passes (benchmark only).
+
+    By default glibc returns large freed blocks (mmap) and the top of the heap (trim) to the
+    kernel, so the next pass faults the pages in again. How often depends on the heap's history,
+    not on the attack: in one process the same PGD loop measured 3 000 to 69 000 minor page
+    faults per run (~1 us each, up to ~7 % of its time) depending on what had run before. With
+    fixed thresholds every library and the bare passes run on warm pages and the ratios measure
+    the attacks. Returns False where there is no glibc ``mallopt``.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return all(libc.mallopt(option, value) == 1 for option, value in (
+            (m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+    except (OSError, AttributeError):
+        return False
+
+
+def pgd_iterates(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int,
+                 step_size: float) -> list[Tensor]:
+    """The ``steps + 1`` points plain PGD from ``x`` visits (x itself first, the last iterate last).
+
+    The bare passes of a PGD row run on these, not ``steps`` times on the clean batch: the
+    kernels' cost depends on the data (max-pooling and the ReLU backward are ~15 % slower on a
+    perturbed image than on a clean one, whose background is exactly 0), so passes on ``x`` alone
+    would be a lower bound no attack can reach.
+    """
+    points = [x.clone()]
+    with model_guard(model):
+        for _ in range(steps):
+            x_req = points[-1].detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_req), y, reduction="sum"), x_req)
+            points.append(threat.project(x, threat.step(points[-1], grad, step_size)))
+    return points
+
+
+def bare_passes(model: nn.Module, inputs: list[Tensor], y: Tensor, passes: tuple[int, int, int]) -> None:
+    """The forward(+backward) passes an attack nominally needs, with nothing else around them:
+    pass ``k`` on ``inputs[k % len(inputs)]``, the extra forwards on ``inputs[-1]``."""
     grads, backwards, forwards = passes
     with model_guard(model):
-        for _ in range(grads):
-            x_req = x.detach().requires_grad_(True)
+        for k in range(grads):
+            x_req = inputs[k % len(inputs)].detach().requires_grad_(True)
             logits = model(x_req)
             if backwards == 1:
                 torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x_req)
@@ -231,7 +276,7 @@ def bare_passes(model: nn.Module, x: Tensor, y: Tensor, passes: tuple[int, int, 
                 torch.autograd.grad(logits[:, k].sum(), x_req, retain_graph=k < backwards - 1)
         with torch.no_grad():
             for _ in range(forwards):
-                model(x)
+                model(inputs[-1])
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -262,7 +307,8 @@ def run_row(row: Row, model: nn.Module, x: Tensor, y: Tensor, reps: int, device:
             slow_limit: float) -> dict:
     """Interleaved repetitions (A B C bare A B C bare ...); a library whose first run takes more
     than ``slow_limit`` seconds is not repeated (its single time is reported, with a note)."""
-    times: dict[str, list[float]] = {name: [] for name in [*row.runners, "bare"]}
+    baselines = {"bare": row.inputs or [x], **({"bare-clean": [x]} if row.inputs else {})}
+    times: dict[str, list[float]] = {name: [] for name in [*row.runners, *baselines]}
     outputs: dict[str, object] = {}
     for rep in range(reps):
         for name, fn in row.runners.items():
@@ -270,7 +316,8 @@ def run_row(row: Row, model: nn.Module, x: Tensor, y: Tensor, reps: int, device:
                 continue
             seconds, outputs[name] = timed(fn, device)
             times[name].append(seconds)
-        times["bare"].append(timed(lambda: bare_passes(model, x, y, row.passes), device)[0])
+        for name, inputs in baselines.items():
+            times[name].append(timed(lambda i=inputs: bare_passes(model, i, y, row.passes), device)[0])
     result = {"attack": row.name, "notes": list(row.notes), "libs": {}}
     for name, values in times.items():
         if len(values) < reps:
@@ -295,7 +342,7 @@ def print_table(results: list[dict]) -> None:
             elif "success" in entry:
                 text = f"success {entry['success']:.3f} med {entry['median_l2']:.3f}"
             else:
-                text = "(bare passes)"
+                text = "(bare passes on x)" if name == "bare-clean" else "(bare passes)"
             ratio_peer = f"{entry['median_s'] / fastest:.2f}" if fastest and name == "advlab" else ""
             ratio_bare = f"{entry['median_s'] / bare:.2f}" if name != "bare" and bare > 0 else ""
             print(f"{res['attack']:<20} {name:<13} {entry['median_s']:>9.3f} {text:<28} {ratio_peer:>13} {ratio_bare:>7}")
@@ -326,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--cache-dir", default="runs/benchmarks", help="where the trained CNN is cached")
+    parser.add_argument("--malloc", choices=["steady", "default"], default="steady",
+                        help="steady: glibc keeps freed memory (no page-fault noise; see steady_malloc)")
     parser.add_argument("--slow-limit", type=float, default=120.0,
                         help="a library whose first run takes longer is not repeated (seconds)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -338,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     args.train_samples = args.train_samples or (10000 if args.quick else 10**9)
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "steady" if args.malloc == "steady" and steady_malloc() else "default"
     from advlab._utils import resolve_device
 
     device = resolve_device(args.device)
@@ -352,12 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         clean = (model(x).argmax(dim=1) == y).float().mean().item()
     print(f"dataset {args.dataset}, batch {len(x)}, device {device}, threads {torch.get_num_threads()}, "
-          f"reps {args.reps}, clean accuracy {clean:.3f}, torch {torch.__version__}")
+          f"reps {args.reps}, clean accuracy {clean:.3f}, torch {torch.__version__}, malloc {malloc}")
     versions = ", ".join(f"{name} {getattr(module, '__version__', '?')}" for name, module in peers.items())
     print(f"peers: {versions or 'none'}"
           + (f" (missing: {', '.join(missing)}; advlab runs alone there)" if missing else ""))
     rows = build_rows(settings(args), model, x, y, peers)
-    bare_passes(model, x, y, (3, 1, 3))  # warm-up: first-call costs hit no timed run
+    bare_passes(model, [x], y, (3, 1, 3))  # warm-up: first-call costs hit no timed run
     words = [w for w in args.attacks.split(",") if w]
     results = []
     for row in rows:
@@ -371,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append(run_row(row, model, x, y, args.reps, device, args.slow_limit))
     print_table(results)
     if args.json:
-        meta = {"dataset": args.dataset, "batch": len(x), "device": str(device), "reps": args.reps,
+        meta = {"dataset": args.dataset, "batch": len(x), "device": str(device), "reps": args.reps, "malloc": malloc,
                 "clean_accuracy": clean, "settings": settings(args),
                 "peers": {k: getattr(v, "__version__", "?") for k, v in peers.items()}}
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))

@@ -19,11 +19,12 @@ class Counting(nn.Module):
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
-        self.inner, self.calls, self.rows = inner, 0, 0
+        self.inner, self.calls, self.rows, self.sizes = inner, 0, 0, []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.rows += x.shape[0]
+        self.sizes.append(x.shape[0])
         return self.inner(x)
 
 
@@ -168,7 +169,48 @@ def test_early_stop_same_success_fewer_rows(digits_cnn: nn.Module, points) -> No
     # trajectories of unfooled samples are the same; allow one sample for batch-size round-off
     assert n_early >= n_full - 1
     assert full.calls == 20 + 1  # 20 gradient passes (the first scores the clean point), final iterate
+    assert full.sizes[-1] < len(x)  # ... scored only where no step has fooled the sample
     assert early.calls <= full.calls and early.rows < 0.75 * full.rows
+
+
+def test_pgd_scores_the_last_iterate_only_where_no_iterate_fooled(digits_cnn: nn.Module, points) -> None:
+    """The final forward pass runs on the samples that no step has fooled yet (and on clean
+    points that were misclassified from the start), so it is nearly free on a weak model."""
+    x, y = points
+    counting = Counting(digits_cnn)
+    x_adv = pgd(counting, x, y, ThreatModel("linf", 0.1), steps=20)
+    assert counting.sizes[:20] == [len(x)] * 20  # no early stop: every step on every sample
+    last = counting.sizes[20] if len(counting.sizes) > 20 else 0
+    still_robust = int((~fooled(digits_cnn, x_adv, y)).sum())
+    assert still_robust <= last < len(x) // 2
+    # a sample whose last iterate is the only fooling one is still found: compare with a
+    # reference loop that scores every iterate on every sample
+    assert fooled(digits_cnn, x_adv, y).sum() == fooled(digits_cnn, _reference_pgd(digits_cnn, x, y), y).sum()
+
+
+def test_pgd_skips_the_final_pass_when_every_sample_is_fooled(digits_mlp: nn.Module, points) -> None:
+    x, y = points
+    counting = Counting(digits_mlp)
+    x_adv = pgd(counting, x[:20], y[:20], ThreatModel("l2", 3.0), steps=30)
+    assert fooled(digits_mlp, x_adv, y[:20]).all()
+    assert counting.calls == 30
+
+
+def _reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.1,
+                   steps: int = 20) -> torch.Tensor:
+    """Textbook Linf PGD returning, per sample, the first fooling iterate (the last if none)."""
+    x_adv, found = x.clone(), x.clone()
+    done = torch.zeros(len(x), dtype=torch.bool)
+    for k in range(steps + 1):
+        x_req = x_adv.clone().requires_grad_(True)
+        logits = model(x_req)
+        new = (logits.argmax(1) != y) & ~done
+        found[new], done = x_adv[new], done | new
+        if k == steps:
+            break
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), x_req)
+        x_adv = (x + (x_adv + 2.5 * eps / steps * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    return torch.where(done[:, None, None, None], found, x_adv)
 
 
 def test_early_stop_returns_when_all_fooled(digits_mlp: nn.Module, points) -> None:

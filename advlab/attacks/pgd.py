@@ -53,7 +53,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         ``x_adv`` ``(B, ...)`` inside the threat model: per sample the best point seen over the
         start points, all iterates and all restarts -- a fooling one if any, else the one with the
         highest loss. Iterate losses come from the gradient passes; the last iterate of each run is
-        evaluated once more, so a run costs ``steps`` forward+backward passes and one forward.
+        evaluated once more on the samples no iterate of that run has fooled yet, so a run costs
+        ``steps`` forward+backward passes and at most one forward (on few rows once most samples
+        are fooled).
     """
     check_count("steps", steps)
     check_count("restarts", restarts)
@@ -70,7 +72,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
             _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], step[index]),
                  x_start, steps=steps, targeted=targeted, early_stop=early_stop,
-                 check=restart == 0 and not random_start)
+                 from_clean=restart == 0 and not random_start)
         return finalize(x, best.x, threat)
 
 
@@ -88,20 +90,46 @@ def _start(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, loss_fn:
 
 def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestIterate,
          batch: tuple[Tensor, ...], x_adv: Tensor, *, steps: int, targeted: bool,
-         early_stop: bool, check: bool = False) -> None:
-    """One PGD run from ``x_adv`` on the samples ``batch = (index, x, y, eps, step_size)``."""
+         early_stop: bool, from_clean: bool = False) -> None:
+    """One PGD run from ``x_adv`` on the samples ``batch = (index, x, y, eps, step_size)``.
+
+    ``from_clean``: the run starts at the clean inputs, so its first gradient pass also checks
+    the model's outputs, and a clean point that is already misclassified does not count as
+    fooled by the run (its last iterate is still scored: pgd with one step equals fgsm).
+    """
     index, x_orig, labels, eps, step = batch
+    fooled = torch.zeros_like(index, dtype=torch.bool)  # (A,) fooled by an iterate of this run
     for k in range(steps):
-        grad, loss, logits = input_grad(model, x_adv, labels, loss_fn, check=check and k == 0)  # (A, ...), (A,), (A, K)
+        grad, loss, logits = input_grad(model, x_adv, labels, loss_fn, check=from_clean and k == 0)  # (A, ...), (A,), (A, K)
         success = is_adversarial(logits, labels, targeted)
         best.update(index, x_adv, loss, success)
+        if k > 0 or not from_clean:
+            fooled |= success
         if early_stop and bool(success.any()):  # drop the fooled samples from the active batch
             keep = ~success
-            index, x_orig, labels, eps, step, x_adv, grad = (
-                t[keep] for t in (index, x_orig, labels, eps, step, x_adv, grad))
+            index, x_orig, labels, eps, step, x_adv, grad, fooled = (
+                t[keep] for t in (index, x_orig, labels, eps, step, x_adv, grad, fooled))
             if index.numel() == 0:
                 return
         x_adv = project_onto(threat, x_orig, threat.step(x_adv, grad, step), eps)
+    _score_last(model, loss_fn, best, (index, x_adv, labels), ~fooled, targeted)
+
+
+def _score_last(model: nn.Module, loss_fn: LossFn, best: BestIterate,
+                last: tuple[Tensor, Tensor, Tensor], todo: Tensor, targeted: bool) -> None:
+    """Offer the last iterate of a run, ``last = (index, x_adv, labels)``, to ``best`` where
+    ``todo`` ``(A,)`` says so.
+
+    The samples an iterate of the run already fooled are not forwarded: a fooling iterate
+    satisfies "a fooling one if any", so scoring the last one would cost a forward pass for
+    nothing the caller relies on (torchattacks skips this pass altogether and returns the last
+    iterate unchecked). With most samples fooled the pass is nearly free.
+    """
+    index, x_adv, labels = last
+    if not bool(todo.any()):
+        return
+    if not bool(todo.all()):
+        index, x_adv, labels = index[todo], x_adv[todo], labels[todo]
     with torch.no_grad():
         logits = model(x_adv)
     best.update(index, x_adv, loss_fn(logits, labels), is_adversarial(logits, labels, targeted))

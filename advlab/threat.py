@@ -163,13 +163,27 @@ class ThreatModel:
             return delta * per_sample_view(factor, delta)
         return project_l1_ball(_flat(delta), eps).reshape(delta.shape)
 
+    def linf_box(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Corners ``(lower, upper)``, each ``(B, ...)``, of the Linf ball of radius ``eps``
+        (default: this threat model's) around ``x`` intersected with ``bounds``.
+
+        ``clamp(x_adv, lower, upper)`` is the exact projection onto that set; an iterative attack
+        computes the box once and then projects every iterate with a single pass.
+        """
+        e = per_sample_view(self.eps_per_sample(x) if eps is None else eps, x)
+        low, high = self.bounds
+        return (x - e).clamp_(min=low), (x + e).clamp_(max=high)
+
     def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Map ``x_adv`` into the threat set around ``x``.
 
-        The perturbation is projected onto the Lp ball, then the point is clipped into the box.
-        Clipping a point of a box-centred ball moves every coordinate towards ``x``, so the result
-        stays in the ball; for ``linf`` this is the exact projection onto the intersection.
+        ``linf``: the exact projection onto the intersection of ball and box (a clamp to
+        :meth:`linf_box`, idempotent in floating point). ``l2``/``l1``: the perturbation is
+        projected onto the ball, then the point is clipped into the box; clipping a point of a
+        box-centred ball moves every coordinate towards ``x``, so the result stays in the ball.
         """
+        if self.norm == "linf":
+            return torch.clamp(x_adv, *self.linf_box(x))
         delta = self.project_delta(x_adv - x)
         return self.clip(x + delta)
 

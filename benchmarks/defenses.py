@@ -109,8 +109,20 @@ DATASETS = {  # dataset -> (eps, epoch scale of the budgets)
 
 
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
-    suffix = "-quick" if args.quick else ""
-    return Path(args.runs) / f"{args.dataset}{suffix}-{name}"
+    quick, tag = ("-quick" if args.quick else ""), (f"-{args.tag}" if args.tag else "")
+    return Path(args.runs) / f"{args.dataset}{quick}-{name}{tag}"
+
+
+def override_epochs(plan: dict[str, Budget], spec: str | None) -> dict[str, Budget]:
+    """``--epochs fgsm-rs=10,trades=3``: the budgets with those epoch counts."""
+    plan = dict(plan)
+    for item in filter(None, (spec or "").split(",")):
+        name, _, count = item.partition("=")
+        if name not in plan or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--epochs: expected NAME=N with NAME in {', '.join(plan)}, got {item!r}")
+        budget = plan[name]
+        plan[name] = Budget(int(count), budget.params, budget.lr, budget.batch_size)
+    return plan
 
 
 def train_one(name: str, budget: Budget, data: dict[str, Any], args: argparse.Namespace,
@@ -134,7 +146,8 @@ def train_one(name: str, budget: Budget, data: dict[str, Any], args: argparse.Na
     if resumed:  # the wall time of the earlier process is lost: sum the epochs' training times
         seconds = sum(r["time_s"] for r in result.history)
     best = result.history[result.best_epoch - 1]
-    figures = {"defense": name, "epochs": epochs, "lr": budget.lr, "params": budget.params,
+    figures = {"defense": name, "epochs": epochs, "threads": torch.get_num_threads(),
+               "lr": budget.lr, "params": budget.params,
                "train_time_s": seconds, "resumed": resumed, "best_epoch": result.best_epoch,
                "adv_val_acc": best["adv_val_acc"], "val_acc": best["val_acc"],
                "events": result.events, "history": result.history}
@@ -249,6 +262,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs", default="runs/benchmarks/defenses")
     parser.add_argument("--fresh", action="store_true", help="retrain even if a run exists")
+    parser.add_argument("--epochs", default=None, help="override budgets, e.g. fgsm-rs=10,trades=3")
+    parser.add_argument("--tag", default="", help="suffix of the run directories (e.g. 2threads)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args()
@@ -259,7 +274,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     eps, scale = DATASETS[args.dataset]
     threat = ThreatModel("linf", eps)
-    plan = budgets(eps, scale)
+    plan = override_epochs(budgets(eps, scale), args.epochs)
     names = args.defenses.split(",") if args.defenses else list(plan)
     data = load(args)
     print(f"{args.dataset}: small_cnn, {len(data['train'])} training images, linf eps {eps}, "

@@ -23,6 +23,8 @@ def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> 
     Lets iterative attacks work on a shrinking subset of the batch without building a new
     threat model (and its validation sync) at every step.
     """
+    if threat.norm == "linf":
+        return torch.clamp(x_adv, *threat.linf_box(x, eps))
     return threat.clip(x + threat.project_delta(x_adv - x, eps))
 
 
@@ -59,7 +61,13 @@ class BestIterate:
 
     def update(self, index: Tensor, x_new: Tensor, score: Tensor, success: Tensor) -> None:
         """Offer candidates ``x_new`` ``(A, ...)`` for the samples ``index`` ``(A,)`` (sorted, unique)."""
-        rows: Tensor | slice = slice(None) if index.shape[0] == self.x.shape[0] else index  # whole batch: no gather
+        if index.shape[0] == self.x.shape[0]:  # the whole batch: in place, no gather or scatter
+            better = (success & ~self.success) | ((success == self.success) & (score > self.score))
+            torch.where(per_sample_view(better, x_new), x_new, self.x, out=self.x)
+            torch.where(better, score, self.score, out=self.score)
+            self.success |= success
+            return
+        rows = index
         old_success = self.success[rows]
         better = (success & ~old_success) | ((success == old_success) & (score > self.score[rows]))
         self.x[rows] = torch.where(per_sample_view(better, x_new), x_new, self.x[rows])

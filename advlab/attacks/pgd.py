@@ -99,6 +99,7 @@ def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestItera
     """
     index, x_orig, labels, eps, step = batch
     fooled = torch.zeros_like(index, dtype=torch.bool)  # (A,) fooled by an iterate of this run
+    box = threat.linf_box(x_orig, eps) if threat.norm == "linf" else None  # Linf: project = 1 clamp
     for k in range(steps):
         grad, loss, logits = input_grad(model, x_adv, labels, loss_fn, check=from_clean and k == 0)  # (A, ...), (A,), (A, K)
         success = is_adversarial(logits, labels, targeted)
@@ -109,9 +110,11 @@ def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestItera
             keep = ~success
             index, x_orig, labels, eps, step, x_adv, grad, fooled = (
                 t[keep] for t in (index, x_orig, labels, eps, step, x_adv, grad, fooled))
+            box = None if box is None else (box[0][keep], box[1][keep])
             if index.numel() == 0:
                 return
-        x_adv = project_onto(threat, x_orig, threat.step(x_adv, grad, step), eps)
+        x_next = threat.step(x_adv, grad, step)  # a new tensor: projected in place
+        x_adv = x_next.clamp_(*box) if box is not None else project_onto(threat, x_orig, x_next, eps)
     _score_last(model, loss_fn, best, (index, x_adv, labels), ~fooled, targeted)
 
 

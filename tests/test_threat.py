@@ -251,3 +251,21 @@ def test_per_sample_eps_length_mismatch() -> None:
         threat.project(x, x)
     with pytest.raises(ValueError, match="per-sample eps"):
         threat.random_init(x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=threat_cases())
+def test_linf_box_projection_is_the_exact_ball_box_projection(case: tuple[ThreatModel, torch.Tensor, torch.Tensor]) -> None:
+    """Linf projection = clamp to the cached box: it matches "project the perturbation, then clip"
+    (up to float round-off), is idempotent bit for bit, and the box is the ball cut by the bounds."""
+    threat, x, x_adv = case
+    threat = ThreatModel("linf", threat.eps, bounds=(0.0, 1.0))
+    lower, upper = threat.linf_box(x)
+    e = threat.eps_per_sample(x).reshape(-1, *([1] * (x.dim() - 1)))
+    torch.testing.assert_close(lower, (x - e).clamp(min=0.0), atol=0, rtol=0)
+    torch.testing.assert_close(upper, (x + e).clamp(max=1.0), atol=0, rtol=0)
+    projected = threat.project(x, x_adv)
+    reference = (x + (x_adv - x).clamp(-e, e)).clamp(0.0, 1.0)  # delta onto the ball, then the box
+    torch.testing.assert_close(projected, reference, atol=1e-6, rtol=0)
+    assert torch.equal(threat.project(x, projected), projected)
+    assert threat.contains(x, projected).all()

@@ -189,6 +189,22 @@ def test_batch_of_one_and_flat_inputs(name: str, tiny_model: nn.Module) -> None:
     check_result(name, run_attack(name, tiny_model, flat, labels, norm), flat, labels, tiny_model, norm, 0.3)
 
 
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_input_that_requires_grad(name: str, tiny_model: nn.Module) -> None:
+    """An ``x`` that is part of a user's graph is attacked like any other: same result, detached,
+    and no ``.grad`` appears on it."""
+    norm = first_supported_norm(name, tiny_model)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(6))
+    plain = run_attack(name, tiny_model, x, y, norm, 0.3)
+    x_graph = x.clone().requires_grad_(True)
+    out = run_attack(name, tiny_model, x_graph, y, norm, 0.3)
+    out = out.x_adv if isinstance(out, MinimalNormResult) else out
+    plain = plain.x_adv if isinstance(plain, MinimalNormResult) else plain
+    assert not out.requires_grad and x_graph.grad is None
+    assert torch.equal(out, plain)
+
+
 # ------------------------------------------------------------------------------ bad input
 def _with_nan(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.clone()

@@ -184,7 +184,7 @@ def minimal_result(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: 
     trust); where it is not adversarial it is replaced by ``x`` and its norm set to ``inf``.
     Returns ``x_adv`` or, with ``return_info``, a :class:`MinimalNormResult` carrying ``extras``.
     """
-    x_adv = x_adv.detach()
+    x, x_adv = x.detach(), x_adv.detach()
     success = is_adversarial(predict(model, x_adv), y, targeted)  # (B,)
     x_adv = torch.where(per_sample_view(success, x), x_adv, x)
     if not return_info:

@@ -61,6 +61,7 @@ class BestIterate:
 
     def update(self, index: Tensor, x_new: Tensor, score: Tensor, success: Tensor) -> None:
         """Offer candidates ``x_new`` ``(A, ...)`` for the samples ``index`` ``(A,)`` (sorted, unique)."""
+        x_new, score = x_new.detach(), score.detach()  # an input that requires grad must not reach out=
         if index.shape[0] == self.x.shape[0]:  # the whole batch: in place, no gather or scatter
             better = (success & ~self.success) | ((success == self.success) & (score > self.score))
             torch.where(per_sample_view(better, x_new), x_new, self.x, out=self.x)

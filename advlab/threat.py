@@ -146,10 +146,15 @@ class ThreatModel:
         """``(B,)`` bool: ``x_adv`` is within ``eps`` of ``x`` and inside ``bounds`` (up to ``atol``)."""
         eps = self.eps_per_sample(x)
         in_ball = self.distance(x, x_adv) <= eps * (1 + atol) + atol
-        low, high = self.bounds
         flat = _flat(x_adv)
-        in_box = (flat >= low - atol).all(dim=1) & (flat <= high + atol).all(dim=1)
-        return in_ball & in_box & torch.isfinite(flat).all(dim=1)
+        if not flat.shape[1]:
+            return in_ball
+        low, high = self.bounds
+        # per-row extremes (two fast reductions instead of elementwise tests): a NaN propagates
+        # into both and fails every comparison, and an inf fails isfinite even with infinite bounds
+        lowest, highest = flat.amin(dim=1), flat.amax(dim=1)
+        in_box = (lowest >= low - atol) & (highest <= high + atol)
+        return in_ball & in_box & torch.isfinite(lowest) & torch.isfinite(highest)
 
     def project_delta(self, delta: Tensor, eps: Tensor | None = None) -> Tensor:
         """Euclidean projection of a perturbation onto the Lp ball (no box): ``(B, ...)``."""

@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import math
+import random
 import statistics
 import time
 import warnings
@@ -148,6 +149,9 @@ def build_rows(cfg: dict, model: nn.Module, x: Tensor, y: Tensor, peers: dict[st
         step = 2.5 * eps / s
         threat = ThreatModel(row.norm, eps)
         row.runners["advlab"] = lambda t=threat, a=step: A.pgd(model, x, y, t, steps=s, step_size=a)
+        # the same attack with early_stop=True: fooled points leave the batch (same robust accuracy)
+        row.runners["advlab-es"] = lambda t=threat, a=step: A.pgd(model, x, y, t, steps=s, step_size=a,
+                                                                  early_stop=True)
         row.inputs = pgd_iterates(model, x, y, threat, s, step)
     apgd.runners["advlab"] = lambda: A.apgd(model, x, y, ThreatModel("linf", linf), steps=cfg["apgd_steps"],
                                             generator=torch.Generator(x.device).manual_seed(0))
@@ -305,19 +309,26 @@ def quality(row: Row, model: nn.Module, x: Tensor, y: Tensor, out: object) -> di
 
 def run_row(row: Row, model: nn.Module, x: Tensor, y: Tensor, reps: int, device: torch.device,
             slow_limit: float) -> dict:
-    """Interleaved repetitions (A B C bare A B C bare ...); a library whose first run takes more
-    than ``slow_limit`` seconds is not repeated (its single time is reported, with a note)."""
+    """Interleaved repetitions; a library whose first run takes more than ``slow_limit`` seconds is
+    not repeated (its single time is reported, with a note).
+
+    Repetition ``r`` runs the libraries and baselines in the order rotated by ``r`` (A B C bare,
+    B C bare A, ...), so no library always runs right after the same neighbour.
+    """
     baselines = {"bare": row.inputs or [x], **({"bare-clean": [x]} if row.inputs else {})}
-    times: dict[str, list[float]] = {name: [] for name in [*row.runners, *baselines]}
+    jobs: dict[str, Callable[[], object]] = {
+        **row.runners, **{name: (lambda i=inputs: bare_passes(model, i, y, row.passes)) for name, inputs in baselines.items()}}
+    names = list(jobs)
+    times: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, object] = {}
     for rep in range(reps):
-        for name, fn in row.runners.items():
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
             if rep and times[name][0] > slow_limit:
                 continue
-            seconds, outputs[name] = timed(fn, device)
+            seconds, out = timed(jobs[name], device)
             times[name].append(seconds)
-        for name, inputs in baselines.items():
-            times[name].append(timed(lambda i=inputs: bare_passes(model, i, y, row.passes), device)[0])
+            if name in row.runners:
+                outputs[name] = out
     result = {"attack": row.name, "notes": list(row.notes), "libs": {}}
     for name, values in times.items():
         if len(values) < reps:
@@ -326,11 +337,40 @@ def run_row(row: Row, model: nn.Module, x: Tensor, y: Tensor, reps: int, device:
         if name in outputs:
             entry.update(quality(row, model, x, y, outputs[name]))
         result["libs"][name] = entry
+    add_paired_ratios(result)
     return result
 
 
+def paired_ratio(mine: list[float], theirs: list[float], boot: int = 4000) -> dict[str, float]:
+    """Median over repetitions of ``mine[r] / theirs[r]`` with a 95 % bootstrap interval.
+
+    Runs of the same repetition sit next to each other in time, so their ratio cancels the slow
+    drifts of the machine that widen the spread of either list on its own (percentile bootstrap
+    over repetitions, fixed seed).
+    """
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(boot))
+    return {"median": statistics.median(ratios), "low": medians[int(0.025 * boot)],
+            "high": medians[int(0.975 * boot) - 1], "n": len(ratios)}
+
+
+def add_paired_ratios(result: dict) -> None:
+    """``paired`` on every advlab entry: its paired ratio to the fastest peer (by median time),
+    when both ran on every repetition."""
+    libs = result["libs"]
+    peers = [name for name in libs if name in PEERS]
+    if not peers:
+        return
+    fastest = min(peers, key=lambda name: libs[name]["median_s"])
+    for name, entry in libs.items():
+        if name.startswith("advlab") and len(entry["times_s"]) == len(libs[fastest]["times_s"]) > 1:
+            entry["paired"] = {"peer": fastest, **paired_ratio(entry["times_s"], libs[fastest]["times_s"])}
+
+
 def print_table(results: list[dict]) -> None:
-    header = f"{'attack':<20} {'library':<13} {'median s':>9} {'quality':<28} {'/fastest peer':>13} {'/bare':>7}"
+    header = (f"{'attack':<20} {'library':<13} {'median s':>9} {'quality':<28} {'/fastest peer':>13} {'/bare':>7}"
+              f"  {'paired /fastest peer [95% CI]':<30}")
     print(header + "\n" + "-" * len(header))
     for res in results:
         libs = res["libs"]
@@ -343,9 +383,12 @@ def print_table(results: list[dict]) -> None:
                 text = f"success {entry['success']:.3f} med {entry['median_l2']:.3f}"
             else:
                 text = "(bare passes on x)" if name == "bare-clean" else "(bare passes)"
-            ratio_peer = f"{entry['median_s'] / fastest:.2f}" if fastest and name == "advlab" else ""
+            ratio_peer = f"{entry['median_s'] / fastest:.2f}" if fastest and name.startswith("advlab") else ""
             ratio_bare = f"{entry['median_s'] / bare:.2f}" if name != "bare" and bare > 0 else ""
-            print(f"{res['attack']:<20} {name:<13} {entry['median_s']:>9.3f} {text:<28} {ratio_peer:>13} {ratio_bare:>7}")
+            p = entry.get("paired")
+            paired = f"{p['median']:.3f} [{p['low']:.3f}, {p['high']:.3f}] vs {p['peer']}" if p else ""
+            print(f"{res['attack']:<20} {name:<13} {entry['median_s']:>9.3f} {text:<28} {ratio_peer:>13} {ratio_bare:>7}"
+                  f"  {paired}")
         for note in res["notes"]:
             print(f"{'':<20} note: {note}")
 
@@ -413,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         if words and not any(w in row.name for w in words):
             continue
-        row.runners = {k: v for k, v in row.runners.items() if k in wanted}
+        row.runners = {k: v for k, v in row.runners.items() if k.split("-")[0] in wanted}
         if args.quick and any(k in row.slow for k in row.runners):
             row.notes.append(f"left out by --quick (minutes per batch): {', '.join(row.slow)}")
             row.runners = {k: v for k, v in row.runners.items() if k not in row.slow}

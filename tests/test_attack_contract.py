@@ -212,8 +212,15 @@ def _with_nan(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
+def _with_inf(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone()
+    x[2, 0, 0, 3] = -float("inf")
+    return x, y
+
+
 BAD_INPUTS: dict[str, tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]], str]] = {
     "nan": (_with_nan, "NaN"),
+    "inf": (_with_inf, "inf"),
     "outside_bounds": (lambda x, y: (x + 1.5, y), "outside the bounds"),
     "label_mismatch": (lambda x, y: (x, y[:-1]), "mismatch"),
     "label_range": (lambda x, y: (x, torch.full_like(y, 7)), "out of range"),

@@ -286,6 +286,22 @@ def test_per_sample_eps_and_zero_eps(digits_mlp: nn.Module, points) -> None:
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_pgd_scalar_and_per_sample_step_sizes_agree(digits_mlp: nn.Module, points, norm: str) -> None:
+    """One step size for the batch runs as a scalar kernel; a (B,) tensor of the same value as a
+    broadcast one. Both must give the same iterates bit for bit, with and without early stop."""
+    x, y = points[0][:40], points[1][:40]
+    threat = ThreatModel(norm, {"linf": 0.1, "l2": 0.75, "l1": 3.0}[norm])
+    step = {"linf": 0.03, "l2": 0.2, "l1": 1.0}[norm]
+    for early_stop in (False, True):
+        scalar = pgd(digits_mlp, x, y, threat, steps=6, step_size=step, early_stop=early_stop)
+        tensor = pgd(digits_mlp, x, y, threat, steps=6, step_size=torch.full((40,), step), early_stop=early_stop)
+        assert torch.equal(scalar, tensor)
+    # the default 2.5 eps / steps, as a float for a float eps and per sample for a (B,) eps
+    per_sample = ThreatModel(norm, torch.full((40,), float(threat.eps)))
+    assert torch.equal(pgd(digits_mlp, x, y, threat, steps=4), pgd(digits_mlp, x, y, per_sample, steps=4))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 def test_all_norms_inside_threat(digits_mlp: nn.Module, points, norm: str) -> None:
     x, y = points[0][:50], points[1][:50]
     threat = ThreatModel(norm, {"linf": 0.1, "l2": 0.75, "l1": 3.0}[norm])

@@ -214,6 +214,16 @@ def test_contains_detects_ball_box_and_nan() -> None:
     assert not ThreatModel("linf", 1.0).contains(edge, edge - 0.01).any()  # outside the box
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_contains_rejects_inf_even_with_infinite_bounds(norm: str) -> None:
+    inf = float("inf")
+    threat = ThreatModel(norm, 1e30, bounds=(-inf, inf))
+    x = torch.zeros(4, 3)
+    x_adv = torch.tensor([[1.0, -2.0, 3.0], [inf, 0.0, 0.0], [0.0, -inf, 0.0], [0.0, 0.0, float("nan")]])
+    assert threat.contains(x, x_adv).tolist() == [True, False, False, False]
+    assert threat.contains(torch.zeros(2, 0), torch.zeros(2, 0)).tolist() == [True, True]  # no features
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("eps", [-0.1, float("nan"), float("inf")])
 def test_bad_float_eps(eps: float) -> None:

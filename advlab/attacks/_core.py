@@ -62,13 +62,15 @@ def check_inputs(x: Tensor, y: Tensor | None = None, threat: ThreatModel | None 
             "add a batch dimension with x.unsqueeze(0)")
     if not x.is_floating_point():
         raise AttackInputError(f"x must be a floating-point tensor, got {x.dtype}; use x.float() / 255")
-    if not torch.isfinite(x).all():
-        raise AttackInputError("x contains NaN or inf values; clean the data before attacking")
     low, high = bounds if bounds is not None else (threat.bounds if threat else (0.0, 1.0))
-    if x.numel() and (x.min() < low - 1e-6 or x.max() > high + 1e-6):
-        raise AttackInputError(
-            f"x has values in [{x.min().item():.4g}, {x.max().item():.4g}] outside the bounds "
-            f"[{low:g}, {high:g}]; scale inputs to the bounds (normalisation belongs inside the model)")
+    if x.numel():  # one pass and one sync: min and max propagate NaN, and are inf if any value is
+        lowest, highest = torch.stack(torch.aminmax(x.detach())).tolist()
+        if not (math.isfinite(lowest) and math.isfinite(highest)):
+            raise AttackInputError("x contains NaN or inf values; clean the data before attacking")
+        if lowest < low - 1e-6 or highest > high + 1e-6:
+            raise AttackInputError(
+                f"x has values in [{lowest:.4g}, {highest:.4g}] outside the bounds "
+                f"[{low:g}, {high:g}]; scale inputs to the bounds (normalisation belongs inside the model)")
     if y is not None:
         if not isinstance(y, Tensor) or y.dim() != 1:
             raise AttackInputError(f"y must be a 1-D tensor of class indices, got {getattr(y, 'shape', y)}")

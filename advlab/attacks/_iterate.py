@@ -28,11 +28,20 @@ def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> 
     return threat.clip(x + threat.project_delta(x_adv - x, eps))
 
 
-def per_sample_step_size(step_size: Eps | None, eps: Tensor, default: Tensor) -> Tensor:
-    """``step_size`` (float, ``(B,)`` tensor or ``None`` for ``default``) as a ``(B,)`` tensor."""
+def per_sample_step_size(step_size: Eps | None, eps: Tensor, default: Eps) -> Eps:
+    """``step_size`` (a number, a ``(B,)`` tensor or ``None`` for ``default``), checked.
+
+    A number stays a Python float, so the step runs as a scalar kernel (``x + a * d``) rather than
+    a broadcast multiply; a tensor comes back as ``(B,)`` (one entry expanded to the batch).
+    """
     if step_size is None:
         return default
-    step = torch.as_tensor(step_size, dtype=eps.dtype, device=eps.device).reshape(-1)
+    if not isinstance(step_size, Tensor):
+        value = float(step_size)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"step_size must be finite and non-negative, got {step_size!r}")
+        return value
+    step = step_size.to(dtype=eps.dtype, device=eps.device).reshape(-1)
     if not bool(torch.isfinite(step).all()) or bool((step < 0).any()):
         raise ValueError(f"step_size must be finite and non-negative, got {step_size!r}")
     if step.numel() == 1:
@@ -40,6 +49,11 @@ def per_sample_step_size(step_size: Eps | None, eps: Tensor, default: Tensor) ->
     if step.shape != eps.shape:
         raise ValueError(f"step_size has {step.numel()} entries but the batch has {eps.numel()}")
     return step
+
+
+def rows_of(value: Eps, index: Tensor) -> Eps:
+    """``value[index]`` for a per-sample tensor; a number is the same for every row."""
+    return value[index] if isinstance(value, Tensor) else value
 
 
 @dataclass
@@ -63,14 +77,14 @@ class BestIterate:
         """Offer candidates ``x_new`` ``(A, ...)`` for the samples ``index`` ``(A,)`` (sorted, unique)."""
         x_new, score = x_new.detach(), score.detach()  # an input that requires grad must not reach out=
         if index.shape[0] == self.x.shape[0]:  # the whole batch: in place, no gather or scatter
-            better = (success & ~self.success) | ((success == self.success) & (score > self.score))
+            better = torch.where(success == self.success, score > self.score, success)
             torch.where(per_sample_view(better, x_new), x_new, self.x, out=self.x)
             torch.where(better, score, self.score, out=self.score)
             self.success |= success
             return
         rows = index
         old_success = self.success[rows]
-        better = (success & ~old_success) | ((success == old_success) & (score > self.score[rows]))
+        better = torch.where(success == old_success, score > self.score[rows], success)
         self.x[rows] = torch.where(per_sample_view(better, x_new), x_new, self.x[rows])
         self.score[rows] = torch.where(better, score, self.score[rows])
         self.success[rows] = old_success | success
@@ -88,4 +102,4 @@ def check_option(name: str, value: float, *, minimum: float, integer: bool = Fal
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
 
 
-__all__ = ["BestIterate", "check_count", "check_option", "per_sample_step_size", "project_onto"]
+__all__ = ["BestIterate", "check_count", "check_option", "per_sample_step_size", "project_onto", "rows_of"]

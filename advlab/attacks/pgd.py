@@ -21,7 +21,13 @@ from advlab.attacks._core import (
     model_guard,
     prepare,
 )
-from advlab.attacks._iterate import BestIterate, check_count, per_sample_step_size, project_onto
+from advlab.attacks._iterate import (
+    BestIterate,
+    check_count,
+    per_sample_step_size,
+    project_onto,
+    rows_of,
+)
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.threat import Eps, ThreatModel
@@ -39,7 +45,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         x: clean inputs ``(B, ...)``; y: labels ``(B,)`` (the *target* classes when ``targeted``).
         threat: the threat model (norm, ``eps`` float or ``(B,)``, bounds).
         steps: gradient steps per restart (default 10).
-        step_size: float or ``(B,)``; default ``2.5 * eps / steps`` per sample (Madry et al.).
+        step_size: float or ``(B,)``; default ``2.5 * eps / steps`` (Madry et al.), per sample
+            when ``eps`` is.
         random_start: start from a uniform point of the ball instead of ``x``.
         restarts: number of runs; every run after the first starts at a random point (whatever
             ``random_start`` says) and only attacks the samples not fooled yet.
@@ -62,7 +69,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     loss_fn = get_loss(loss, targeted)
     with model_guard(model):
         eps = threat.eps_per_sample(x)  # (B,)
-        step = per_sample_step_size(step_size, eps, eps * (2.5 / steps))  # (B,)
+        default = eps * (2.5 / steps) if isinstance(threat.eps, Tensor) else threat.eps * 2.5 / steps
+        step = per_sample_step_size(step_size, eps, default)  # a float, or (B,) for per-sample sizes
         best = _start(model, x, y, threat, loss_fn, targeted, at_clean=not random_start)
         for restart in range(restarts):
             index = best.remaining() if early_stop or restart > 0 else torch.arange(len(x), device=x.device)
@@ -70,7 +78,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
                 break
             x_orig = x[index]
             x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
-            _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], step[index]),
+            _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], rows_of(step, index)),
                  x_start, steps=steps, targeted=targeted, early_stop=early_stop,
                  from_clean=restart == 0 and not random_start)
         return finalize(x, best.x, threat)
@@ -108,8 +116,9 @@ def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestItera
             fooled |= success
         if early_stop and bool(success.any()):  # drop the fooled samples from the active batch
             keep = ~success
-            index, x_orig, labels, eps, step, x_adv, grad, fooled = (
-                t[keep] for t in (index, x_orig, labels, eps, step, x_adv, grad, fooled))
+            index, x_orig, labels, eps, x_adv, grad, fooled = (
+                t[keep] for t in (index, x_orig, labels, eps, x_adv, grad, fooled))
+            step = rows_of(step, keep)
             box = None if box is None else (box[0][keep], box[1][keep])
             if index.numel() == 0:
                 return

@@ -47,6 +47,7 @@ from advlab.attacks._core import (
 from advlab.attacks._iterate import check_option
 from advlab.attacks.losses import cw_loss, cw_targeted_loss
 from advlab.attacks.registry import register_attack
+from advlab.threat import per_sample_view
 
 #: Upper bound meaning "no successful constant yet" (as in the original code).
 _NO_UPPER = 1e10
@@ -75,7 +76,7 @@ class _Best:
     def update(self, x_new: Tensor, norms: Tensor, success: Tensor) -> None:
         improved = success & (norms < self.norms)  # (B,)
         self.norms = torch.where(improved, norms, self.norms)
-        self.x_adv = torch.where(improved.reshape(-1, *([1] * (x_new.dim() - 1))), x_new, self.x_adv)
+        self.x_adv = torch.where(per_sample_view(improved, x_new), x_new, self.x_adv)
 
 
 def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor, best: _Best, *,

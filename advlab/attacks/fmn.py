@@ -43,7 +43,7 @@ from advlab.attacks._core import (
 from advlab.attacks._iterate import check_option
 from advlab.attacks.losses import cw_loss
 from advlab.attacks.registry import register_attack
-from advlab.threat import ThreatModel, lp_norm
+from advlab.threat import ThreatModel, lp_norm, per_sample_view
 
 #: Dual of each norm, for the distance-to-boundary estimate ``|L| / ||grad||_dual``.
 _DUAL = {"l2": "l2", "linf": "l1", "l1": "linf"}
@@ -72,7 +72,6 @@ def _fmn_loop(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps
               alphas: tuple[float, float], gammas: tuple[float, float]) -> Tensor:
     """Run FMN on ``x`` ``(B, ...)``; returns the best adversarial iterates (``x`` where none)."""
     low, high = threat.bounds
-    batch_view = (-1, *([1] * (x.dim() - 1)))
     delta = torch.zeros_like(x)  # (B, ...)
     eps = torch.zeros(len(x), device=x.device, dtype=x.dtype)  # (B,) set at the first step
     largest = lp_norm(torch.maximum(x - low, high - x), threat.norm)  # (B,) box diameter
@@ -89,12 +88,12 @@ def _fmn_loop(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps
         adversarial = is_adversarial(logits, y)
         improved = adversarial & (delta_norm < best_norm)
         best_norm = torch.where(improved, delta_norm, best_norm)
-        best_adv = torch.where(improved.reshape(batch_view), x_adv, best_adv)
+        best_adv = torch.where(per_sample_view(improved, x_adv), x_adv, best_adv)
         found |= adversarial
         boundary_distance = loss.abs() / lp_norm(grad, _DUAL[threat.norm]).clamp_min(1e-12)
         eps = _new_radius(eps, delta_norm, boundary_distance, adversarial, found, best_norm, gamma)
         eps = torch.minimum(eps, largest)
-        step_direction = grad / lp_norm(grad, "l2").clamp_min(1e-12).reshape(batch_view)
+        step_direction = grad / per_sample_view(lp_norm(grad, "l2").clamp_min(1e-12), grad)
         delta = threat.project_delta(delta + alpha * step_direction, eps)
         delta = threat.clip(x + delta) - x
     return best_adv

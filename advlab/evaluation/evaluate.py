@@ -31,7 +31,7 @@ from advlab.evaluation.sanity import (
     is_randomized,
     outputs_are_probabilities,
 )
-from advlab.threat import ThreatModel
+from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _result(x: Tensor, correct: Tensor, pool: Pool, threat: ThreatModel, outcome
     """The record of one eps from the pooled adversarial examples."""
     broken = pool.broken(threat.eps_per_sample(x)) & correct
     robust = correct & ~broken
-    mask = broken.reshape(-1, *([1] * (x.dim() - 1)))
+    mask = per_sample_view(broken, x)
     distance = torch.where(correct, pool.distance, torch.zeros_like(pool.distance))
     broken_by = [("clean" if not c else (a if b else None))
                  for c, a, b in zip(correct.tolist(), pool.attack, broken.tolist())]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, predict
+from advlab.threat import per_sample_view
 
 #: Geometry probes may leave the input box on purpose, so only shape and finiteness are checked.
 NO_BOUNDS = (-math.inf, math.inf)
@@ -55,7 +56,7 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator | None,
 def unit(t: Tensor, eps: float = 1e-12) -> Tensor:
     """Each sample of ``t`` ``(B, ...)`` divided by its L2 norm (zero rows stay zero)."""
     norms = flat(t).norm(dim=1).clamp_min(eps)  # (B,)
-    return t / norms.reshape(-1, *([1] * (t.dim() - 1)))
+    return t / per_sample_view(norms, t)
 
 
 def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
@@ -76,7 +77,7 @@ def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
     if direction2 is None:
         direction2 = random_normal(tuple(u.shape), generator, u.device, u.dtype)
     along = (flat(direction2) * flat(u)).sum(dim=1)  # (B,)
-    v = direction2 - along.reshape(-1, *([1] * (u.dim() - 1))) * u
+    v = direction2 - per_sample_view(along, u) * u
     if bool((flat(v).norm(dim=1) <= 1e-6 * flat(direction2).norm(dim=1)).any()):
         raise ValueError("direction2 is parallel to direction1; pass an independent direction")
     return u, unit(v)

@@ -36,15 +36,12 @@ from advlab.geometry.landscape import (
     weight_landscape_1d,
     weight_landscape_2d,
 )
+from advlab.threat import per_sample_view
 
 #: Largest input dimension for which dense Hessian spectra are computed.
 MAX_SPECTRUM_DIM = 1024
 #: Cross-sections drawn as figures (the curvature is measured on every point).
 FIGURE_POINTS = 3
-
-
-def _per_sample_shape(x: Tensor) -> tuple[int, ...]:
-    return (-1, *([1] * (x.dim() - 1)))
 
 
 def minimal_perturbations(state: AnalysisState) -> None:
@@ -73,13 +70,13 @@ def minimal_perturbations(state: AnalysisState) -> None:
 def _set_plane(state: AnalysisState, perturbation: Tensor) -> None:
     """``u``: the first model's DeepFool direction (its loss gradient where DeepFool found none);
     ``v``: a random direction orthogonal to ``u``; half-widths from the largest DeepFool norm."""
-    x, y, shape = state.x, state.y, _per_sample_shape(state.x)
+    x, y = state.x, state.y
     gradient = input_gradient(state.models[state.first], x, y)
-    direction = torch.where((flat(perturbation).norm(dim=1) > 0).reshape(shape), perturbation, gradient)
+    direction = torch.where(per_sample_view(flat(perturbation).norm(dim=1) > 0, x), perturbation, gradient)
     random = random_normal(tuple(x.shape), state.generator, x.device, x.dtype)
     if bool((flat(direction).norm(dim=1) == 0).any()):  # a flat loss: any direction will do
         other = random_normal(tuple(x.shape), state.generator, x.device, x.dtype)
-        direction = torch.where((flat(direction).norm(dim=1) > 0).reshape(shape), direction, other)
+        direction = torch.where(per_sample_view(flat(direction).norm(dim=1) > 0, x), direction, other)
     state.u, state.v = orthonormal_pair(direction, random)
     norms = torch.stack([n.to(x.device) for n in state.norms.values()])  # (M, N)
     usable = torch.isfinite(norms) & (norms > 0)

@@ -31,6 +31,7 @@ from advlab.geometry._common import (
     save_figure,
 )
 from advlab.geometry.hessian import input_gradient
+from advlab.threat import per_sample_view
 
 
 def adversarial_direction(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
@@ -53,7 +54,7 @@ def adversarial_direction(model: nn.Module, x: Tensor, y: Tensor | None = None, 
     x_adv = cast(Tensor, deepfool(model, x, labels, norm="l2"))  # no return_info: a tensor
     perturbation = x_adv - x  # (B, ...)
     found = flat(perturbation).norm(dim=1) > 0
-    return torch.where(found.reshape(-1, *([1] * (x.dim() - 1))), perturbation, gradient)
+    return torch.where(per_sample_view(found, x), perturbation, gradient)
 
 
 def cross_section(model: nn.Module, x0: Tensor, direction1: Tensor, direction2: Tensor | None = None,

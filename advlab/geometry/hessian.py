@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher
+from advlab.threat import per_sample_view
 
 
 class HessianOperator:
@@ -180,6 +181,6 @@ def cure_curvature(model: nn.Module, x: Tensor, y: Tensor | None = None, *, h: f
         labels = labels_or_predictions(model, x, y)
         grad, _, _ = input_grad(model, x, labels, loss_fn)  # (B, ...)
         signs = grad.sign()
-        z = signs / flat(signs).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (x.dim() - 1)))
+        z = signs / per_sample_view(flat(signs).norm(dim=1).clamp_min(1e-12), x)
         grad_probe, _, _ = input_grad(model, x + h * z, labels, loss_fn)
     return flat(grad_probe - grad).pow(2).sum(dim=1)

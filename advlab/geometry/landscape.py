@@ -33,6 +33,7 @@ from advlab.geometry._common import (
     save_figure,
     unit,
 )
+from advlab.threat import per_sample_view
 
 Direction = dict[str, Tensor]
 
@@ -126,7 +127,7 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator | N
         noise = random_normal(tuple(theta.shape), generator, theta.device, theta.dtype)
         if theta.dim() >= 2:
             filter_norms = theta.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
-            direction[name] = noise * filter_norms.reshape(-1, *([1] * (theta.dim() - 1)))
+            direction[name] = noise * per_sample_view(filter_norms, theta)
         elif include_biases:
             direction[name] = noise * theta.norm() / noise.norm().clamp_min(1e-12)
         else:

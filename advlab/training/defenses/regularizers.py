@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab.threat import ThreatModel, lp_norm
+from advlab.threat import ThreatModel, lp_norm, per_sample_view
 from advlab.training.defenses._base import (
     Crafting,
     Defense,
@@ -99,7 +99,7 @@ class CURE(Defense):
     def _finite_difference(self, model: nn.Module, x: Tensor, y: Tensor, grad: Tensor) -> Tensor:
         direction = grad.detach().sign()
         norms = direction.reshape(len(x), -1).norm(dim=1).clamp_min(1e-12)  # (B,)
-        z = direction / norms.reshape(-1, *([1] * (x.dim() - 1)))
+        z = direction / per_sample_view(norms, x)
         x_h = (x + self.h_at(self.step) * z).detach().requires_grad_(True)
         with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
             shifted = F.cross_entropy(model(x_h), y, reduction="sum")

@@ -98,3 +98,21 @@ def test_python_dash_m_advlab_runs():
     done = subprocess.run([sys.executable, "-m", "advlab", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "evaluate" in done.stdout
+
+
+@pytest.mark.parametrize("args,code,text", [(["info"], 0, "advlab "), (["attack", "--bogus"], 2, "No such option")])
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_main_under_torchrun_skips_finalisation_keeps_output_and_status(
+        args: list[str], code: int, text: str, world_size: str) -> None:
+    """With WORLD_SIZE > 1 the entry point leaves through os._exit, so the interpreter's
+    finalisation (where Gloo's threads can abort the process) never runs: atexit handlers are
+    skipped, yet everything printed arrives and the command's exit status is kept."""
+    import os
+
+    script = ("import atexit, sys; atexit.register(print, 'FINALISED'); "
+              f"from advlab.cli import main; main({args!r})")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "WORLD_SIZE": world_size},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert text in done.stdout + done.stderr
+    assert ("FINALISED" in done.stdout) == (world_size == "1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -61,5 +63,33 @@ def _is_number(text: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=expand_multi_values(sys.argv[1:] if argv is None else argv), prog_name="advlab")
+    """Console-script entry point.
+
+    Under torchrun (``WORLD_SIZE`` > 1) a finished command leaves through :func:`os._exit`
+    after flushing logs and streams. ``fit`` has destroyed its process group by then and the
+    run is saved, but Gloo's C++ threads can still abort the process in the interpreter's
+    finalisation ("terminate called without an active exception", SIGABRT; PyTorch discusses
+    it in pytorch/pytorch#179291). torchrun would then report the rank as failed and kill the
+    others (seen twice in this project's fresh-clone test runs). Exit codes are kept.
+    """
+    try:
+        app(args=expand_multi_values(sys.argv[1:] if argv is None else argv), prog_name="advlab")
+        code = 0
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """``SystemExit.code`` as a process exit status (a message is printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
 
 _SCRIPT = """
-import sys, torch
+import os, sys, torch
 from torch import nn
 from advlab.training import fit, unwrap_model
 from sklearn.datasets import load_digits
@@ -60,6 +60,7 @@ def run(run_dir):
 
 if __name__ == "__main__":
     run(sys.argv[1])
+    os._exit(0)  # as the advlab CLI does: Gloo's threads can abort the interpreter's finalisation
 """
 
 

@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher
-from advlab.threat import per_sample_view
+from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher, unit
 
 
 class HessianOperator:
@@ -180,7 +179,6 @@ def cure_curvature(model: nn.Module, x: Tensor, y: Tensor | None = None, *, h: f
     with model_guard(model):
         labels = labels_or_predictions(model, x, y)
         grad, _, _ = input_grad(model, x, labels, loss_fn)  # (B, ...)
-        signs = grad.sign()
-        z = signs / per_sample_view(flat(signs).norm(dim=1).clamp_min(1e-12), x)
+        z = unit(grad.sign())  # (B, ...), unit L2 norm per sample
         grad_probe, _, _ = input_grad(model, x + h * z, labels, loss_fn)
     return flat(grad_probe - grad).pow(2).sum(dim=1)

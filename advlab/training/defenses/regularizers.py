@@ -98,8 +98,7 @@ class CURE(Defense):
 
     def _finite_difference(self, model: nn.Module, x: Tensor, y: Tensor, grad: Tensor) -> Tensor:
         direction = grad.detach().sign()
-        norms = direction.reshape(len(x), -1).norm(dim=1).clamp_min(1e-12)  # (B,)
-        z = direction / per_sample_view(norms, x)
+        z = direction / per_sample_view(lp_norm(direction, "l2").clamp_min(1e-12), x)  # unit L2 norm per sample
         x_h = (x + self.h_at(self.step) * z).detach().requires_grad_(True)
         with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
             shifted = F.cross_entropy(model(x_h), y, reduction="sum")

@@ -41,8 +41,12 @@ def canonical_norm(norm: str | int | float) -> str:
     return _ALIASES[key]
 
 
-def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # also for an empty batch
+def flat(t: Tensor) -> Tensor:
+    """``(B, ...) -> (B, D)``: one row per sample (also for an empty batch or no features)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
+
+
+_flat = flat  # the old private name, kept for one release
 
 
 def per_sample_view(per_sample: Tensor, like: Tensor) -> Tensor:
@@ -52,10 +56,10 @@ def per_sample_view(per_sample: Tensor, like: Tensor) -> Tensor:
 
 def lp_norm(t: Tensor, norm: str) -> Tensor:
     """Per-sample Lp norm of ``t`` (``(B, ...)`` -> ``(B,)``)."""
-    flat = _flat(t)
+    rows = flat(t)
     if norm == "linf":
-        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-    return torch.linalg.vector_norm(flat, ord=2 if norm == "l2" else 1, dim=1)
+        return rows.abs().amax(dim=1) if rows.shape[1] else rows.new_zeros(rows.shape[0])
+    return torch.linalg.vector_norm(rows, ord=2 if norm == "l2" else 1, dim=1)
 
 
 def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
@@ -84,17 +88,20 @@ class ThreatModel:
 
     Args:
         norm: ``"linf"``, ``"l2"`` or ``"l1"`` (aliases such as ``"Linf"`` or ``2`` are accepted).
-        eps: radius, a non-negative float or a ``(B,)`` tensor of per-sample radii.
+        eps: radius, a non-negative float or a ``(B,)`` tensor of per-sample radii. Required:
+            there is no default radius (a sensible one depends on the data and the norm).
         bounds: ``(low, high)`` of valid input values, ``(0.0, 1.0)`` for images.
     """
 
     norm: str = "linf"
-    eps: Eps = 8 / 255
+    eps: Eps | None = None
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         eps = self.eps
+        if eps is None:
+            raise TypeError("ThreatModel needs eps, e.g. ThreatModel(norm='linf', eps=8/255)")
         if isinstance(eps, Tensor):
             eps = eps.detach().to(torch.float32).reshape(-1)
             if not torch.isfinite(eps).all() or (eps < 0).any():
@@ -146,13 +153,13 @@ class ThreatModel:
         """``(B,)`` bool: ``x_adv`` is within ``eps`` of ``x`` and inside ``bounds`` (up to ``atol``)."""
         eps = self.eps_per_sample(x)
         in_ball = self.distance(x, x_adv) <= eps * (1 + atol) + atol
-        flat = _flat(x_adv)
-        if not flat.shape[1]:
+        rows = flat(x_adv)
+        if not rows.shape[1]:
             return in_ball
         low, high = self.bounds
         # per-row extremes (two fast reductions instead of elementwise tests): a NaN propagates
         # into both and fails every comparison, and an inf fails isfinite even with infinite bounds
-        lowest, highest = flat.amin(dim=1), flat.amax(dim=1)
+        lowest, highest = rows.amin(dim=1), rows.amax(dim=1)
         in_box = (lowest >= low - atol) & (highest <= high + atol)
         return in_ball & in_box & torch.isfinite(lowest) & torch.isfinite(highest)
 
@@ -166,7 +173,7 @@ class ThreatModel:
             norms = lp_norm(delta, "l2")
             factor = torch.where(norms > eps, eps / norms.clamp_min(1e-12), torch.ones_like(norms))
             return delta * per_sample_view(factor, delta)
-        return project_l1_ball(_flat(delta), eps).reshape(delta.shape)
+        return project_l1_ball(flat(delta), eps).reshape(delta.shape)
 
     def linf_box(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Corners ``(lower, upper)``, each ``(B, ...)``, of the Linf ball of radius ``eps``
@@ -228,11 +235,11 @@ class ThreatModel:
         if self.norm == "l2":
             norms = lp_norm(grad, "l2").clamp_min(1e-12)
             return grad / per_sample_view(norms, grad)
-        flat = _flat(grad)
-        k = max(1, int(round((1.0 - l1_sparsity) * flat.shape[1])))
-        threshold = flat.abs().topk(k, dim=1).values[:, -1:]
-        mask = (flat.abs() >= threshold) & (flat != 0)
-        direction = flat.sign() * mask
+        rows = flat(grad)
+        k = max(1, int(round((1.0 - l1_sparsity) * rows.shape[1])))
+        threshold = rows.abs().topk(k, dim=1).values[:, -1:]
+        mask = (rows.abs() >= threshold) & (rows != 0)
+        direction = rows.sign() * mask
         direction = direction / direction.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
         return direction.reshape(grad.shape)
 

@@ -279,3 +279,18 @@ def test_linf_box_projection_is_the_exact_ball_box_projection(case: tuple[Threat
     torch.testing.assert_close(projected, reference, atol=1e-6, rtol=0)
     assert torch.equal(threat.project(x, projected), projected)
     assert threat.contains(x, projected).all()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"norm": "l2"}, {"norm": "linf", "bounds": (0.0, 1.0)}])
+def test_eps_is_required(kwargs: dict) -> None:
+    with pytest.raises(TypeError, match=r"ThreatModel needs eps, e.g. ThreatModel\(norm='linf', eps=8/255\)"):
+        ThreatModel(**kwargs)
+
+
+def test_flat_is_public_and_keeps_the_old_name() -> None:
+    from advlab import threat as threat_module
+
+    x = torch.arange(24.0).reshape(2, 3, 4)
+    assert threat_module.flat(x).shape == (2, 12)
+    assert threat_module.flat(torch.zeros(0, 3, 4)).shape == (0, 12)
+    assert threat_module._flat is threat_module.flat

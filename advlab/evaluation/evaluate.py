@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import advlab
+from advlab._predicates import looks_like_probabilities
 from advlab._utils import resolve_device
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
@@ -29,7 +30,6 @@ from advlab.evaluation.sanity import (
     chance_flag,
     gradient_flags,
     is_randomized,
-    outputs_are_probabilities,
 )
 from advlab.threat import ThreatModel, per_sample_view
 
@@ -75,7 +75,7 @@ def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tupl
         warnings.simplefilter("ignore", UserWarning)
         logits = predict(model, x, batch_size)
         check_logits(logits, y)
-    flags = [Flag("probabilities", "rows of the output sum to 1")] if outputs_are_probabilities(logits) else []
+    flags = [Flag("probabilities", "rows of the output sum to 1")] if looks_like_probabilities(logits) else []
     return logits, flags
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,16 @@ class EvaluationResult:
         """Write :meth:`to_dict` atomically."""
         return atomic_write_json(path, self.to_dict())
 
+    @property
+    def verdict(self) -> str:
+        """``"reliable"`` when no sanity flag was raised, else ``"suspicious: <codes>"``.
+
+        Every flag of :data:`advlab.evaluation.FLAGS` counts (a flag is raised only when the
+        number may be wrong); the codes are listed in the order they were raised.
+        """
+        codes = list(dict.fromkeys(w["code"] for w in self.warnings))
+        return "reliable" if not codes else "suspicious: " + ", ".join(codes)
+
     def summary(self) -> str:
         """One line: eps, clean and robust accuracy, and which attack broke how many."""
         breaks = ", ".join(f"{k} {int(v['breaks'])}" for k, v in self.per_attack.items())
@@ -96,7 +105,3 @@ def fingerprint_data(x: Tensor, y: Tensor) -> str:
     digest.update(y.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
-
-def results_to_json(results: list[EvaluationResult]) -> str:
-    """Several results (a robustness curve) as one JSON document."""
-    return json.dumps([r.to_dict() for r in results], indent=2)

@@ -1,6 +1,6 @@
 """advlab: attack, defend, evaluate and analyse the geometry of PyTorch classifiers.
 
-Public API (stable names, see DESIGN.md)::
+Public API (stable names, see the "Python API" section of README.md)::
 
     from advlab import ThreatModel, evaluate, load_model, save_model, create_model, load_dataset
     import advlab.attacks

@@ -6,7 +6,6 @@ The trained fixtures use a bare PyTorch loop on purpose, so attack tests do not 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -61,14 +60,14 @@ def make_cnn(seed: int = 0) -> nn.Module:
 
 @pytest.fixture(scope="session")
 def digits_mlp(digits) -> nn.Module:
-    """An MLP trained on digits (test accuracy about 96%), in eval mode."""
+    """An MLP trained on digits, in eval mode (the tests that need its accuracy assert it)."""
     x_tr, y_tr, _, _ = digits
     return _train(make_mlp(), x_tr, y_tr)
 
 
 @pytest.fixture(scope="session")
 def digits_cnn(digits) -> nn.Module:
-    """A small CNN trained on digits (test accuracy about 97%), in eval mode."""
+    """A small CNN trained on digits, in eval mode (the tests that need its accuracy assert it)."""
     x_tr, y_tr, _, _ = digits
     return _train(make_cnn(), x_tr, y_tr, epochs=20)
 
@@ -78,8 +77,3 @@ def tiny_model() -> nn.Module:
     """An untrained 3-class MLP on (B, 1, 4, 4) inputs, for fast property tests."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 5))
-
-
-@pytest.fixture()
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)

@@ -40,7 +40,7 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(*, verbose: bool = False) -> None:
     """Library logs at INFO (or DEBUG with ``--verbose``) on stderr, once."""
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -100,8 +100,10 @@ def parse_key_values(pairs: list[str] | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def attack_progress(enabled: bool, desc: str = "attacking") -> Iterator[Callable[[str, int], None]]:
-    """A tqdm bar for :func:`advlab.evaluate`'s ``progress`` callback ``(attack, points done)``."""
+def attack_progress(desc: str = "attacking", *, enabled: bool = True
+                    ) -> Iterator[Callable[[str, int], None]]:
+    """A tqdm bar for :func:`advlab.evaluate`'s ``progress`` callback ``(attack, points done)``;
+    ``enabled=False`` keeps the callback but shows nothing."""
     from tqdm import tqdm
 
     bar = tqdm(desc=desc, unit="pt", disable=not enabled, leave=False)

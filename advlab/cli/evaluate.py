@@ -1,4 +1,5 @@
-"""``advlab evaluate``: robust accuracy per eps, per attack and worst case, with sanity flags.
+"""``advlab evaluate``: robust accuracy per eps, per attack and worst case, sanity flags and the
+verdict (``reliable`` or ``suspicious: <flag codes>``).
 
     advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --n 1000
 """
@@ -41,7 +42,7 @@ def evaluate(
     ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device)
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, max(eps))
-    with Store(ctx.store_path) as store, attack_progress(progress) as tick:
+    with Store(ctx.store_path) as store, attack_progress(enabled=progress) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
                                  batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
     _print_table(results)
@@ -64,3 +65,4 @@ def _print_table(results: list) -> None:
     for flag in first.warnings:
         echo(f"\nflag [{flag['code']}] {flag['detail']}", fg="yellow")
         echo(f"  {flag['meaning']}\n  {flag['advice']}")
+    echo(f"\nverdict: {first.verdict}", bold=True, fg=None if first.verdict == "reliable" else "yellow")

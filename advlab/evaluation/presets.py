@@ -2,14 +2,13 @@
 
 ``standard`` follows AutoAttack's standard version (Croce & Hein 2020): APGD-CE, then targeted
 APGD with the DLR loss over the top-9 classes (tried in the order of their clean logits, stopping
-after two consecutive target ranks that broke no point of the batch: on the models we measured
-only the first rank ever broke a point APGD-CE had missed), then the black-box Square attack
-(Andriushchenko et al. 2020) -- each run only on the points that are still robust. DLR is
+after two consecutive target ranks that broke no point of the batch), then the black-box Square
+attack (Andriushchenko et al. 2020) -- each run only on the points that are still robust. DLR is
 invariant to logit scaling, so it does not saturate on models that return huge logits, and Square
-uses no gradients, so it still works when gradients are masked. FAB-T is replaced by nothing:
-on the models we measured it never broke a point that the other three missed (see
-``benchmarks/evaluation.py``). ``thorough`` adds restarts, every target class, the minimal-norm
-FMN attack and more Square queries.
+uses no gradients, so it still works when gradients are masked. FAB-T is left out. What each
+target rank and FAB-T add over the other attacks is measured in ``benchmarks/evaluation.py``
+(the "Evaluation" section of ``benchmarks/README.md``). ``thorough`` adds restarts, every target
+class, the minimal-norm FMN attack and more Square queries.
 
 Square in ``standard`` is a probe that escalates: 1000 queries on the points APGD left robust,
 and AutoAttack's full 5000 on the points still robust only when the probe broke at least one

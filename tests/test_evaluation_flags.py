@@ -125,6 +125,13 @@ def test_looks_like_probabilities():
     assert outputs_are_probabilities is looks_like_probabilities  # the old name
 
 
+def test_resolve_ensemble_keeps_its_old_name():
+    from advlab.evaluation import resolve_ensemble, resolve_steps
+
+    assert resolve_steps is resolve_ensemble
+    assert [s.name for s in resolve_ensemble("standard", 3, "l1")] == ["apgd-ce", "apgd-dlr"]
+
+
 def _result_with(warnings_: list[dict[str, str]]) -> EvaluationResult:
     empty = torch.zeros(0, dtype=torch.bool)
     return EvaluationResult(norm="linf", eps=0.1, preset="fast", clean_accuracy=0.0,

@@ -68,7 +68,7 @@ class EnsembleOutcome:
     """Raw outcome of one eps: per-step statistics and sanity observations."""
 
     eps: float
-    steps: dict[str, StepStats] = field(default_factory=dict)
+    per_attack: dict[str, StepStats] = field(default_factory=dict)
     blackbox_breaks: int = 0
     recheck_failed: int = 0
     recheck_total: int = 0
@@ -102,7 +102,7 @@ def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Ten
 
 
 def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
-                   threat: ThreatModel, steps: list[AttackStep], pool: Pool, correct: Tensor, *,
+                   threat: ThreatModel, ensemble: list[AttackStep], pool: Pool, correct: Tensor, *,
                    batch_size: int, generator: torch.Generator | None,
                    progress: Progress | None = None, suspicious: bool = False) -> EnsembleOutcome:
     """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``.
@@ -133,8 +133,8 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
                     " (escalated)" if escalated else "", len(broken), len(index), elapsed)
         return len(broken)
 
-    for step in steps:
-        stats = outcome.steps.setdefault(step.name, StepStats())
+    for step in ensemble:
+        stats = outcome.per_attack.setdefault(step.name, StepStats())
         escalated = suspicious and step.escalate is not None
         breaks = attack_remaining(step, stats, escalated)
         if breaks and not escalated and step.escalate is not None:

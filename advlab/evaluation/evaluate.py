@@ -22,7 +22,7 @@ from advlab._predicates import looks_like_probabilities
 from advlab._utils import resolve_device
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
-from advlab.evaluation.presets import AttackStep, resolve_steps
+from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
     MASKING,
@@ -79,7 +79,7 @@ def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tupl
     return logits, flags
 
 
-def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                     generator: torch.Generator) -> list[Flag]:
     """At an eps that reaches every input in the box, PGD should break almost every point."""
     from advlab.attacks.pgd import pgd
@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     logits, flags = _clean_pass(model, x, labels, batch_size)
     correct = logits.argmax(dim=1) == labels
     num_classes = logits.shape[1]
-    steps = resolve_steps(attacks, num_classes, threat.norm)
+    ensemble = resolve_ensemble(attacks, num_classes, threat.norm)
     generator = torch.Generator(device=target).manual_seed(seed)
     attack_model, masked = model, False
     if sanity:
@@ -164,16 +164,16 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     outcomes = []
     for k, eps_k in enumerate(eps_list):
         threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
-        outcome = attack_one_eps(model, attack_model, x, labels, threat_k, steps, pool, correct,
+        outcome = attack_one_eps(model, attack_model, x, labels, threat_k, ensemble, pool, correct,
                                  batch_size=batch_size, generator=generator, progress=progress,
                                  suspicious=suspicious)
         if sanity and k > 0:
-            recheck_smaller_eps(model, attack_model, x, labels, threat_k, steps[0], pool,
+            recheck_smaller_eps(model, attack_model, x, labels, threat_k, ensemble[0], pool,
                                 eps_list[k - 1], sample=32, batch_size=batch_size,
                                 generator=generator, outcome=outcome)
         outcomes.append((threat_k, outcome))
     if sanity:
-        flags += _flags_after(model, x, labels, threat, correct, outcomes, generator)
+        flags += _flags_after(model, x, labels, threat, correct, outcomes, generator=generator)
     elapsed = time.perf_counter() - start
     meta = dict(preset=attacks if isinstance(attacks, str) else "custom", time_s=elapsed, seed=seed,
                 n=len(x), model_id=fingerprint_model(model), data_id=fingerprint_data(x, labels),
@@ -187,7 +187,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
 
 
 def _flags_after(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, correct: Tensor,
-                 outcomes: list, generator: torch.Generator) -> list[Flag]:
+                 outcomes: list, *, generator: torch.Generator) -> list[Flag]:
     flags: list[Flag] = []
     n_correct = max(int(correct.sum()), 1)
     outcomes = [o for _, o in outcomes]
@@ -199,7 +199,7 @@ def _flags_after(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, co
     if total and failed >= 2 and failed / total > 0.25:
         flags.append(Flag("not_monotone", f"{failed}/{total} points broken at a smaller eps survived the first attack at a larger eps"))
     index = correct.nonzero().squeeze(1)[:32]
-    flags += _large_eps_flag(model, x[index], y[index], threat, generator)
+    flags += _large_eps_flag(model, x[index], y[index], threat, generator=generator)
     return flags
 
 
@@ -213,7 +213,7 @@ def _result(x: Tensor, correct: Tensor, pool: Pool, threat: ThreatModel, outcome
     broken_by = [("clean" if not c else (a if b else None))
                  for c, a, b in zip(correct.tolist(), pool.attack, broken.tolist())]
     per_attack = {name: {"ran_on": s.ran_on, "breaks": s.breaks, "time_s": s.time_s}
-                  for name, s in outcome.steps.items()}
+                  for name, s in outcome.per_attack.items()}
     return EvaluationResult(
         norm=threat.norm, eps=outcome.eps, clean_accuracy=correct.float().mean().item(),
         robust_accuracy=robust.float().mean().item(), clean_correct=correct.cpu(),

@@ -79,7 +79,7 @@ def _fmn_bounded(steps: int = 100) -> AttackFn:
     return run
 
 
-def _steps(name: str) -> list[AttackStep]:
+def _preset(name: str) -> list[AttackStep]:
     if name == "fast":
         return [AttackStep("apgd-ce", _apgd(loss="ce", steps=20))]
     if name == "standard":
@@ -107,14 +107,18 @@ def _steps(name: str) -> list[AttackStep]:
 PRESETS = ("fast", "standard", "thorough")
 
 
-def resolve_steps(attacks: str | list[AttackStep], num_classes: int, norm: str) -> list[AttackStep]:
-    """The steps of a preset (or a user list) that apply to ``num_classes`` and ``norm``.
+def resolve_ensemble(attacks: str | list[AttackStep], num_classes: int, norm: str) -> list[AttackStep]:
+    """The members of a preset (or of a user list) that apply to ``num_classes`` and ``norm``.
 
-    With 3 classes the targeted step is replaced by untargeted DLR; a step that supports no norm of the threat model is dropped.
+    With 3 classes the targeted step is replaced by untargeted DLR; a step that supports no norm
+    of the threat model is dropped.
     """
-    steps = _steps(attacks) if isinstance(attacks, str) else list(attacks)
-    usable = [s for s in steps
+    members = _preset(attacks) if isinstance(attacks, str) else list(attacks)
+    usable = [s for s in members
               if s.min_classes <= num_classes <= s.max_classes and norm in s.norms]
     if not usable:
         raise ValueError(f"no attack of {attacks!r} applies to a {num_classes}-class model under {norm}")
     return usable
+
+
+resolve_steps = resolve_ensemble  # the old name, kept for one release

@@ -94,7 +94,7 @@ class ThreatModel:
     """
 
     norm: str = "linf"
-    eps: Eps | None = None
+    eps: Eps = None  # type: ignore[assignment]  # required: __post_init__ refuses None
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:

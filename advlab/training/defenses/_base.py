@@ -27,27 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_number
 from advlab.attacks._core import input_grad, model_guard
 from advlab.threat import ThreatModel, canonical_norm
-from advlab.training.objectives import EpochReport, ObjectiveContext, ObjectiveOutput, unwrap_model
+from advlab.training.protocol import EpochReport, ObjectiveContext, ObjectiveOutput, unwrap_model
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """``value`` as a float, or a ValueError naming parameter ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return float(value)
-
-
-def check_int(name: str, value: int, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 @contextlib.contextmanager
@@ -115,7 +100,7 @@ class Crafting:
     bn_adv_stats: bool = False
 
     def __post_init__(self) -> None:
-        check_positive("eps", self.eps)
+        check_number("eps", self.eps)
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         if not 0.0 <= self.eps_ramp <= 1.0:
             raise ValueError(f"eps_ramp is a fraction of training in [0, 1], got {self.eps_ramp}")

@@ -333,7 +333,7 @@ def test_dataset_object_and_loaders():
     batches = list(ds.loader(batch_size=128))
     assert [len(b[1]) for b in batches] == [128, 128, 128, 16]
     assert torch.equal(torch.cat([b[0] for b in batches]), ds.x)
-    shuffled = [torch.cat([b[1] for b in ds.loader(64, True, torch.Generator().manual_seed(0))])
+    shuffled = [torch.cat([b[1] for b in ds.loader(64, shuffle=True, generator=torch.Generator().manual_seed(0))])
                 for _ in range(2)]
     assert torch.equal(shuffled[0], shuffled[1]) and not torch.equal(shuffled[0], ds.y)
     assert sorted(shuffled[0].tolist()) == sorted(ds.y.tolist())

@@ -258,10 +258,22 @@ def test_save_model_errors(tmp_path):
         save_model(model, tmp_path, optimizer=object())
     with pytest.raises(ValueError, match="plain name"):
         save_model(model, tmp_path, name="../escape")
-    wrapper = nn.Module()
-    wrapper.module = model  # like DistributedDataParallel
+    wrapper = nn.DataParallel(model)  # unwrapped like DistributedDataParallel
     loaded = load_model(save_model(wrapper, tmp_path / "ddp"))
     assert loaded.advlab_spec["name"] == "mlp"
+    holder = nn.Module()
+    holder.module = model  # not a wrapper: a module that merely has a child called "module"
+    with pytest.raises(ValueError, match="without advlab_spec"):
+        save_model(holder, tmp_path / "holder")
+
+
+def test_unwrap_is_one_function():
+    from advlab.models.registry import unwrap
+    from advlab.training import unwrap_model
+
+    model = create_model("mlp", input_shape=(2,), widths=(4,))
+    assert unwrap_model is unwrap
+    assert unwrap(nn.DataParallel(nn.DataParallel(model))) is model and unwrap(model) is model
 
 
 # ----------------------------------------------------------------------------- the Registry

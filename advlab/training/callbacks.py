@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from advlab.training.loop import Trainer
+#: The :class:`~advlab.training.loop.Trainer` calling the hooks (not imported: the loop imports
+#: this module).
+Trainer = Any
 
 
 class LoopCallback:

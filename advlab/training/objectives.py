@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Importing the defenses registers them in OBJECTIVES (they import only the protocol).
-from advlab.training import defenses as _defenses  # noqa: F401
+import advlab.training.defenses  # noqa: F401
 from advlab.training.protocol import (
     OBJECTIVES,
     EpochReport,

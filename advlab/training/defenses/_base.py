@@ -36,7 +36,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+def frozen_bn_stats(model: nn.Module, *, enabled: bool = True) -> Iterator[None]:
     """Forward passes inside keep every BatchNorm's running statistics unchanged.
 
     Train-mode BatchNorm still normalises with the batch statistics, but with momentum 0 the
@@ -119,12 +119,12 @@ class Crafting:
         """The unwrapped module in crafting mode with frozen parameters (restored on exit)."""
         inner = unwrap_model(model)
         with model_guard(inner, train=self.train_mode), \
-                frozen_bn_stats(inner, self.train_mode and not self.bn_adv_stats):
+                frozen_bn_stats(inner, enabled=self.train_mode and not self.bn_adv_stats):
             yield inner
 
     def forward_adversarial(self, model: nn.Module, x_adv: Tensor) -> Tensor:
         """Logits ``(B, K)`` of ``x_adv`` through the (possibly DDP-wrapped) training model."""
-        with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
+        with frozen_bn_stats(unwrap_model(model), enabled=not self.bn_adv_stats):
             return model(x_adv)
 
     def settings(self) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class CURE(Defense):
         return ObjectiveOutput(losses.mean() + self.lam * penalty.mean(), logits)
 
     def _finite_difference(self, model: nn.Module, x: Tensor, y: Tensor, grad: Tensor) -> Tensor:
-        with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
+        with frozen_bn_stats(unwrap_model(model), enabled=not self.bn_adv_stats):
             return finite_difference_curvature(model, x, y, grad, h=self.h_at(self.step),
                                                loss_fn=ce_loss, create_graph=True)  # (B,)
 

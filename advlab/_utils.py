@@ -39,12 +39,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     wrappers (nested ones too), or ``model`` itself."""
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
     while True:
-        if isinstance(model, wrappers):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile
-            model = model._orig_mod
-        else:
+        inner = model.module if isinstance(model, wrappers) else getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):  # _orig_mod: a torch.compile wrapper
             return model
+        model = inner
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Any], None], mode: str = "wb") -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from advlab._utils import canonical_name
 
 T = TypeVar("T")
+V = TypeVar("V")  # what a decorator returns: the decorated object, with its own type
 
 __all__ = ["MetadataView", "Registry", "UnknownNameError"]
 
@@ -77,11 +78,12 @@ class Registry(Generic[T]):
         self._entries[key] = _Entry(name, value, dict(meta))
         return value
 
-    def register(self, name: str, *, replace: bool = False, **meta: Any) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
+    def register(self, name: str, *, replace: bool = False, **meta: Any) -> Callable[[V], V]:
+        """Decorator form of :meth:`add` (returns the decorated object unchanged)."""
 
-        def decorator(value: T) -> T:
-            return self.add(name, value, replace=replace, **meta)
+        def decorator(value: V) -> V:
+            self.add(name, value, replace=replace, **meta)  # type: ignore[arg-type]
+            return value
 
         return decorator
 

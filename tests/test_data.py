@@ -394,3 +394,16 @@ def test_npz_bad_files(tmp_path):
         load_dataset("npz", path=tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="needs a file"):
         load_dataset("npz")
+
+
+def test_make_spirals_draws_from_a_torch_generator():
+    from advlab.data.synthetic import make_spirals
+
+    first = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(4))
+    again = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(4))
+    other = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(5))
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+    assert sorted(np.bincount(first[1]).tolist()) == [25, 25]
+    with pytest.raises(TypeError):
+        make_spirals(50, 0.01, torch.Generator())  # the generator is keyword-only

@@ -374,3 +374,20 @@ def test_collapse_without_watch_installs_no_rollback(small, tmp_path, caplog):
     assert [r["report"] for r in result.history] == [1, 2, 3] and result.events == []
     assert "does not set watches_collapse" in caplog.text
     assert "rollback" not in load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_argument_checks_are_one_family():
+    from advlab._checks import check_choice, check_int, check_number
+
+    assert check_int("steps", 3) == 3 and check_number("eps", 1) == 1.0
+    assert check_number("lam", 0, allow_zero=True) == 0.0 and check_number("a", 2, minimum=2) == 2.0
+    assert check_choice("schedule", "One-Cycle", ("onecycle", "cosine"), fold=True) == "onecycle"
+    for call, match in [(lambda: check_int("steps", True), "steps must be an integer >= 1"),
+                        (lambda: check_int("n", -1, minimum=0), "n must be an integer >= 0"),
+                        (lambda: check_number("eps", float("nan")), "eps must be finite and > 0"),
+                        (lambda: check_number("eps", "0.1"), "eps must be a number"),
+                        (lambda: check_number("q", 0.5, minimum=1), "q must be a finite number >= 1"),
+                        (lambda: check_choice("norm", "l3", ("l2", "linf")),
+                         "norm must be one of l2, linf, got 'l3'")]:
+        with pytest.raises(ValueError, match=match):
+            call()

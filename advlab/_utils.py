@@ -1,4 +1,4 @@
-"""Small shared helpers: device resolution, atomic file writes, name normalisation."""
+"""Small shared helpers: device resolution, atomic file writes, name normalisation, unwrapping."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def canonical_name(name: str) -> str:
     """Registry key for a user-supplied name: lower case, ``-`` and spaces become ``_``."""
     return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile``
+    wrappers (nested ones too), or ``model`` itself."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    while True:
+        inner = model.module if isinstance(model, wrappers) else getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):  # _orig_mod: a torch.compile wrapper
+            return model
+        model = inner
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Any], None], mode: str = "wb") -> Path:

@@ -35,11 +35,17 @@ def test_expand_multi_values():
     assert expand_multi_values(["attack", "--eps", "0.1", "runs/x"]) == ["attack", "--eps", "0.1", "runs/x"]
 
 
-def test_info_lists_datasets_models_attacks(tmp_path):
+def test_info_lists_datasets_models_attacks_defenses(tmp_path):
+    from advlab.training import OBJECTIVES
+
     result = invoke("info", "--out", str(tmp_path))
     assert result.exit_code == 0
     for word in ("digits", "small_cnn", "random_relu", "apgd", "deepfool"):
         assert word in result.output
+    defenses = result.output.split("defenses")[1]
+    for name in ("none", "fgsm-mix", "pgd-at", "fgsm-rs", "trades", "cure", "clip", "noise"):
+        line = next(line for line in defenses.splitlines() if line.split()[:1] == [name])
+        assert OBJECTIVES.metadata(name)["description"] in line  # one line per defense
 
 
 def test_train_writes_run_and_store(trained_run):

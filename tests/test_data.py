@@ -333,7 +333,7 @@ def test_dataset_object_and_loaders():
     batches = list(ds.loader(batch_size=128))
     assert [len(b[1]) for b in batches] == [128, 128, 128, 16]
     assert torch.equal(torch.cat([b[0] for b in batches]), ds.x)
-    shuffled = [torch.cat([b[1] for b in ds.loader(64, True, torch.Generator().manual_seed(0))])
+    shuffled = [torch.cat([b[1] for b in ds.loader(64, shuffle=True, generator=torch.Generator().manual_seed(0))])
                 for _ in range(2)]
     assert torch.equal(shuffled[0], shuffled[1]) and not torch.equal(shuffled[0], ds.y)
     assert sorted(shuffled[0].tolist()) == sorted(ds.y.tolist())
@@ -394,3 +394,16 @@ def test_npz_bad_files(tmp_path):
         load_dataset("npz", path=tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="needs a file"):
         load_dataset("npz")
+
+
+def test_make_spirals_draws_from_a_torch_generator():
+    from advlab.data.synthetic import make_spirals
+
+    first = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(4))
+    again = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(4))
+    other = make_spirals(50, 0.01, generator=torch.Generator().manual_seed(5))
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+    assert sorted(np.bincount(first[1]).tolist()) == [25, 25]
+    with pytest.raises(TypeError):
+        make_spirals(50, 0.01, torch.Generator())  # the generator is keyword-only

@@ -111,8 +111,10 @@ def test_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(ddp["model"][key], value, rtol=0, atol=TOLERANCE, msg=key)
     for a, b in zip(ddp["history"], single["history"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=TOLERANCE)
-        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)  # all 517 val samples once
-        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=1e-9)
+        # weights equal up to rounding (different batch shapes per process): the decisions
+        # may differ only for points at the boundary, a few of the 517 val / 1280 train samples
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=3 / 517)
+        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=3 / 1280)
     with Store(tmp_path / "ddp" / "advlab.db") as store:  # rank 0 alone logged each epoch once
         assert [m["epoch"] for m in store.get_metrics("ddp")] == [1, 2]
 

@@ -75,8 +75,48 @@ def test_registry_and_parameter_checks():
         get_objective("fgsm-rs", on_collapse="panic")
     with pytest.raises(ValueError, match="estimator must be one of finite-difference, hutchinson"):
         get_objective("cure", estimator="exact")
-    with pytest.raises(ValueError, match="distribution must be one of gaussian, uniform"):
+    with pytest.raises(ValueError, match="distribution must be one of gaussian, sphere, cube, ball, uniform"):
         get_objective("noise", distribution="laplace")
+
+
+def test_cure_penalty_is_geometrys_curvature_estimate(digits):
+    """One finite-difference implementation: the training penalty (with its graph) equals
+    advlab.geometry.cure_curvature on the same model and points, up to float rounding."""
+    from advlab.geometry import cure_curvature
+
+    model, (x, y) = _mlp(width=32).eval(), (digits[2][:48], digits[3][:48])
+    cure = get_objective("cure", lam=2.0, h=0.5).function
+    output = cure(model, x, y)
+    penalty = cure.penalty.pop()  # the batch mean of the training penalty
+    expected = cure_curvature(model, x, y, h=0.5)  # (B,)
+    assert float(expected.min()) > 0
+    assert penalty == pytest.approx(float(expected.mean()), rel=1e-5)
+    clean = float(nn.functional.cross_entropy(model(x), y).detach())
+    assert float(output.loss.detach()) == pytest.approx(clean + 2.0 * penalty, rel=1e-5)
+    output.loss.backward()  # differentiable through the probe gradient (create_graph)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_noise_draws_through_random_noise(digits):
+    """The noise defense samples with advlab.attacks.noise.random_noise: ``uniform`` is its
+    ``cube`` (the old sampler, draw for draw), the L2 laws sit at radius sigma * sqrt(d)."""
+    from advlab.attacks.noise import random_noise
+
+    x = digits[2][:16]
+    draws = {}
+    for name in ("uniform", "cube", "gaussian", "sphere", "ball"):
+        noise = get_objective("noise", sigma=0.2, distribution=name).function
+        noise.generator = torch.Generator().manual_seed(3)
+        draws[name] = noise.perturb(x)
+    assert torch.equal(draws["uniform"], draws["cube"])
+    old_uniform = (torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1) * 0.2
+    assert torch.equal(draws["uniform"], (x + old_uniform).clamp(0, 1))
+    same = random_noise(x, "l2", 0.2 * 8, distribution="gaussian",
+                        generator=torch.Generator().manual_seed(3))
+    assert torch.equal(draws["gaussian"], same)
+    for name in ("gaussian", "sphere", "ball"):
+        assert float((draws[name] - x).flatten(1).norm(dim=1).max()) <= 0.2 * 8 + 1e-5
+        assert 0 <= float(draws[name].min()) and float(draws[name].max()) <= 1
 
 
 def test_one_inner_step_is_advlab_fgsm_and_pgd_stays_in_the_ball(digits_mlp, digits):

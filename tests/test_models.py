@@ -94,13 +94,13 @@ def test_create_model_with_normalize_and_spec():
 
 
 def test_create_model_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'resnet50'; valid names: lenet, mlp"):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet50'; available: lenet, mlp"):
         create_model("resnet50")
     with pytest.raises(TypeError, match=r"does not take argument\(s\) depth; it accepts: widths"):
         create_model("mlp", depth=3)
     with pytest.raises(ValueError, match="needs image inputs"):
         create_model("small_cnn", input_shape=(64,))
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
         create_model("mlp", num_classes=0)
     with pytest.raises(TypeError, match="JSON-serialisable"):
         create_model("mlp", widths=(object(),))
@@ -258,7 +258,85 @@ def test_save_model_errors(tmp_path):
         save_model(model, tmp_path, optimizer=object())
     with pytest.raises(ValueError, match="plain name"):
         save_model(model, tmp_path, name="../escape")
-    wrapper = nn.Module()
-    wrapper.module = model  # like DistributedDataParallel
+    wrapper = nn.DataParallel(model)  # unwrapped like DistributedDataParallel
     loaded = load_model(save_model(wrapper, tmp_path / "ddp"))
     assert loaded.advlab_spec["name"] == "mlp"
+    holder = nn.Module()
+    holder.module = model  # not a wrapper: a module that merely has a child called "module"
+    with pytest.raises(ValueError, match="without advlab_spec"):
+        save_model(holder, tmp_path / "holder")
+
+
+def test_unwrap_is_one_function():
+    from advlab.models.registry import unwrap
+    from advlab.training import unwrap_model
+
+    model = create_model("mlp", input_shape=(2,), widths=(4,))
+    assert unwrap_model is unwrap
+    assert unwrap(nn.DataParallel(nn.DataParallel(model))) is model and unwrap(model) is model
+
+
+# ----------------------------------------------------------------------------- the Registry
+def test_registry_folds_names_and_keeps_metadata():
+    from advlab.registry import Registry
+
+    registry: Registry = Registry("widget")
+
+    @registry.register("Fancy-Widget", colour="red")
+    def fancy():
+        return "fancy"
+
+    registry.add("plain", len)
+    assert registry.get("fancy_widget") is fancy and registry["FANCY WIDGET"] is fancy
+    assert "fancy-widget" in registry and "Fancy_Widget" in registry and "other" not in registry
+    assert registry.names() == ["Fancy-Widget", "plain"] == list(registry) == registry.keys()
+    assert len(registry) == 2 and dict(registry.items())["plain"] is len
+    assert registry.resolve("fancy_WIDGET") == "Fancy-Widget"
+    assert registry.metadata("fancy-widget") == {"colour": "red"}
+    registry.metadata("fancy-widget")["colour"] = "blue"  # a copy: the entry is unchanged
+    assert registry.metadata("fancy-widget") == {"colour": "red"}
+
+
+def test_registry_refuses_duplicates_unless_replaced():
+    from advlab.registry import Registry
+
+    registry: Registry = Registry("widget")
+    registry.add("w", len)
+    with pytest.raises(ValueError, match=r"widget 'W' is already registered by builtins\.len; "
+                                         r"builtins\.abs cannot take the name.*replace=True"):
+        registry.add("W", abs)
+    assert registry.get("w") is len
+    registry.add("W", abs, replace=True)
+    assert registry.get("w") is abs and registry.names() == ["W"]
+
+
+def test_registry_unknown_names_list_the_choices():
+    from advlab.attacks import get_attack
+    from advlab.registry import Registry
+
+    registry: Registry = Registry("widget")
+    for name in ("alpha", "beta", "gamma"):
+        registry.add(name, name.upper)
+    with pytest.raises(ValueError, match=r"^unknown widget 'betta'; available: alpha, beta, "
+                                         r"gamma \(did you mean 'beta'\?\)$"):
+        registry.get("betta")
+    with pytest.raises(KeyError):  # dict-style lookups raise a KeyError too
+        registry["zzz"]
+    with pytest.raises(ValueError, match=r"unknown widget 'zzz'; available: alpha, beta, gamma$"):
+        registry.get("zzz")
+    with pytest.raises(ValueError, match=r"unknown attack 'pdg'; available: .*pgd.*did you mean 'pgd'"):
+        get_attack("pdg")
+
+
+def test_library_registries_share_the_class():
+    from advlab.attacks import ATTACKS
+    from advlab.attacks.registry import ATTACK_KINDS
+    from advlab.data import DATASETS
+    from advlab.registry import Registry
+    from advlab.training import OBJECTIVES
+
+    assert all(isinstance(r, Registry) for r in (ATTACKS, MODELS, DATASETS, OBJECTIVES))
+    assert ATTACK_KINDS["PGD"] == ATTACKS.metadata("pgd")["kind"] == "bounded"
+    assert set(ATTACK_KINDS) == set(ATTACKS) and ATTACK_KINDS.get("nope") is None
+    assert callable(DATASETS.metadata("fashion_mnist")["status"])
+    assert all(OBJECTIVES.metadata(name)["description"] for name in OBJECTIVES)

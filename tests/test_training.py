@@ -185,7 +185,7 @@ def test_objectives_registry_and_outputs(small):
     assert "none" in OBJECTIVES
     objective = get_objective("None")
     assert objective.name == "none" and objective.params == {}
-    with pytest.raises(ValueError, match="unknown objective .*'pgd-at-typo'.*choose one of: .*none"):
+    with pytest.raises(ValueError, match="unknown objective .*'pgd-at-typo'; available: .*none.*did you mean 'pgd-at'"):
         get_objective("pgd-at-typo")
     with pytest.raises(ValueError, match="takes no parameters"):
         get_objective("none", eps=0.1)
@@ -201,11 +201,11 @@ def test_objectives_registry_and_outputs(small):
 
 def test_bad_arguments_are_clear(small):
     train, _ = small
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         fit(_dropout_mlp(), train, batch_size=0)
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose one of: adam, sgd"):
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
         fit(_dropout_mlp(), train, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+    with pytest.raises(ValueError, match="schedule must be one of onecycle, cosine, constant"):
         fit(_dropout_mlp(), train, schedule="step")
     with pytest.raises(ValueError, match="an \\(x, y\\) pair of tensors of the same length"):
         fit(_dropout_mlp(), (train[0], train[1][:10]), progress=False)
@@ -324,3 +324,70 @@ def test_train_command(tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     refused = CliRunner().invoke(app, ["train", *args, "--resume", "--lr", "1e-2"])
     assert refused.exit_code == 2 and "config differs in lr" in refused.output, refused.output
+
+
+# -- the rollback callback ------------------------------------------------------------------
+class _CollapsesOnce:
+    """Cross-entropy whose end-of-epoch report claims a collapse at its second report."""
+
+    def __init__(self, *, watches: bool) -> None:
+        self.watches_collapse, self.reports, self.remedies = watches, 0, []
+
+    def __call__(self, model, x, y):
+        logits = model(x)
+        return nn.functional.cross_entropy(logits, y), logits
+
+    def epoch_end(self, model, record):
+        from advlab.training import EpochReport
+
+        self.reports += 1
+        return EpochReport(metrics={"report": self.reports},
+                           collapse="it collapsed" if self.reports == 2 else None)
+
+    def after_rollback(self, count):
+        self.remedies.append(count)
+        return "tried again"
+
+
+def test_rollback_callback_redoes_the_collapsed_epoch(small, tmp_path, caplog):
+    train, _ = small
+    objective = _CollapsesOnce(watches=True)
+    options = dict(epochs=3, batch_size=64, progress=False, schedule="constant")
+    with caplog.at_level("WARNING", logger="advlab"):
+        result = fit(_dropout_mlp(), train, objective=objective, run_dir=tmp_path, **options)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r["report"] for r in result.history] == [1, 3, 4]  # report 2 was the collapse
+    (event,) = result.events
+    assert (event["epoch"], event["rolled_back_to"], event["action"]) == (2, 1, "tried again")
+    assert objective.remedies == [1] and "collapse" not in result.history[1]
+    # the redo starts from the restored state (weights, optimiser, RNG): the same computation
+    assert result.history[1]["train_loss"] == event["metrics"]["train_loss"]
+    assert "catastrophic overfitting detected at epoch 2" in caplog.text
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["events"] == result.events
+
+
+def test_collapse_without_watch_installs_no_rollback(small, tmp_path, caplog):
+    train, _ = small
+    with caplog.at_level("WARNING", logger="advlab"):
+        result = fit(_dropout_mlp(), train, objective=_CollapsesOnce(watches=False),
+                     run_dir=tmp_path, epochs=3, batch_size=64, progress=False)
+    assert [r["report"] for r in result.history] == [1, 2, 3] and result.events == []
+    assert "does not set watches_collapse" in caplog.text
+    assert "rollback" not in load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_argument_checks_are_one_family():
+    from advlab._checks import check_choice, check_int, check_number
+
+    assert check_int("steps", 3) == 3 and check_number("eps", 1) == 1.0
+    assert check_number("lam", 0, allow_zero=True) == 0.0 and check_number("a", 2, minimum=2) == 2.0
+    assert check_choice("schedule", "One-Cycle", ("onecycle", "cosine"), fold=True) == "onecycle"
+    for call, match in [(lambda: check_int("steps", True), "steps must be an integer >= 1"),
+                        (lambda: check_int("n", -1, minimum=0), "n must be an integer >= 0"),
+                        (lambda: check_number("eps", float("nan")), "eps must be finite and > 0"),
+                        (lambda: check_number("eps", "0.1"), "eps must be a number"),
+                        (lambda: check_number("q", 0.5, minimum=1), "q must be a finite number >= 1"),
+                        (lambda: check_choice("norm", "l3", ("l2", "linf")),
+                         "norm must be one of l2, linf, got 'l3'")]:
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -10,32 +10,23 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from advlab._utils import canonical_name
+from advlab.registry import MetadataView, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: name -> attack function. ``kind`` metadata lives in :data:`ATTACK_KINDS`.
-ATTACKS: dict[str, Callable[..., Any]] = {}
+#: name -> attack function, with its ``kind`` as metadata.
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
 #: name -> "bounded" (takes a ThreatModel, returns x_adv), "minimal" (no eps, returns x_adv of
-#: minimal norm), "universal" (returns one perturbation) or "spatial".
-ATTACK_KINDS: dict[str, str] = {}
+#: minimal norm), "universal" (returns one perturbation) or "spatial". A view of ATTACKS.
+ATTACK_KINDS: MetadataView = MetadataView(ATTACKS, "kind")
 
 
-def register_attack(name: str, kind: str = "bounded") -> Callable[[F], F]:
+def register_attack(name: str, kind: str = "bounded", *, replace: bool = False) -> Callable[[F], F]:
     """Decorator adding an attack function to :data:`ATTACKS` under ``name``."""
-
-    def decorator(fn: F) -> F:
-        key = canonical_name(name)
-        ATTACKS[key] = fn
-        ATTACK_KINDS[key] = kind
-        return fn
-
-    return decorator
+    return ATTACKS.register(name, replace=replace, kind=kind)
 
 
 def get_attack(name: str, **options: Any) -> Callable[..., Any]:
     """The attack registered as ``name`` with ``options`` bound as keyword defaults."""
-    key = canonical_name(name)
-    if key not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; available: {', '.join(sorted(ATTACKS))}")
-    return functools.partial(ATTACKS[key], **options) if options else ATTACKS[key]
+    attack = ATTACKS.get(name)
+    return functools.partial(attack, **options) if options else attack

@@ -1,4 +1,5 @@
-"""``advlab info``: what this machine has -- versions, device, datasets found, models, attacks, runs."""
+"""``advlab info``: what this machine has -- versions, device, datasets found, models, attacks,
+defenses (training objectives), runs."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from advlab.cli._common import echo, runs_root
 
 
 def info(out: Path = typer.Option(None, "--out", help="Runs directory (default $ADVLAB_RUNS or ./runs).")) -> None:
-    """Show versions, the compute device, the datasets found here, and the registered models and attacks."""
+    """Show versions, the compute device, the datasets found here, and the registered models,
+    attacks and defenses."""
     import torch
 
     import advlab
     from advlab.attacks import ATTACKS
     from advlab.data import dataset_status
     from advlab.models import model_names
+    from advlab.training import OBJECTIVES
 
     echo(f"advlab {advlab.__version__}  torch {torch.__version__}", bold=True)
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -25,7 +28,10 @@ def info(out: Path = typer.Option(None, "--out", help="Runs directory (default $
     for name, status in dataset_status().items():
         echo(f"  {name:<14} {status}")
     echo("\nmodels:   " + ", ".join(model_names()))
-    echo("attacks:  " + ", ".join(sorted(ATTACKS)))
+    echo("attacks:  " + ", ".join(ATTACKS.names()))
+    echo("\ndefenses (advlab train --defense NAME):", bold=True)
+    for name in OBJECTIVES.names():
+        echo(f"  {name:<14} {OBJECTIVES.metadata(name)['description']}")
     root = runs_root(out)
     db = root / "advlab.db"
     if db.exists():

@@ -97,7 +97,8 @@ class Dataset(TorchDataset[tuple[Tensor, Tensor]]):
         return self.info.input_shape
 
     def subset(
-        self, n_or_indices: int | Sequence[int] | np.ndarray | Tensor, generator: torch.Generator | None = None
+        self, n_or_indices: int | Sequence[int] | np.ndarray | Tensor, *,
+        generator: torch.Generator | None = None,
     ) -> Dataset:
         """A new Dataset with some of the samples.
 
@@ -125,6 +126,7 @@ class Dataset(TorchDataset[tuple[Tensor, Tensor]]):
     def loader(
         self,
         batch_size: int = 128,
+        *,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,

@@ -16,28 +16,25 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from advlab._utils import canonical_name
+from advlab._checks import check_int
 from advlab.data.base import SPLITS, Dataset, validate
+from advlab.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Dataset])
 StatusFn = Callable[[Any], str]
 
-#: display name (e.g. ``"fashion-mnist"``) -> loader ``fn(split, *, data_dir, seed, **options)``.
-DATASETS: dict[str, Callable[..., Dataset]] = {}
-_STATUS: dict[str, StatusFn] = {}
+#: display name (e.g. ``"fashion-mnist"``) -> loader ``fn(split, *, data_dir, seed, **options)``,
+#: with its ``status`` function (``status(data_dir) -> str``) as metadata.
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
 _COMMON = ("split", "data_dir", "seed")
 
 
-def register_dataset(name: str, status: str | StatusFn = "generated") -> Callable[[F], F]:
+def register_dataset(name: str, status: str | StatusFn = "generated", *,
+                     replace: bool = False) -> Callable[[F], F]:
     """Decorator adding a loader to :data:`DATASETS`. ``status`` is a fixed string for
     :func:`dataset_status` or a function ``status(data_dir) -> str``."""
-
-    def decorator(fn: F) -> F:
-        DATASETS[name] = fn
-        _STATUS[name] = status if callable(status) else _fixed_status(status)
-        return fn
-
-    return decorator
+    return DATASETS.register(name, replace=replace,
+                             status=status if callable(status) else _fixed_status(status))
 
 
 def _fixed_status(text: str) -> StatusFn:
@@ -49,21 +46,17 @@ def _fixed_status(text: str) -> StatusFn:
 
 def dataset_names() -> list[str]:
     """Registered dataset names (any of them also accepted with ``_`` for ``-``, any case)."""
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def resolve_name(name: str) -> str:
     """The registered name matching ``name``; ValueError listing the valid names otherwise."""
-    wanted = canonical_name(name)
-    for key in DATASETS:
-        if canonical_name(key) == wanted:
-            return key
-    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    return DATASETS.resolve(name)
 
 
 def dataset_status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """name -> "found at DIR" / "missing: how to get it" / "generated" / "bundled with scikit-learn"."""
-    return {name: _STATUS[name](data_dir) for name in dataset_names()}
+    return {name: DATASETS.metadata(name)["status"](data_dir) for name in dataset_names()}
 
 
 def _check_options(name: str, loader: Callable[..., Dataset], options: dict[str, Any]) -> None:
@@ -134,19 +127,18 @@ def load_dataset(
         :class:`Dataset` with x (N, C, H, W) or (N, D) float32 in [0, 1] and y (N,) int64.
     """
     key = resolve_name(name)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int("seed", int(seed) if isinstance(seed, np.integer) else seed, minimum=0)
     fraction = _resolve_fraction(split, val_fraction)
     loader = DATASETS[key]
     _check_options(key, loader, options)
     raw_split = "test" if split == "test" else "train"
-    dataset = loader(raw_split, data_dir=data_dir, seed=int(seed), **options)
+    dataset = loader(raw_split, data_dir=data_dir, seed=seed, **options)
     if split != "test" and fraction > 0:
-        train_index, val_index = val_indices(len(dataset), fraction, int(seed))
+        train_index, val_index = val_indices(len(dataset), fraction, seed)
         dataset = dataset.subset(val_index if split == "val" else train_index)
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= len(dataset):
             raise ValueError(f"n must be an int in 1..{len(dataset)} for {key} {split}, got {n!r}")
-        keep = np.sort(_rng(int(seed), 2).permutation(len(dataset))[: int(n)])
+        keep = np.sort(_rng(seed, 2).permutation(len(dataset))[: int(n)])
         dataset = dataset.subset(keep)
     return validate(replace(dataset, split=split))

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from advlab._checks import check_int, check_number
 from advlab.data.base import Dataset, DatasetInfo, channel_stats, make_dataset
 from advlab.data.registry import register_dataset
 
@@ -27,9 +28,14 @@ SPIRAL_TURNS = 780.0 / 360.0  # each arm turns 2 1/6 times, as in the classic ex
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
 
 
-def _rng(seed: int, split: str) -> np.random.Generator:
-    stream = _TRAIN_STREAM if split == "train" else _TEST_STREAM
-    return np.random.default_rng(np.random.SeedSequence([seed, 100 + stream]))
+def _sequence(seed: int, split: str) -> np.random.SeedSequence:
+    """The independent stream of ``split`` for the dataset seed ``seed``."""
+    return np.random.SeedSequence([seed, 100 + (_TRAIN_STREAM if split == "train" else _TEST_STREAM)])
+
+
+def _generator(seed: int, split: str) -> torch.Generator:
+    state = int(_sequence(seed, split).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(state >> 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,17 +67,17 @@ def load_digits(split: str, *, data_dir: str | os.PathLike[str] | None = None,
 
 
 def _check(n_samples: int, noise: float, label_noise: float = 0.0) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
-        raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    check_int("n_samples", int(n_samples) if isinstance(n_samples, np.integer) else n_samples,
+              minimum=2)
+    check_number("noise", noise, allow_zero=True)
     if not 0 <= label_noise <= 1:
         raise ValueError(f"label_noise must lie in [0, 1], got {label_noise!r}")
 
 
-def _flip_labels(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+def _flip_labels(y: np.ndarray, fraction: float, *,
+                 generator: torch.Generator | None = None) -> np.ndarray:
     """Flip exactly ``round(fraction * N)`` binary labels chosen at random."""
-    flip = rng.choice(len(y), size=int(round(fraction * len(y))), replace=False)
+    flip = torch.randperm(len(y), generator=generator)[: int(round(fraction * len(y)))].numpy()
     y = y.copy()
     y[flip] = 1 - y[flip]
     return y
@@ -86,21 +92,24 @@ def _toy_dataset(name: str, x: np.ndarray, y: np.ndarray, split: str,
     return make_dataset(x, y, info, split)
 
 
-def make_spirals(n_samples: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def make_spirals(n_samples: int, noise: float, *,
+                 generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaved spirals in [0, 1]^2: x (n, 2) float64, y (n,) int64 in shuffled order.
 
     Arm 0 is ``t (-cos t, sin t)`` with ``t = sqrt(u) * 2 pi * 780/360``, u ~ U(0, 1), arm 1 is
     its mirror image ``-arm0``; both are scaled into [0.05, 0.95]^2 and jittered by Gaussian
-    noise of standard deviation ``noise`` (in [0, 1] units).
+    noise of standard deviation ``noise`` (in [0, 1] units). ``generator`` draws everything.
     """
     n_first = (n_samples + 1) // 2
     y = np.repeat(np.array([0, 1], dtype=np.int64), [n_first, n_samples - n_first])
     t_max = 2 * np.pi * SPIRAL_TURNS
-    t = np.sqrt(rng.uniform(size=n_samples)) * t_max
+    u = torch.rand(n_samples, generator=generator, dtype=torch.float64).numpy()
+    t = np.sqrt(u) * t_max
     sign = np.where(y == 0, 1.0, -1.0)
     points = sign[:, None] * np.stack([-np.cos(t) * t, np.sin(t) * t], axis=1)  # (n, 2)
-    x = 0.5 + 0.45 * points / t_max + rng.normal(scale=noise, size=(n_samples, 2))
-    order = rng.permutation(n_samples)
+    jitter = torch.randn(n_samples, 2, generator=generator, dtype=torch.float64).numpy() * noise
+    x = 0.5 + 0.45 * points / t_max + jitter
+    order = torch.randperm(n_samples, generator=generator).numpy()
     return x[order], y[order]
 
 
@@ -114,10 +123,10 @@ def load_spirals(split: str, *, data_dir: str | os.PathLike[str] | None = None, 
     ``label_noise``: fraction of training labels flipped (the test split stays clean).
     """
     _check(n_samples, noise, label_noise)
-    rng = _rng(seed, split)
-    x, y = make_spirals(int(n_samples), float(noise), rng)
+    generator = _generator(seed, split)
+    x, y = make_spirals(int(n_samples), float(noise), generator=generator)
     if split == "train" and label_noise > 0:
-        y = _flip_labels(y, float(label_noise), rng)
+        y = _flip_labels(y, float(label_noise), generator=generator)
     return _toy_dataset("spirals", x, y, split, ("arm 0", "arm 1"))
 
 
@@ -132,7 +141,7 @@ def load_moons(split: str, *, data_dir: str | os.PathLike[str] | None = None, se
     from sklearn.datasets import make_moons
 
     _check(n_samples, noise)
-    random_state = int(_rng(seed, split).integers(2**31 - 1))
+    random_state = int(np.random.default_rng(_sequence(seed, split)).integers(2**31 - 1))
     x, y = make_moons(n_samples=int(n_samples), noise=float(noise) or None,
                       random_state=random_state)
     x = (x - np.array([0.5, 0.25])) / 4.0 + 0.5

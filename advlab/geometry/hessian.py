@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher, unit
+from advlab.curvature_fd import finite_difference_curvature
+from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher
 
 
 class HessianOperator:
@@ -179,6 +180,4 @@ def cure_curvature(model: nn.Module, x: Tensor, y: Tensor | None = None, *, h: f
     with model_guard(model):
         labels = labels_or_predictions(model, x, y)
         grad, _, _ = input_grad(model, x, labels, loss_fn)  # (B, ...)
-        z = unit(grad.sign())  # (B, ...), unit L2 norm per sample
-        grad_probe, _, _ = input_grad(model, x + h * z, labels, loss_fn)
-    return flat(grad_probe - grad).pow(2).sum(dim=1)
+        return finite_difference_curvature(model, x, labels, grad, h=h, loss_fn=loss_fn)

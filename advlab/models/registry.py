@@ -16,35 +16,30 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from advlab._utils import canonical_name, json_safe
+from advlab._checks import check_int
+from advlab._utils import canonical_name, json_safe, unwrap
 from advlab.models.normalize import Normalize
+from advlab.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
-#: canonical name -> builder ``fn(num_classes, input_shape, **kwargs) -> nn.Module``.
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+#: name -> builder ``fn(num_classes, input_shape, **kwargs) -> nn.Module``.
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def register_model(name: str) -> Callable[[F], F]:
-    """Decorator adding a model builder to :data:`MODELS` under ``name``."""
-
-    def decorator(fn: F) -> F:
-        MODELS[canonical_name(name)] = fn
-        return fn
-
-    return decorator
+def register_model(name: str, *, replace: bool = False, **meta: Any) -> Callable[[F], F]:
+    """Decorator adding a model builder to :data:`MODELS` under ``name`` (with metadata)."""
+    return MODELS.register(name, replace=replace, **meta)
 
 
 def model_names() -> list[str]:
     """Registered model names (``-`` and ``_`` are interchangeable when creating)."""
-    return sorted(MODELS)
+    return MODELS.names()
 
 
 def _builder(name: str) -> tuple[str, Callable[..., nn.Module]]:
-    key = canonical_name(name)
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
-    return key, MODELS[key]
+    builder = MODELS.get(name)
+    return canonical_name(name), builder
 
 
 def _check_kwargs(key: str, builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
@@ -62,8 +57,7 @@ def _check_kwargs(key: str, builder: Callable[..., nn.Module], kwargs: dict[str,
 
 
 def _check_shape(num_classes: int, input_shape: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_int("num_classes", num_classes)
     shape = tuple(input_shape)
     if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
         raise ValueError(f"input_shape must be positive ints such as (1, 28, 28), got {input_shape!r}")
@@ -121,14 +115,7 @@ def create_model(
     return model
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while not hasattr(model, "advlab_spec"):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            break
-        model = inner
-    return model
+__all__ = ["MODELS", "create_model", "model_names", "model_summary", "register_model", "unwrap"]
 
 
 def model_summary(model: nn.Module) -> dict[str, Any]:

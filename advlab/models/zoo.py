@@ -37,7 +37,7 @@ def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
         return features(torch.zeros(1, *input_shape)).numel()
 
 
-def _mlp_layers(dims: Sequence[int], bias: bool = True) -> list[nn.Module]:
+def _mlp_layers(dims: Sequence[int], *, bias: bool = True) -> list[nn.Module]:
     """Flatten, then Linear-ReLU pairs through ``dims``, the last Linear without ReLU."""
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):

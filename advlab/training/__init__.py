@@ -5,7 +5,9 @@
     result = fit(model, train_ds, objective=get_objective("none"), resume=True, run_dir="runs/x")
 
 Robust training objectives (FGSM-mix, PGD-AT, fast FGSM, TRADES, CURE, CLIP, noise) live in
-:mod:`advlab.training.defenses` and register in :mod:`advlab.training.objectives`;
+:mod:`advlab.training.defenses` and register in :data:`OBJECTIVES`
+(:mod:`advlab.training.protocol`, with the objective protocol types); the loop calls
+callbacks (:mod:`advlab.training.callbacks`) such as the catastrophic-overfitting rollback;
 :func:`adversarial_validation` selects the most robust epoch; ``fit(init=run_dir)`` fine-tunes;
 run ``torchrun --nproc_per_node=N`` for data-parallel training.
 
@@ -27,6 +29,7 @@ from advlab.training.objectives import (
     register_objective,
     standard_objective,
     unwrap_model,
+    watches_collapse,
 )
 from advlab.training.validation import adversarial_validation
 
@@ -47,4 +50,5 @@ __all__ = [
     "register_objective",
     "standard_objective",
     "unwrap_model",
+    "watches_collapse",
 ]

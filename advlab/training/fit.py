@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab._checks import check_choice, check_int
 from advlab.store import Store
 from advlab.training.checkpoint import normalise_config
 from advlab.training.data import BatchSource, steps_per_epoch
@@ -43,14 +44,15 @@ from advlab.training.objectives import (
     get_objective,
     objective_hook,
     unwrap_model,
+    watches_collapse,
 )
 from advlab.training.optim import (
     OPTIMIZERS,
     SCHEDULES,
     build_optimizer,
     build_scheduler,
-    check_choice,
 )
+from advlab.training.rollback import RollbackOnCollapse
 from advlab.training.run_files import RunRecorder
 
 logger = logging.getLogger(__name__)
@@ -144,18 +146,17 @@ def _settings(epochs: int, batch_size: int, lr: float, optimizer: str, momentum:
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                              ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
                              ("num_workers", num_workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"early_stopping_patience must be None or an int >= 1, got {patience!r}")
+        check_int(name, value, minimum=low)
+    if patience is not None:
+        check_int("early_stopping_patience", patience)
     if not lr > 0 or weight_decay < 0 or momentum < 0:
         raise ValueError(f"need lr > 0, weight_decay >= 0 and momentum >= 0; got lr={lr}, "
                          f"weight_decay={weight_decay}, momentum={momentum}")
     return {
         "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
-        "optimizer": check_choice("optimizer", optimizer, OPTIMIZERS),
+        "optimizer": check_choice("optimizer", optimizer, OPTIMIZERS, fold=True),
         "momentum": float(momentum), "weight_decay": float(weight_decay),
-        "schedule": check_choice("schedule", schedule, SCHEDULES), "seed": seed,
+        "schedule": check_choice("schedule", schedule, SCHEDULES, fold=True), "seed": seed,
         "device": str(device), "checkpoint_every": checkpoint_every, "progress": progress,
         "select_metric": select_metric, "early_stopping_patience": patience,
         "num_workers": num_workers,
@@ -251,8 +252,9 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
         select = trainer.state.best_epoch is not None
         recorder.epoch(model, record, improved, select, trainer.state.history)
 
+    callbacks = (RollbackOnCollapse(objective),) if watches_collapse(objective) else ()
     trainer = Trainer(model, wrapped, objective, optimizer, scheduler, train, val, device,
-                      context, loop_settings, on_epoch, recorder.checkpoint)
+                      context, loop_settings, on_epoch, recorder.checkpoint, callbacks)
     if checkpoint is not None:
         trainer.restore(checkpoint)
     recorder.start(model, checkpoint["epoch"] if checkpoint is not None else None)

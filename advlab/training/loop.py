@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab.training.callbacks import LoopCallback
 from advlab.training.checkpoint import CHECKPOINT_FORMAT, capture_rng, restore_rng
 from advlab.training.data import BatchSource, epoch_batches, shard_batches
 from advlab.training.distributed import (
@@ -26,10 +27,9 @@ from advlab.training.distributed import (
     broadcast_object,
     gather_objects,
 )
-from advlab.training.objectives import Objective, split_objective_output
-from advlab.training.rollback import (
-    Rollback,
-    collapse_event,
+from advlab.training.objectives import split_objective_output
+from advlab.training.protocol import (
+    Objective,
     load_objective_state,
     objective_epoch_end,
     objective_state,
@@ -80,7 +80,8 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, scheduler: Any, train: BatchSource,
                  val: BatchSource | None, device: torch.device, context: DistContext,
                  settings: LoopSettings, on_epoch: Callable[[Trainer, dict[str, Any], bool], None],
-                 on_checkpoint: Callable[[dict[str, Any]], None]) -> None:
+                 on_checkpoint: Callable[[dict[str, Any]], None],
+                 callbacks: tuple[LoopCallback, ...] = ()) -> None:
         self.model, self.wrapped, self.objective = model, wrapped, objective
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train, self.val, self.device, self.context = train, val, device, context
@@ -88,24 +89,22 @@ class Trainer:
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
         self.state = LoopState()
         self._last_lr = optimizer.param_groups[0]["lr"]
-        self.rollback = Rollback(objective)  # for objectives that may collapse
+        self.callbacks = tuple(callbacks)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
         """Train until ``epochs`` are done or early stopping says stop."""
-        if self.rollback.enabled and self.rollback.good is None and self.state.step == 0:
-            self.rollback.remember(self.checkpoint_state(None))  # before the first epoch
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
         while not self.state.stopped and self.state.epoch < self.settings.epochs:
             started = time.perf_counter() - self.state.partial_time  # resumed mid-epoch
             sums, train_time = self._train_epoch()
             record = self._epoch_record(sums, train_time)
             record["time_s"] = time.perf_counter() - started
             self.state.partial_time, self.state.partial_sums, self.state.step = 0.0, None, 0
-            collapse = record.pop("collapse", None)
-            if collapse is not None:
-                self._roll_back(record, collapse)
-            else:
-                self._finish_epoch(record)
+            discarded = [callback.on_epoch_end(self, record) for callback in self.callbacks]
+            if not any(discarded):
+                self._finish_epoch(_without_collapse(record))
 
     def _train_epoch(self) -> tuple[Tensor, float]:
         """One pass over this rank's batches (skipping those done before a resume)."""
@@ -226,19 +225,8 @@ class Trainer:
         self.on_epoch(self, record, improved)
         checkpoint = self.checkpoint_state(None)
         self.on_checkpoint(checkpoint)
-        self.rollback.remember(checkpoint)
-
-    def _roll_back(self, record: dict[str, Any], collapse: str) -> None:
-        """The objective collapsed in the epoch just trained: return to the state after the
-        previous epoch; the objective lowers its step size, or the run stops."""
-        events, good = self.state.events, self.rollback.state()
-        remedy, rolled_back_to = None, None
-        if good is not None:  # None only when resuming a checkpoint without rollback state
-            self.restore(good)  # also keeps a copy of it as the rollback state
-            remedy, rolled_back_to = self.rollback.remedy(events), self.state.epoch
-        self.state.stopped = self.state.stopped or remedy is None
-        self.state.events = [*events, collapse_event(record, collapse, rolled_back_to, remedy)]
-        self.on_checkpoint(self.checkpoint_state(None))
+        for callback in self.callbacks:
+            callback.on_epoch_saved(self, checkpoint)
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, sums: Tensor | None) -> dict[str, Any]:
@@ -248,10 +236,13 @@ class Trainer:
         if sums is not None:
             partial = all_reduce_sum(sums.clone(), self.context).cpu()
         state = self.state
+        entries: dict[str, Any] = {}
+        for callback in self.callbacks:
+            entries.update(callback.checkpoint_entries(mid_epoch=sums is not None))
         return {
+            **entries,
             "objective": gather_objects(objective_state(self.objective), self.context),
             "events": state.events,
-            "rollback": self.rollback.good if sums is not None else None,
             "format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -283,13 +274,13 @@ class Trainer:
         self.state.events = list(checkpoint.get("events") or [])
         load_objective_state(self.objective, checkpoint.get("objective"), self.context.rank,
                              self.context.world_size)
-        self.rollback.load(checkpoint)
+        for callback in self.callbacks:
+            callback.on_restore(self, checkpoint)
         partial = checkpoint["partial_sums"]
         self.state.partial_sums = None
         if partial is not None:  # rank 0 carries the sums; the others add zeros
-            padded = torch.zeros(SUMS, dtype=torch.float64)
-            padded[: len(partial)] = partial.to(torch.float64)
-            self.state.partial_sums = padded if self.context.is_main else torch.zeros_like(padded)
+            partial = partial.to(torch.float64)
+            self.state.partial_sums = partial if self.context.is_main else torch.zeros_like(partial)
 
     # -- progress ------------------------------------------------------------------------
     def _progress_bar(self, total: int) -> Any:
@@ -310,6 +301,16 @@ class Trainer:
             if with_adv:
                 postfix["adv_acc"] = f"{adv_correct / with_adv:.3f}"
             bar.set_postfix(postfix, refresh=False)
+
+
+def _without_collapse(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` minus a collapse that no callback handled (the objective reported one without
+    setting ``watches_collapse``, so fit installed no rollback): logged, the epoch is kept."""
+    collapse = record.pop("collapse", None)
+    if collapse is not None:
+        logger.warning("epoch %d: the objective reported a collapse (%s) but does not set "
+                       "watches_collapse; nothing rolls back", record["epoch"], collapse)
+    return record
 
 
 def _to_float(value: Any) -> Any:

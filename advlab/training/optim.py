@@ -13,24 +13,16 @@ from collections.abc import Iterable
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR
 
-from advlab._utils import canonical_name
+from advlab._checks import check_choice
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 
 
-def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
-    """``value`` in canonical form, or a ValueError listing ``choices``."""
-    key = canonical_name(value).replace("_", "")
-    if key not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
-    return key
-
-
 def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, momentum: float,
                     weight_decay: float) -> torch.optim.Optimizer:
     """Adam (L2 ``weight_decay`` added to the gradient) or SGD with ``momentum`` (no Nesterov)."""
-    name = check_choice("optimizer", name, OPTIMIZERS)
+    name = check_choice("optimizer", name, OPTIMIZERS, fold=True)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -40,7 +32,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, 
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, lr: float,
                     total_steps: int) -> LRScheduler | None:
     """The per-step schedule over ``total_steps`` optimiser steps (``None`` for constant)."""
-    name = check_choice("schedule", name, SCHEDULES)
+    name = check_choice("schedule", name, SCHEDULES, fold=True)
     if name == "onecycle":
         return OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 2))
     if name == "cosine":

@@ -1,10 +1,13 @@
-"""How the fit loop talks to stateful objectives: their state in checkpoints, their end-of-epoch
-report, and the rollback after a collapse (catastrophic overfitting, Wong et al. 2020).
+"""Rollback after a collapse (catastrophic overfitting, Wong et al. 2020), as a fit-loop callback.
 
-:class:`Rollback` keeps, for objectives with ``watches_collapse``, a deep copy of the checkpoint
-taken after the last epoch that passed the objective's check (or before the first epoch). It
-travels inside mid-epoch checkpoints (``"rollback"``) so that a resumed run can still roll
-back exactly like the uninterrupted one; after an epoch-end checkpoint it *is* that checkpoint.
+:func:`~advlab.training.fit` installs a :class:`RollbackOnCollapse` when the objective sets
+``watches_collapse``. The callback keeps a deep copy of the checkpoint taken after the last
+epoch that passed the objective's check (or before the first epoch). When the objective reports
+a collapse at the end of an epoch, the callback restores that state, asks the objective for its
+remedy (``after_rollback(count)``: e.g. a lower step size) or stops the run, records the event,
+and tells the loop to discard the epoch. The copy travels inside mid-epoch checkpoints
+(``"rollback"``) so that a resumed run can still roll back exactly like the uninterrupted one;
+after an epoch-end checkpoint it *is* that checkpoint.
 """
 
 from __future__ import annotations
@@ -13,63 +16,56 @@ import copy
 import logging
 from typing import Any
 
-from torch import nn
-
-from advlab.training.objectives import Objective, objective_hook, watches_collapse
+from advlab.training.callbacks import LoopCallback
+from advlab.training.loop import Trainer
+from advlab.training.protocol import Objective, objective_hook
 
 logger = logging.getLogger(__name__)
 
 EVENT = "catastrophic_overfitting"
 
 
-def objective_state(objective: Objective) -> dict[str, Any] | None:
-    """The objective's ``state_dict()``, or None for stateless objectives."""
-    hook = objective_hook(objective, "state_dict")
-    return hook() if hook is not None else None
-
-
-def load_objective_state(objective: Objective, states: list[Any] | None, rank: int,
-                         world_size: int) -> None:
-    """Load this rank's saved objective state (rank 0's when the number of processes changed)."""
-    hook = objective_hook(objective, "load_state_dict")
-    if hook is not None and states and states[0] is not None:
-        hook(states[rank] if len(states) == world_size else states[0])
-
-
-def objective_epoch_end(objective: Objective, model: nn.Module,
-                        record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The objective's end-of-epoch metrics and collapse description (None: no collapse)."""
-    hook = objective_hook(objective, "epoch_end")
-    if hook is None:
-        return {}, None
-    report = hook(model, dict(record))
-    return dict(report.metrics), report.collapse
-
-
-class Rollback:
-    """The state to return to when the objective reports a collapse."""
+class RollbackOnCollapse(LoopCallback):
+    """Return to the last good epoch when the objective reports a collapse."""
 
     def __init__(self, objective: Objective) -> None:
         self.objective = objective
-        self.enabled = watches_collapse(objective)
         self.good: dict[str, Any] | None = None
 
-    def remember(self, checkpoint: dict[str, Any]) -> None:
-        """Keep a copy of an epoch-end checkpoint (the live tensors move on)."""
-        if self.enabled:
-            self.good = copy.deepcopy(checkpoint)
+    # -- the loop's hooks ----------------------------------------------------------------
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self.good is None and trainer.state.step == 0:
+            self.good = copy.deepcopy(trainer.checkpoint_state(None))  # before the first epoch
 
-    def load(self, checkpoint: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> bool:
+        """Roll back when ``record`` carries a collapse; True means "discard this epoch"."""
+        collapse = record.pop("collapse", None)
+        if collapse is None:
+            return False
+        state = trainer.state
+        events, good = state.events, copy.deepcopy(self.good)  # the optimiser mutates what it loads
+        remedy, rolled_back_to = None, None
+        if good is not None:  # None only when resuming a checkpoint without rollback state
+            trainer.restore(good)  # also keeps a copy of it as the rollback state
+            remedy, rolled_back_to = self._remedy(events), state.epoch
+        state.stopped = state.stopped or remedy is None
+        state.events = [*events, collapse_event(record, collapse, rolled_back_to, remedy)]
+        trainer.on_checkpoint(trainer.checkpoint_state(None))
+        return True
+
+    def on_epoch_saved(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+        self.good = copy.deepcopy(checkpoint)  # the live tensors move on
+
+    def checkpoint_entries(self, *, mid_epoch: bool) -> dict[str, Any]:
+        return {"rollback": self.good if mid_epoch else None}
+
+    def on_restore(self, trainer: Trainer, checkpoint: dict[str, Any]) -> None:
         """After resuming from ``checkpoint``: its rollback state, or itself at an epoch end."""
-        if self.enabled:
-            good = checkpoint.get("rollback") or (checkpoint if checkpoint["step"] == 0 else None)
-            self.good = copy.deepcopy(good)
+        good = checkpoint.get("rollback") or (checkpoint if checkpoint["step"] == 0 else None)
+        self.good = copy.deepcopy(good)
 
-    def state(self) -> dict[str, Any] | None:
-        """A copy to restore from (the optimiser keeps and mutates what it loads)."""
-        return copy.deepcopy(self.good)
-
-    def remedy(self, events: list[dict[str, Any]]) -> str | None:
+    # -- helpers -------------------------------------------------------------------------
+    def _remedy(self, events: list[dict[str, Any]]) -> str | None:
         """Ask the restored objective for its remedy after one more collapse (None: stop)."""
         count = 1 + sum(event.get("event") == EVENT for event in events)
         hook = objective_hook(self.objective, "after_rollback")

@@ -27,31 +27,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_number
 from advlab.attacks._core import input_grad, model_guard
 from advlab.threat import ThreatModel, canonical_norm
-from advlab.training.objectives import EpochReport, ObjectiveContext, ObjectiveOutput, unwrap_model
+from advlab.training.protocol import EpochReport, ObjectiveContext, ObjectiveOutput, unwrap_model
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """``value`` as a float, or a ValueError naming parameter ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return float(value)
-
-
-def check_int(name: str, value: int, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 @contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+def frozen_bn_stats(model: nn.Module, *, enabled: bool = True) -> Iterator[None]:
     """Forward passes inside keep every BatchNorm's running statistics unchanged.
 
     Train-mode BatchNorm still normalises with the batch statistics, but with momentum 0 the
@@ -115,7 +100,7 @@ class Crafting:
     bn_adv_stats: bool = False
 
     def __post_init__(self) -> None:
-        check_positive("eps", self.eps)
+        check_number("eps", self.eps)
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         if not 0.0 <= self.eps_ramp <= 1.0:
             raise ValueError(f"eps_ramp is a fraction of training in [0, 1], got {self.eps_ramp}")
@@ -134,12 +119,12 @@ class Crafting:
         """The unwrapped module in crafting mode with frozen parameters (restored on exit)."""
         inner = unwrap_model(model)
         with model_guard(inner, train=self.train_mode), \
-                frozen_bn_stats(inner, self.train_mode and not self.bn_adv_stats):
+                frozen_bn_stats(inner, enabled=self.train_mode and not self.bn_adv_stats):
             yield inner
 
     def forward_adversarial(self, model: nn.Module, x_adv: Tensor) -> Tensor:
         """Logits ``(B, K)`` of ``x_adv`` through the (possibly DDP-wrapped) training model."""
-        with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
+        with frozen_bn_stats(unwrap_model(model), enabled=not self.bn_adv_stats):
             return model(x_adv)
 
     def settings(self) -> dict[str, Any]:

@@ -14,17 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab._checks import check_int, check_number
 from advlab.attacks.losses import ce_loss
 from advlab.training.defenses._base import (
     Crafting,
     Defense,
     ascend,
-    check_int,
-    check_positive,
     has_batchnorm,
 )
 from advlab.training.defenses.overfitting import CollapseWatch
-from advlab.training.objectives import (
+from advlab.training.protocol import (
     EpochReport,
     ObjectiveOutput,
     register_objective,
@@ -38,7 +37,8 @@ def _crafting(eps: float, norm: str, eps_ramp: float, craft_train: bool,
                     bn_adv_stats=bn_adv_stats)
 
 
-@register_objective("fgsm-mix")
+@register_objective("fgsm-mix",
+                    description="Goodfellow et al. 2015: alpha J(x) + (1 - alpha) J(x_fgsm)")
 class FGSMMix(Defense):
     """Goodfellow, Shlens & Szegedy (2015), "Explaining and Harnessing Adversarial Examples":
     ``alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J(x, y)), y)``.
@@ -85,7 +85,7 @@ class AdversarialTraining(Defense):
                  watch: CollapseWatch | None, settings: dict[str, Any]) -> None:
         super().__init__()
         self.crafting, self.steps = crafting, check_int("steps", steps)
-        self.step_size = None if step_size is None else check_positive("step_size", step_size)
+        self.step_size = None if step_size is None else check_number("step_size", step_size)
         self.step_ratio, self.random_start = step_ratio, bool(random_start)
         self.clean_logits, self.watch = bool(clean_logits), watch
         self.watches_collapse = watch is not None
@@ -155,7 +155,8 @@ class AdversarialTraining(Defense):
         return f"lowered the step size to {self.step_size_at(self.progress):.4g} ({scale:.3g} x)"
 
 
-@register_objective("pgd-at")
+@register_objective("pgd-at",
+                    description="Madry et al. 2018: PGD with random start as the inner maximisation")
 def pgd_at(*, eps: float = 0.3, steps: int = 40, step_size: float | None = None,
            random_start: bool = True, norm: str = "linf", eps_ramp: float = 0.0,
            craft_train: bool = False, bn_adv_stats: bool = False,
@@ -176,7 +177,9 @@ def pgd_at(*, eps: float = 0.3, steps: int = 40, step_size: float | None = None,
                                settings=settings)
 
 
-@register_objective("fgsm-rs")
+@register_objective("fgsm-rs",
+                    description="Wong, Rice & Kolter 2020: FGSM from a random start, watching for "
+                                "catastrophic overfitting")
 def fgsm_rs(*, eps: float = 0.3, step_size: float | None = None, step_ratio: float = 1.25,
             norm: str = "linf", eps_ramp: float = 0.0, craft_train: bool = False,
             bn_adv_stats: bool = False, clean_logits: bool = True, check: bool = True,
@@ -206,7 +209,7 @@ def fgsm_rs(*, eps: float = 0.3, step_size: float | None = None, step_ratio: flo
                 "check_drop": check_drop, "check_gap": check_gap, "on_collapse": on_collapse, "decay": decay,
                 "max_rollbacks": max_rollbacks}
     return AdversarialTraining(crafting, steps=1, step_size=step_size,
-                               step_ratio=check_positive("step_ratio", step_ratio),
+                               step_ratio=check_number("step_ratio", step_ratio),
                                random_start=True, clean_logits=clean_logits, watch=watch,
                                settings=settings)
 
@@ -217,7 +220,8 @@ def _kl_to(logits: Tensor, probs: Tensor) -> Tensor:
     return (probs * (log_probs - F.log_softmax(logits, dim=1))).sum(dim=1)
 
 
-@register_objective("trades")
+@register_objective("trades",
+                    description="Zhang et al. 2019: CE + beta KL(f(x) || f(x')), inner max on the KL")
 class TRADES(Defense):
     """TRADES, Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan (2019), "Theoretically Principled
     Trade-off between Robustness and Accuracy":
@@ -232,9 +236,9 @@ class TRADES(Defense):
                  step_size: float | None = None, norm: str = "linf", eps_ramp: float = 0.0,
                  craft_train: bool = False, bn_adv_stats: bool = False) -> None:
         super().__init__()
-        self.beta = check_positive("beta", beta, allow_zero=True)
+        self.beta = check_number("beta", beta, allow_zero=True)
         self.steps = check_int("steps", steps)
-        self.step_size = None if step_size is None else check_positive("step_size", step_size)
+        self.step_size = None if step_size is None else check_number("step_size", step_size)
         self.crafting = _crafting(eps, norm, eps_ramp, craft_train, bn_adv_stats)
         self.settings = {"beta": self.beta, "steps": steps, "step_size": step_size,
                          **self.crafting.settings()}

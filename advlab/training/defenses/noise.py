@@ -4,25 +4,38 @@ Goodfellow, Shlens & Szegedy (2015, Sec. 6) compare FGSM training with training 
 perturbations of the same size, which barely helps against adversarial examples: in high
 dimension a random direction is almost orthogonal to the gradient (Fawzi et al. 2016 quantify
 it: random noise must be about ``sqrt(d)`` times larger than an adversarial perturbation).
+
+The noise is drawn by :func:`advlab.attacks.noise.random_noise` (one sampler for the library).
 """
 
 from __future__ import annotations
 
-import torch
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab.training.defenses._base import Defense, check_positive, frozen_bn_stats
-from advlab.training.objectives import ObjectiveOutput, register_objective, unwrap_model
+from advlab._checks import check_choice, check_number
+from advlab.attacks.noise import DISTRIBUTIONS as NOISE_DISTRIBUTIONS
+from advlab.attacks.noise import random_noise
+from advlab.training.defenses._base import Defense, frozen_bn_stats
+from advlab.training.protocol import ObjectiveOutput, register_objective, unwrap_model
 
-DISTRIBUTIONS = ("gaussian", "uniform")
+#: ``uniform`` is the old name of ``cube`` (uniform in ``[-sigma, sigma]^d``).
+ALIASES = {"uniform": "cube"}
+DISTRIBUTIONS = (*NOISE_DISTRIBUTIONS, *ALIASES)
 
 
-@register_objective("noise")
+@register_objective("noise",
+                    description="random-noise augmentation (Gaussian or uniform), the baseline")
 class Noise(Defense):
-    """Cross-entropy on ``clip(x + n, 0, 1)`` with ``n ~ N(0, sigma^2 I)`` (``"gaussian"``) or
-    uniform in ``[-sigma, sigma]^d`` (``"uniform"``, Goodfellow et al.'s comparison with
-    sigma = eps = 0.25 on MNIST). ``clean_weight`` mixes in the clean loss as FGSM-mix does.
+    """Cross-entropy on ``x + n`` clipped to [0, 1], with ``n`` from
+    :func:`~advlab.attacks.noise.random_noise`: ``"cube"`` (alias ``"uniform"``) is uniform in
+    ``[-sigma, sigma]^d`` (Goodfellow et al.'s comparison with sigma = eps = 0.25 on MNIST);
+    ``"gaussian"``, ``"sphere"`` and ``"ball"`` are that module's L2 laws at radius
+    ``sigma * sqrt(d)``, the typical norm of ``N(0, sigma^2 I)`` noise in ``d`` dimensions
+    (``"gaussian"``: a Gaussian direction at that norm). ``clean_weight`` mixes in the clean
+    loss as FGSM-mix does.
 
     The noisy batch's logits give ``train_adv_acc`` (accuracy on the training perturbations);
     with ``clean_weight > 0`` the clean ones give ``train_acc``. BatchNorm running statistics
@@ -32,27 +45,25 @@ class Noise(Defense):
     def __init__(self, *, sigma: float = 0.25, distribution: str = "gaussian",
                  clean_weight: float = 0.0) -> None:
         super().__init__()
-        self.sigma = check_positive("sigma", sigma)
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
-                             f"got {distribution!r}")
+        self.sigma = check_number("sigma", sigma)
+        check_choice("distribution", distribution, DISTRIBUTIONS)
         if not 0.0 <= clean_weight < 1.0:
             raise ValueError(f"clean_weight must lie in [0, 1), got {clean_weight}")
         self.distribution, self.clean_weight = distribution, float(clean_weight)
         self.settings = {"sigma": self.sigma, "distribution": distribution,
                          "clean_weight": self.clean_weight}
 
-    def sample(self, x: Tensor) -> Tensor:
-        """A noise tensor shaped like ``x`` from the objective's generator."""
-        generator = self.generator_for(x)
-        if self.distribution == "gaussian":
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return noise * self.sigma
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (noise * 2 - 1) * self.sigma
+    def perturb(self, x: Tensor) -> Tensor:
+        """``x`` plus noise from the objective's generator, clipped to [0, 1]: ``(B, ...)``."""
+        law = ALIASES.get(self.distribution, self.distribution)
+        if law == "cube":
+            norm, radius = "linf", self.sigma
+        else:
+            norm, radius = "l2", self.sigma * math.sqrt(x[0].numel())
+        return random_noise(x, norm, radius, distribution=law, generator=self.generator_for(x))
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
-        x_noisy = (x + self.sample(x)).clamp(0.0, 1.0)
+        x_noisy = self.perturb(x)
         if self.clean_weight == 0.0:
             noisy_logits = model(x_noisy)  # (B, K)
             return ObjectiveOutput(F.cross_entropy(noisy_logits, y), None, noisy_logits)

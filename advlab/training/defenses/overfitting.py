@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_choice, check_int, check_number
 from advlab.attacks._core import model_guard, predict
 from advlab.attacks.pgd import pgd
 from advlab.threat import ThreatModel
-from advlab.training.defenses._base import check_int, check_positive
 
 ACTIONS = ("lower", "stop")
 
@@ -49,13 +49,12 @@ class CollapseWatch:
     def __init__(self, *, size: int = 128, steps: int = 5, drop: float = 0.2, gap: float = 0.3,
                  action: str = "lower", decay: float = 0.8, max_rollbacks: int = 3) -> None:
         self.size, self.steps = check_int("check_size", size), check_int("check_steps", steps)
-        self.drop, self.gap = check_positive("check_drop", drop), check_positive("check_gap", gap)
-        if action not in ACTIONS:
-            raise ValueError(f"on_collapse must be one of {', '.join(ACTIONS)}, got {action!r}")
+        self.drop, self.gap = check_number("check_drop", drop), check_number("check_gap", gap)
+        self.action = check_choice("on_collapse", action, ACTIONS)
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must lie in (0, 1), got {decay}")
-        self.action, self.decay = action, float(decay)
-        self.max_rollbacks = check_int("max_rollbacks", max_rollbacks, low=0)
+        self.decay = float(decay)
+        self.max_rollbacks = check_int("max_rollbacks", max_rollbacks, minimum=0)
         self.reset()
 
     def reset(self) -> None:

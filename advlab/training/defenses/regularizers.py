@@ -14,16 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab.threat import ThreatModel, lp_norm, per_sample_view
+from advlab._checks import check_choice, check_int, check_number
+from advlab.attacks.losses import ce_loss
+from advlab.curvature_fd import finite_difference_curvature
+from advlab.threat import ThreatModel, lp_norm
 from advlab.training.defenses._base import (
     Crafting,
     Defense,
     RunningMean,
-    check_int,
-    check_positive,
     frozen_bn_stats,
 )
-from advlab.training.objectives import ObjectiveOutput, register_objective, unwrap_model
+from advlab.training.protocol import ObjectiveOutput, register_objective, unwrap_model
 
 ESTIMATORS = ("finite-difference", "hutchinson")
 
@@ -32,7 +33,9 @@ def _per_sample_sq_norm(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).pow(2).sum(dim=1)  # (B,)
 
 
-@register_objective("cure")
+@register_objective("cure",
+                    description="Moosavi-Dezfooli et al. 2019: input-curvature penalty (finite "
+                                "difference or Hutchinson)")
 class CURE(Defense):
     """CURE, Moosavi-Dezfooli, Fawzi, Uesato & Frossard (2019), "Robustness via curvature
     regularization, and vice versa": ``CE + lam * ||grad l(x + h z) - grad l(x)||^2`` with
@@ -58,15 +61,14 @@ class CURE(Defense):
                  estimator: str = "finite-difference", samples: int = 1,
                  bn_adv_stats: bool = False) -> None:
         super().__init__()
-        self.lam = check_positive("lam", lam, allow_zero=True)
+        self.lam = check_number("lam", lam, allow_zero=True)
         values = list(h) if isinstance(h, (list, tuple)) else [h]
-        self.h_values = [check_positive("h", v) for v in values] or [1.5]
+        self.h_values = [check_number("h", v) for v in values] or [1.5]
         if not 0.0 <= h_ramp <= 1.0:
             raise ValueError(f"h_ramp is a fraction of training in [0, 1], got {h_ramp}")
         self.h_ramp = float(h_ramp)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-        self.estimator, self.samples = estimator, check_int("samples", samples)
+        self.estimator = check_choice("estimator", estimator, ESTIMATORS)
+        self.samples = check_int("samples", samples)
         self.bn_adv_stats = bool(bn_adv_stats)
         self.penalty = RunningMean()
         self.settings = {"lam": self.lam, "h": h, "h_ramp": self.h_ramp,
@@ -97,13 +99,9 @@ class CURE(Defense):
         return ObjectiveOutput(losses.mean() + self.lam * penalty.mean(), logits)
 
     def _finite_difference(self, model: nn.Module, x: Tensor, y: Tensor, grad: Tensor) -> Tensor:
-        direction = grad.detach().sign()
-        z = direction / per_sample_view(lp_norm(direction, "l2").clamp_min(1e-12), x)  # unit L2 norm per sample
-        x_h = (x + self.h_at(self.step) * z).detach().requires_grad_(True)
-        with frozen_bn_stats(unwrap_model(model), not self.bn_adv_stats):
-            shifted = F.cross_entropy(model(x_h), y, reduction="sum")
-        (grad_h,) = torch.autograd.grad(shifted, x_h, create_graph=True)
-        return _per_sample_sq_norm(grad_h - grad)  # (B,)
+        with frozen_bn_stats(unwrap_model(model), enabled=not self.bn_adv_stats):
+            return finite_difference_curvature(model, x, y, grad, h=self.h_at(self.step),
+                                               loss_fn=ce_loss, create_graph=True)  # (B,)
 
     def _hutchinson(self, grad: Tensor, x_req: Tensor) -> Tensor:
         generator = self.generator_for(x_req)
@@ -125,7 +123,8 @@ class CURE(Defense):
         return {"curvature_penalty": self.penalty.pop(), "h": self.h_at(max(self.step - 1, 0))}
 
 
-@register_objective("clip")
+@register_objective("clip",
+                    description="Bungert et al. 2021: Lipschitz penalty on adversarially updated input pairs")
 class CLIP(Defense):
     """CLIP, Bungert, Raab, Roith, Schwinn & Tenbrinck (2021), "CLIP: Cheap Lipschitz Training
     of Neural Networks": ``CE + lam * Lip(f, X_Lip)`` where ``Lip`` is the largest difference
@@ -145,16 +144,14 @@ class CLIP(Defense):
                  step_size: float | None = None, norm: str = "linf", reduction: str = "max",
                  craft_train: bool = False, bn_adv_stats: bool = False) -> None:
         super().__init__()
-        self.lam0 = check_positive("lam", lam)
+        self.lam0 = check_number("lam", lam)
         if not 0.0 < target_acc <= 1.0:
             raise ValueError(f"target_acc must lie in (0, 1], got {target_acc}")
         self.target_acc = float(target_acc)
-        self.lam_step = 0.4 * self.lam0 if lam_step is None else check_positive("lam_step", lam_step)
-        self.steps = check_int("steps", steps, low=0)
-        self.step_size = None if step_size is None else check_positive("step_size", step_size)
-        if reduction not in ("max", "mean"):
-            raise ValueError(f"reduction must be 'max' or 'mean', got {reduction!r}")
-        self.reduction = reduction
+        self.lam_step = 0.4 * self.lam0 if lam_step is None else check_number("lam_step", lam_step)
+        self.steps = check_int("steps", steps, minimum=0)
+        self.step_size = None if step_size is None else check_number("step_size", step_size)
+        self.reduction = check_choice("reduction", reduction, ("max", "mean"))
         self.crafting = Crafting(eps=eps, norm=norm, train_mode=craft_train,
                                  bn_adv_stats=bn_adv_stats)
         self.settings = {"lam": lam, "target_acc": target_acc, "lam_step": self.lam_step,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -32,10 +33,9 @@ class Noise(Defense):
     """Cross-entropy on ``x + n`` clipped to [0, 1], with ``n`` from
     :func:`~advlab.attacks.noise.random_noise`: ``"cube"`` (alias ``"uniform"``) is uniform in
     ``[-sigma, sigma]^d`` (Goodfellow et al.'s comparison with sigma = eps = 0.25 on MNIST);
-    ``"gaussian"``, ``"sphere"`` and ``"ball"`` are that module's L2 laws at radius
-    ``sigma * sqrt(d)``, the typical norm of ``N(0, sigma^2 I)`` noise in ``d`` dimensions
-    (``"gaussian"``: a Gaussian direction at that norm). ``clean_weight`` mixes in the clean
-    loss as FGSM-mix does.
+    ``"gaussian"`` (the default) is ``N(0, sigma^2 I)``; ``"sphere"`` and ``"ball"`` are that
+    module's L2 laws at radius ``sigma * sqrt(d)``, the typical norm of ``N(0, sigma^2 I)`` noise
+    in ``d`` dimensions. ``clean_weight`` mixes in the clean loss as FGSM-mix does.
 
     The noisy batch's logits give ``train_adv_acc`` (accuracy on the training perturbations);
     with ``clean_weight > 0`` the clean ones give ``train_acc``. BatchNorm running statistics
@@ -54,13 +54,22 @@ class Noise(Defense):
                          "clean_weight": self.clean_weight}
 
     def perturb(self, x: Tensor) -> Tensor:
-        """``x`` plus noise from the objective's generator, clipped to [0, 1]: ``(B, ...)``."""
+        """``x`` plus noise from the objective's generator, clipped to [0, 1]: ``(B, ...)``.
+
+        ``"gaussian"`` is i.i.d. ``N(0, sigma^2)`` per coordinate (the law randomized smoothing
+        certifies; Cohen et al. 2019); the other laws come from
+        :func:`~advlab.attacks.noise.random_noise`.
+        """
+        generator = self.generator_for(x)
         law = ALIASES.get(self.distribution, self.distribution)
+        if law == "gaussian":
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return (x + noise * self.sigma).clamp(0.0, 1.0)
         if law == "cube":
             norm, radius = "linf", self.sigma
         else:
             norm, radius = "l2", self.sigma * math.sqrt(x[0].numel())
-        return random_noise(x, norm, radius, distribution=law, generator=self.generator_for(x))
+        return random_noise(x, norm, radius, distribution=law, generator=generator)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
         x_noisy = self.perturb(x)

@@ -82,7 +82,10 @@ def _attack_loss(loss: str | LossFn, targeted: bool) -> AttackLoss:
     return lambda logits, y, target: targeted_loss(logits, target)
 
 
-def _check_options(steps: int, restarts: int, n_target_classes: int, rho: float, momentum: float) -> None:
+def _check_options(target: Tensor | str | None, steps: int, restarts: int, n_target_classes: int,
+                   rho: float, momentum: float) -> None:
+    if not (target is None or isinstance(target, Tensor) or target == "top"):
+        raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {target!r}")
     check_count("steps", steps)
     check_count("restarts", restarts)
     check_count("n_target_classes", n_target_classes)
@@ -143,8 +146,8 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
         ``x_adv`` ``(B, ...)`` inside the threat model: per sample a successful iterate when one
         was found, else the iterate with the highest loss (for ``"top"``, the highest CW margin).
     """
-    sweep = _check_target_option(target)
-    _check_options(steps, restarts, n_target_classes, rho, momentum)
+    _check_options(target, steps, restarts, n_target_classes, rho, momentum)
+    sweep = isinstance(target, str)
     if target_patience is not None:
         check_count("target_patience", target_patience)
     given = None if sweep or target is None else target
@@ -160,17 +163,6 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
         if not return_info:
             return x_adv
         return bounded_result(model, x, y, x_adv, threat, target=given, gradients=cfg.count.counts)
-
-
-def _check_target_option(target: Tensor | str | None) -> bool:
-    """Whether ``target`` asks for the ``"top"`` sweep; anything but None, a tensor or "top" is refused."""
-    if isinstance(target, str):
-        if target != "top":
-            raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {target!r}")
-        return True
-    if target is not None and not isinstance(target, Tensor):
-        raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {type(target).__name__}")
-    return False
 
 
 def _start_best(cfg: _Config, x: Tensor, y: Tensor, clean_logits: Tensor, first: Tensor) -> BestIterate:

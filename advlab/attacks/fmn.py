@@ -31,7 +31,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import input_grad, is_adversarial, minimal_norm_threat, model_guard, prepare
+from advlab.attacks._core import (
+    input_grad,
+    is_adversarial,
+    minimal_norm_threat,
+    model_guard,
+    prepare,
+)
 from advlab.attacks._iterate import SmallestAdversarial, check_option
 from advlab.attacks.losses import cw_loss
 from advlab.attacks.registry import register_attack

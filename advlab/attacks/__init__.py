@@ -1,8 +1,12 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, threat, **options)``.
 
-Every attack leaves ``x`` and the model untouched (mode and ``requires_grad`` restored), returns a
-result inside the threat model and the bounds, and is reproducible through ``generator=``.
-See :mod:`advlab.attacks._core` for the shared contract and :data:`ATTACKS` for the registry.
+``y`` is always the true label; targeted attacks (fgsm/fgm, pgd, apgd, square, cw) take the
+classes to reach as ``target=`` (``(B,)`` int64), and apgd's AutoAttack sweep over the most
+likely wrong classes is ``target="top"``. Every attack leaves ``x`` and the model untouched (mode
+and ``requires_grad`` restored), returns a result inside the threat model and the bounds, and is
+reproducible through ``generator=``. Per-input attacks return ``x_adv``, or with
+``return_info=True`` one :class:`AttackResult`. See :mod:`advlab.attacks._core` for the shared
+contract and :data:`ATTACKS` for the registry.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
     sweep = isinstance(target, str)
     if target_patience is not None:
         check_count("target_patience", target_patience)
-    given = None if sweep or target is None else target
+    given = target if isinstance(target, Tensor) else None  # a tensor of classes to reach
     cfg = _Config(model, threat, _attack_loss(loss, target is not None), sweep, given is not None,
                   steps, rho, momentum, early_stop, PassCount(x, return_info))
     with model_guard(model):

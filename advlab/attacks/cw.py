@@ -138,7 +138,7 @@ def cw(model: nn.Module, x: Tensor, y: Tensor, *, c: float | Tensor | None = Non
     threat = minimal_norm_threat(norm, bounds, ("l2",), "cw")
     low, high = threat.bounds
     targeted = target is not None
-    goal = target if targeted else y  # the labels the score and the success test take
+    goal = y if target is None else target  # the labels the score and the success test take
     with model_guard(model):
         logits = prepare(model, x, y, threat, target=target)
         x = x.detach()

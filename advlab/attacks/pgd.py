@@ -76,7 +76,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     check_count("restarts", restarts)
     targeted = target is not None
     loss_fn = get_loss(loss, targeted=targeted)
-    goal = target if targeted else y  # the labels the loss and the success test take
+    goal = y if target is None else target  # the labels the loss and the success test take
     with model_guard(model):
         check_target(target, y)
         eps = threat.eps_per_sample(x)  # (B,)

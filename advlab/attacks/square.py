@@ -241,7 +241,7 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
         raise ValueError(f"p_init must lie in (0, 1], got {p_init!r}")
     targeted = target is not None
     loss_fn = get_loss(loss, targeted=targeted)
-    goal = target if targeted else y  # the labels the loss and the success test take
+    goal = y if target is None else target  # the labels the loss and the success test take
     image = _as_image(x)  # (B, C, H, W) view
     count = PassCount(x, return_info)
     with model_guard(model), torch.no_grad():

@@ -155,7 +155,7 @@ def build_rows(cfg: dict, model: nn.Module, x: Tensor, y: Tensor, peers: dict[st
         row.inputs = pgd_iterates(model, x, y, threat, s, step)
     apgd.runners["advlab"] = lambda: A.apgd(model, x, y, ThreatModel("linf", linf), steps=cfg["apgd_steps"],
                                             generator=torch.Generator(x.device).manual_seed(0))
-    dfool.runners["advlab"] = lambda: A.deepfool(model, x, y, steps=df, overshoot=0.02, candidates=10)
+    dfool.runners["advlab"] = lambda: A.deepfool(model, x, y, steps=df, overshoot=0.02, n_target_classes=10)
     cwr.runners["advlab"] = lambda: A.cw(model, x, y, c=1.0, binary_steps=cw[0], steps=cw[1], lr=0.01)
     fmn.runners["advlab"] = lambda: A.fmn(model, x, y, steps=fmn_steps)
     square.runners["advlab"] = lambda: A.square(model, x, y, ThreatModel("linf", linf), queries=q,

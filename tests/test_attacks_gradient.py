@@ -95,14 +95,18 @@ def test_fgm_is_fgsm_under_l2(digits_mlp: nn.Module, points) -> None:
 def test_targeted_pgd_reaches_the_target(model: nn.Module, points) -> None:
     x, y = points
     target = (y + 1) % 10
-    x_adv = pgd(model, x, target, ThreatModel("linf", 0.3), steps=20, targeted=True)
-    assert accuracy(model, x_adv, target) > 0.9  # measured 0.995 / 1.0
+    y_before = y.clone()
+    info = pgd(model, x, y, ThreatModel("linf", 0.3), steps=20, target=target, return_info=True)
+    assert torch.equal(y, y_before)
+    assert accuracy(model, info.x_adv, target) > 0.9  # measured 0.995 / 1.0
+    with torch.no_grad():
+        assert torch.equal(info.success, model(info.x_adv).argmax(dim=1) == target)
 
 
 def test_targeted_fgsm_moves_towards_the_target(digits_mlp: nn.Module, points) -> None:
     x, y = points
     target = (y + 1) % 10
-    x_adv = fgsm(digits_mlp, x, target, ThreatModel("linf", 0.1), targeted=True)
+    x_adv = fgsm(digits_mlp, x, y, ThreatModel("linf", 0.1), target=target)
     with torch.no_grad():
         assert (ce_loss(digits_mlp(x_adv), target) < ce_loss(digits_mlp(x), target)).float().mean() > 0.95
 
@@ -111,10 +115,32 @@ def test_targeted_fgsm_moves_towards_the_target(digits_mlp: nn.Module, points) -
 def test_targeted_apgd_fools_most_points(model: nn.Module, points, loss: str) -> None:
     x, y = points
     threat = ThreatModel("linf", 0.1)
-    x_adv = apgd(model, x, y, threat, loss=loss, targeted=True, steps=20, n_target_classes=3,
+    x_adv = apgd(model, x, y, threat, loss=loss, target="top", steps=20, n_target_classes=3,
                  generator=seeded())
     assert threat.contains(x, x_adv).all()
     assert accuracy(model, x_adv, y) < 0.5  # measured 0.42 / 0.34; y is the TRUE label here
+
+
+@pytest.mark.parametrize("loss", ["dlr", "ce"])
+def test_apgd_top_sweep_is_the_old_targeted_apgd(digits_mlp: nn.Module, points, loss: str) -> None:
+    """``target="top"`` is what ``targeted=True`` did in advlab 0.1: on this fixed seed 0.1 left
+    85 of the 200 points correctly classified (computed once with the 0.1 code), the same
+    points as ``n_target_classes`` top classes tried one after the other by hand below."""
+    x, y = points
+    threat = ThreatModel("linf", 0.1)
+    info = apgd(digits_mlp, x, y, threat, loss=loss, target="top", steps=20, n_target_classes=3,
+                generator=seeded(), return_info=True)
+    assert int((~info.success).sum()) == 85
+    with torch.no_grad():
+        assert torch.equal(info.success, digits_mlp(info.x_adv).argmax(dim=1) != y)  # success = misclassified
+    assert int(info.gradients.max()) <= 3 * 20  # at most 3 ranks of 20 steps (the last without gradient)
+
+
+def test_targeted_keyword_is_gone(digits_mlp: nn.Module, points) -> None:
+    x, y = points[0][:4], points[1][:4]
+    for attack in (fgsm, pgd, apgd):
+        with pytest.raises(TypeError, match="targeted= was removed.*target="):
+            attack(digits_mlp, x, y, ThreatModel("linf", 0.1), targeted=True)
 
 
 # ------------------------------------------------------------------------------- DLR needs classes
@@ -140,7 +166,7 @@ def test_targeted_dlr_needs_four_classes(points) -> None:
     torch.manual_seed(0)
     three = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
     with pytest.raises(ValueError, match="targeted DLR loss needs at least 4 classes"):
-        apgd(three, x[:4], y[:4] % 3, ThreatModel("linf", 0.1), loss="dlr", targeted=True)
+        apgd(three, x[:4], y[:4] % 3, ThreatModel("linf", 0.1), loss="dlr", target="top")
     # untargeted DLR with 3 classes is fine
     apgd(three, x[:4], y[:4] % 3, ThreatModel("linf", 0.1), loss="dlr", steps=3)
 
@@ -171,6 +197,24 @@ def test_early_stop_same_success_fewer_rows(digits_cnn: nn.Module, points) -> No
     assert full.calls == 20 + 1  # 20 gradient passes (the first scores the clean point), final iterate
     assert full.sizes[-1] < len(x)  # ... scored only where no step has fooled the sample
     assert early.calls <= full.calls and early.rows < 0.75 * full.rows
+
+
+def test_gradient_counts_follow_early_stop(digits_cnn: nn.Module, points) -> None:
+    """``gradients`` counts the gradient passes each sample took part in: all ``steps`` without
+    early stop, fewer for the samples fooled early with it (their rows leave the batch)."""
+    x, y = points
+    threat = ThreatModel("linf", 0.1)
+    full = pgd(digits_cnn, x, y, threat, steps=20, return_info=True)
+    assert full.gradients.dtype == torch.int64 and (full.gradients == 20).all()
+    counting = Counting(digits_cnn)
+    early = pgd(counting, x, y, threat, steps=20, early_stop=True, return_info=True)
+    assert int(early.gradients.min()) >= 1 and int(early.gradients.max()) == 20
+    # the 20 gradient passes, then the last-iterate check and the fresh forward of return_info
+    assert len(counting.sizes) == 22 and int(early.gradients.sum()) == sum(counting.sizes[:20])
+    assert (early.gradients[early.success] < 20).any()
+    apgd_info = apgd(digits_cnn, x, y, threat, steps=10, generator=seeded(), return_info=True)
+    assert int(apgd_info.gradients.max()) <= 10
+    assert (apgd_info.gradients[fooled(digits_cnn, x, y)] == 0).all()  # wrong to begin with: no work
 
 
 def test_pgd_scores_the_last_iterate_only_where_no_iterate_fooled(digits_cnn: nn.Module, points) -> None:
@@ -327,7 +371,8 @@ def test_apgd_checkpoints_follow_the_paper() -> None:
     (apgd, {"steps": 0}, "steps must be"),
     (apgd, {"rho": 1.5}, "rho must lie in"),
     (apgd, {"momentum": -0.1}, "momentum must lie in"),
-    (apgd, {"n_target_classes": 0, "targeted": True}, "n_target_classes must be"),
+    (apgd, {"n_target_classes": 0, "target": "top"}, "n_target_classes must be"),
+    (apgd, {"target": "all"}, "target must be None, a"),
     (apgd, {"loss": "hinge"}, "unknown loss"),
     (fgsm, {"loss": "hinge"}, "unknown loss"),
 ])
@@ -366,10 +411,10 @@ def test_apgd_target_patience_stops_after_empty_ranks(digits_mlp: nn.Module, poi
     runs = {}
     for patience in (None, 2):
         counting = Counting(digits_mlp)
-        x_adv = apgd(counting, x, y, threat, loss="dlr", targeted=True, n_target_classes=9,
+        x_adv = apgd(counting, x, y, threat, loss="dlr", target="top", n_target_classes=9,
                      steps=10, target_patience=patience, generator=torch.Generator().manual_seed(0))
         runs[patience] = (counting.rows, x_adv)
     assert runs[2][0] < 0.3 * runs[None][0]  # 2 of 9 ranks
     assert torch.equal(fooled(digits_mlp, runs[2][1], y), fooled(digits_mlp, runs[None][1], y))
     with pytest.raises(ValueError, match="target_patience"):
-        apgd(digits_mlp, x, y, threat, targeted=True, target_patience=0)
+        apgd(digits_mlp, x, y, threat, target="top", target_patience=0)

@@ -52,8 +52,8 @@ def test_deepfool_binary_linear_closed_form(binary_case, norm, dual):
     result = deepfool(model, x, y, norm=norm, bounds=WIDE, return_info=True)
     expected = 1.02 * (margin / torch.linalg.vector_norm(model.w.detach(), ord=dual) + SLACK)
     assert result.success.all()
-    assert (result.extras["iterations"] == 1).all()
-    torch.testing.assert_close(result.norms, expected, rtol=1e-4, atol=1e-5)
+    assert (result.extras["steps"] == 1).all()
+    torch.testing.assert_close(result.norm, expected, rtol=1e-4, atol=1e-5)
 
 
 def _brute_force_min_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,10 +84,10 @@ def test_deepfool_multiclass_linear_matches_exact_distance():
     ratio = diff_f / diff_w.norm(dim=2).clamp_min(1e-12)
     exact = ratio.masked_fill(torch.nn.functional.one_hot(y, 5).bool(), math.inf).amin(dim=1)
     result = deepfool(model, x, y, bounds=WIDE, return_info=True)
-    assert result.success.all() and (result.extras["iterations"] == 1).all()
-    torch.testing.assert_close(result.norms, 1.02 * (exact + SLACK), rtol=1e-4, atol=1e-5)
+    assert result.success.all() and (result.extras["steps"] == 1).all()
+    torch.testing.assert_close(result.norm, 1.02 * (exact + SLACK), rtol=1e-4, atol=1e-5)
     brute = _brute_force_min_l2(model, x[:4], y[:4])
-    assert ((result.norms[:4] >= brute - 2e-3) & (result.norms[:4] <= 1.02 * brute + 2e-3)).all()
+    assert ((result.norm[:4] >= brute - 2e-3) & (result.norm[:4] <= 1.02 * brute + 2e-3)).all()
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +97,12 @@ def digits_batch(digits):
 
 
 def _check_minimal(result, model, x, y, norm="l2"):
-    """Invariants of a MinimalNormResult: norms, bounds, misclassification, x_adv == x on failure."""
+    """Invariants of a minimal-norm AttackResult: norms, bounds, misclassification, x_adv == x on failure."""
     diff = (result.x_adv - x).flatten(1)
     ord_ = math.inf if norm == "linf" else 2
     ok = result.success
-    torch.testing.assert_close(result.norms[ok], torch.linalg.vector_norm(diff[ok], ord=ord_, dim=1))
-    assert torch.isinf(result.norms[~ok]).all() and (diff[~ok] == 0).all()
+    torch.testing.assert_close(result.norm[ok], torch.linalg.vector_norm(diff[ok], ord=ord_, dim=1))
+    assert torch.isinf(result.norm[~ok]).all() and (diff[~ok] == 0).all()
     assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
     with torch.no_grad():
         assert (model(result.x_adv[ok]).argmax(dim=1) != y[ok]).all()
@@ -116,14 +116,14 @@ def test_minimal_attacks_on_digits(request, digits_batch, model_name):
     x_before = x.clone()
     reference = deepfool(model, x, y, return_info=True)
     _check_minimal(reference, model, x, y)
-    df_median = reference.norms.median()
+    df_median = reference.norm.median()
     assert 0.1 < df_median < 1.5  # 8x8 digits in [0, 1]: a few pixels' worth
     for attack, slack in ((cw, 1.0), (fmn, 1.05)):
         result = attack(model, x, y, return_info=True)
         _check_minimal(result, model, x, y)
-        assert result.norms.median() <= slack * df_median, attack.__name__
+        assert result.norm.median() <= slack * df_median, attack.__name__
         # per sample too: DeepFool is close to optimal on these small ReLU nets, so "no worse"
-        ratio = (result.norms / reference.norms)[reference.norms > 0]
+        ratio = (result.norm / reference.norm)[reference.norm > 0]
         assert ratio.median() <= 1.0 + 1e-3, attack.__name__
     assert torch.equal(x, x_before) and not model.training
 
@@ -134,17 +134,19 @@ def test_linf_minimal_attacks(digits_cnn, digits_batch):
     _check_minimal(reference, digits_cnn, x, y, norm="linf")
     result = fmn(digits_cnn, x, y, norm="linf", return_info=True)
     _check_minimal(result, digits_cnn, x, y, norm="linf")
-    assert result.norms.median() <= 1.05 * reference.norms.median()
+    assert result.norm.median() <= 1.05 * reference.norm.median()
 
 
 def test_cw_targeted_and_plain_return(digits_mlp, digits_batch):
     x, y = digits_batch[0][:8], digits_batch[1][:8]
     with torch.no_grad():
         target = digits_mlp(x).argsort(dim=1, descending=True)[:, 1]  # runner-up class
-    result = cw(digits_mlp, x, target, targeted=True, steps=100, binary_steps=4, return_info=True)
-    assert result.success.all()
+    y_before = y.clone()
+    result = cw(digits_mlp, x, y, target=target, steps=100, binary_steps=4, return_info=True)
+    assert result.success.all() and torch.equal(y, y_before)
     with torch.no_grad():
         assert (digits_mlp(result.x_adv).argmax(dim=1) == target).all()
+    assert torch.isfinite(result.norm).all() and (result.norm > 0).all()
     plain = deepfool(digits_mlp, x, y)
     assert isinstance(plain, torch.Tensor) and plain.shape == x.shape
 
@@ -155,7 +157,7 @@ def test_misclassified_points_get_zero_perturbation(tiny_model):
         wrong = (tiny_model(x).argmax(dim=1) + 1) % 5
     for attack in (deepfool, fmn, partial(cw, steps=5, binary_steps=1)):
         result = attack(tiny_model, x, wrong, return_info=True)
-        assert result.success.all() and (result.norms == 0).all()
+        assert result.success.all() and (result.norm == 0).all()
         assert torch.equal(result.x_adv, x)
 
 
@@ -216,8 +218,10 @@ def test_bad_input(tiny_model):
         cw(tiny_model, x, y, norm="linf")
     with pytest.raises(ValueError, match="steps"):
         fmn(tiny_model, x, y, steps=0)
-    with pytest.raises(ValueError, match="candidates"):
-        deepfool(tiny_model, x, y, candidates=1)
+    with pytest.raises(ValueError, match="n_target_classes"):
+        deepfool(tiny_model, x, y, n_target_classes=1)
+    with pytest.raises(ValueError, match="step_size_init"):
+        fmn(tiny_model, x, y, step_size_init=0.0)
     with pytest.raises(ValueError, match="c must be"):
         cw(tiny_model, x, y, c=-1.0)
     with pytest.raises(AttackInputError, match="outside the bounds"):

@@ -1,13 +1,17 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, threat, **options)``.
 
-Every attack leaves ``x`` and the model untouched (mode and ``requires_grad`` restored), returns a
-result inside the threat model and the bounds, and is reproducible through ``generator=``.
-See :mod:`advlab.attacks._core` for the shared contract and :data:`ATTACKS` for the registry.
+``y`` is always the true label; targeted attacks (fgsm/fgm, pgd, apgd, square, cw) take the
+classes to reach as ``target=`` (``(B,)`` int64), and apgd's AutoAttack sweep over the most
+likely wrong classes is ``target="top"``. Every attack leaves ``x`` and the model untouched (mode
+and ``requires_grad`` restored), returns a result inside the threat model and the bounds, and is
+reproducible through ``generator=``. Per-input attacks return ``x_adv``, or with
+``return_info=True`` one :class:`AttackResult`. See :mod:`advlab.attacks._core` for the shared
+contract and :data:`ATTACKS` for the registry.
 """
 
 from __future__ import annotations
 
-from advlab.attacks._core import AttackInputError, MinimalNormResult, model_guard
+from advlab.attacks._core import AttackInputError, model_guard
 from advlab.attacks.apgd import apgd  # noqa: E402
 from advlab.attacks.cw import cw  # noqa: E402
 from advlab.attacks.deepfool import deepfool  # noqa: E402
@@ -17,10 +21,11 @@ from advlab.attacks.losses import get_loss
 from advlab.attacks.noise import minimal_noise_norm, noise, random_noise  # noqa: E402
 from advlab.attacks.pgd import pgd  # noqa: E402
 from advlab.attacks.registry import ATTACKS, get_attack, register_attack
+from advlab.attacks.result import AttackResult, MinimalNormResult
 from advlab.attacks.spatial import spatial  # noqa: E402
 from advlab.attacks.square import square  # noqa: E402
 from advlab.attacks.universal import universal  # noqa: E402
 
-__all__ = ["ATTACKS", "AttackInputError", "MinimalNormResult", "apgd", "cw", "deepfool", "fgm",
+__all__ = ["ATTACKS", "AttackInputError", "AttackResult", "MinimalNormResult", "apgd", "cw", "deepfool", "fgm",
            "fgsm", "fmn", "get_attack", "get_loss", "minimal_noise_norm", "model_guard", "noise",
            "pgd", "random_noise", "register_attack", "spatial", "square", "universal"]

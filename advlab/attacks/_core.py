@@ -14,14 +14,16 @@ Every attack in :mod:`advlab.attacks` follows the same contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from advlab.threat import ThreatModel, lp_norm, per_sample_view
+from advlab.threat import ThreatModel
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -31,7 +33,7 @@ class AttackInputError(ValueError):
 
 
 @contextlib.contextmanager
-def model_guard(model: nn.Module, train: bool = False) -> Iterator[nn.Module]:
+def model_guard(model: nn.Module, *, train: bool = False) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode (or train mode if ``train``) with frozen parameters; restore both.
 
     Freezing parameters means the backward pass only computes input gradients (faster) and
@@ -97,8 +99,9 @@ def check_logits(logits: Tensor, y: Tensor | None = None) -> None:
             UserWarning, stacklevel=3)
 
 
-def prepare(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None = None) -> Tensor:
-    """Run every input check and one forward pass; return the clean logits ``(B, K)``.
+def prepare(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None = None, *,
+            target: Tensor | None = None) -> Tensor:
+    """Run every input check (``target`` too) and one forward pass; return the clean logits ``(B, K)``.
 
     Call inside :func:`model_guard`.
     """
@@ -106,10 +109,11 @@ def prepare(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
     with torch.no_grad():
         logits = model(x)
     check_logits(logits, y)
+    check_target(target, y, logits.shape[1])
     return logits
 
 
-def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
+def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, *,
                check: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Gradient of ``loss_fn(model(x), y).sum()`` w.r.t. ``x``.
 
@@ -137,35 +141,61 @@ def finalize(x: Tensor, x_adv: Tensor, threat: ThreatModel) -> Tensor:
     return x_adv
 
 
-def is_adversarial(logits: Tensor, y: Tensor, targeted: bool = False) -> Tensor:
-    """``(B,)`` bool: misclassified (untargeted) or classified as ``y`` (targeted)."""
+def is_adversarial(logits: Tensor, y: Tensor, *, target: Tensor | None = None) -> Tensor:
+    """``(B,)`` bool: misclassified (``pred != y``), or classified as ``target`` when one is given."""
+    return reached(logits, y if target is None else target, targeted=target is not None)
+
+
+def reached(logits: Tensor, goal: Tensor, *, targeted: bool) -> Tensor:
+    """``(B,)`` bool: ``pred == goal`` when ``targeted`` (goal = target classes), else ``pred != goal``
+    (goal = true labels). The attacks' inner loops carry one label tensor for the loss and this."""
     pred = logits.argmax(dim=1)
-    return pred == y if targeted else pred != y
+    return pred == goal if targeted else pred != goal
+
+
+TARGETED_REMOVED = ("targeted= was removed: pass the true labels as y and the classes to reach as "
+                    "target=")
+
+
+def reject_targeted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a targeted attack so that the removed ``targeted=`` keyword is a TypeError saying what to do."""
+    @functools.wraps(fn)
+    def attack(*args: Any, **kwargs: Any) -> Any:
+        if "targeted" in kwargs:
+            raise TypeError(f"{fn.__name__}: {TARGETED_REMOVED}")
+        return fn(*args, **kwargs)
+
+    return attack
+
+
+def check_target(target: Tensor | None, y: Tensor, num_classes: int | None = None) -> None:
+    """Validate the ``target`` classes ``(B,)`` of a targeted attack against the true labels ``y``.
+
+    Raises :class:`AttackInputError` for a wrong type, shape or dtype, a class out of range (when
+    ``num_classes`` is known) or a target equal to the true label of its sample.
+    """
+    if target is None:
+        return
+    if not isinstance(target, Tensor) or target.dim() != 1 or target.shape != y.shape:
+        raise AttackInputError(f"target must be a (B,) tensor of classes like y {tuple(y.shape)}, "
+                               f"got {tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__}")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise AttackInputError(f"target must hold integer class indices (dtype int64), got {target.dtype}")
+    if not target.numel():
+        return
+    if num_classes is not None and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise AttackInputError(f"target classes out of range: got values in [{int(target.min())}, "
+                               f"{int(target.max())}] but the model has {num_classes} classes")
+    same = target.to(y.device) == y
+    if bool(same.any()):
+        raise AttackInputError(f"target equals the true label y for {int(same.sum())} sample(s) "
+                               f"(first at index {int(same.nonzero()[0])}); a target must be another class")
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Logits of ``model`` on ``x`` in batches without gradients: ``(B, K)``."""
     with torch.no_grad():
         return torch.cat([model(chunk) for chunk in x.split(batch_size)]) if len(x) else model(x)
-
-
-class MinimalNormResult:
-    """What a minimal-norm attack found, per sample.
-
-    Attributes:
-        x_adv: ``(B, ...)`` adversarial examples (``x`` itself where the attack failed).
-        norms: ``(B,)`` norm of ``x_adv - x`` (``inf`` where the attack failed).
-        success: ``(B,)`` bool, ``x_adv`` is misclassified.
-        extras: attack-specific details (iterations, constants, ...).
-    """
-
-    def __init__(self, x_adv: Tensor, norms: Tensor, success: Tensor, **extras: object) -> None:
-        self.x_adv, self.norms, self.success, self.extras = x_adv, norms, success, extras
-
-    def __repr__(self) -> str:
-        ok = self.norms[self.success]
-        med = f"{ok.median().item():.4g}" if ok.numel() else "n/a"
-        return f"MinimalNormResult(n={len(self.norms)}, success={self.success.float().mean().item():.3f}, median_norm={med})"
 
 
 def minimal_norm_threat(norm: str, bounds: tuple[float, float], supported: tuple[str, ...],
@@ -175,22 +205,3 @@ def minimal_norm_threat(norm: str, bounds: tuple[float, float], supported: tuple
     if threat.norm not in supported:
         raise ValueError(f"{attack} supports norm {' or '.join(map(repr, supported))}, got {norm!r}")
     return threat
-
-
-def minimal_result(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, norm: str, *,
-                   targeted: bool = False, return_info: bool = False,
-                   **extras: object) -> Tensor | MinimalNormResult:
-    """Verify and package the output of a minimal-norm attack.
-
-    The candidate ``x_adv`` (``(B, ...)``) is re-classified with one forward pass (verify, don't
-    trust); where it is not adversarial it is replaced by ``x`` and its norm set to ``inf``.
-    Returns ``x_adv`` or, with ``return_info``, a :class:`MinimalNormResult` carrying ``extras``.
-    """
-    x, x_adv = x.detach(), x_adv.detach()
-    success = is_adversarial(predict(model, x_adv), y, targeted)  # (B,)
-    x_adv = torch.where(per_sample_view(success, x), x_adv, x)
-    if not return_info:
-        return x_adv
-    norms = lp_norm(x_adv - x, norm)
-    norms = torch.where(success, norms, torch.full_like(norms, math.inf))
-    return MinimalNormResult(x_adv, norms, success, **extras)

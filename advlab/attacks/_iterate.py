@@ -1,4 +1,5 @@
-"""Pieces the iterative attacks share: the best iterate per sample, projections with explicit
+"""Pieces the iterative attacks share: the best iterate per sample (bounded attacks), the smallest
+adversarial per sample (minimal-norm attacks), per-sample pass counts, projections with explicit
 radii, per-sample step sizes and option checks."""
 
 from __future__ import annotations
@@ -94,6 +95,61 @@ class BestIterate:
         return (~self.success).nonzero().squeeze(1)
 
 
+@dataclass
+class SmallestAdversarial:
+    """The smallest successful perturbation seen so far, per sample (minimal-norm attacks).
+
+    Shapes: ``x`` ``(B, ...)`` (the clean input until a success is offered), ``norm`` ``(B,)``
+    (``inf`` where nothing succeeded yet, 0 for inputs adversarial to begin with).
+    """
+
+    x: Tensor
+    norm: Tensor
+
+    @classmethod
+    def start(cls, x: Tensor, already: Tensor | None = None) -> SmallestAdversarial:
+        """Start at ``x``; samples where ``already`` ``(B,)`` is True count as found with norm 0."""
+        norm = torch.full((len(x),), math.inf, dtype=x.dtype, device=x.device)
+        if already is not None:
+            norm = torch.where(already, torch.zeros_like(norm), norm)
+        return cls(x.detach().clone(), norm)
+
+    def update(self, x_new: Tensor, norm: Tensor, success: Tensor, index: Tensor | None = None) -> Tensor:
+        """Keep ``x_new`` where it succeeded with a smaller ``norm``; ``index`` ``(A,)`` (sorted,
+        unique) names the rows offered (default: the whole batch). Returns the ``(A,)`` improved mask."""
+        x_new, norm = x_new.detach(), norm.detach()
+        old = self.norm if index is None else self.norm[index]
+        improved = success & (norm < old)
+        if index is None:
+            self.norm = torch.where(improved, norm, self.norm)
+            self.x = torch.where(per_sample_view(improved, x_new), x_new, self.x)
+        else:
+            self.norm[index] = torch.where(improved, norm, old)
+            self.x[index] = torch.where(per_sample_view(improved, x_new), x_new, self.x[index])
+        return improved
+
+    def found(self) -> Tensor:
+        """``(B,)`` bool: a successful perturbation is recorded."""
+        return torch.isfinite(self.norm)
+
+
+class PassCount:
+    """Per-sample count of model passes, ``(B,)`` int64; does nothing when not ``enabled`` (so an
+    attack called without ``return_info`` pays nothing for it)."""
+
+    def __init__(self, like: Tensor, enabled: bool) -> None:
+        self.counts = torch.zeros(len(like), dtype=torch.int64, device=like.device) if enabled else None
+
+    def add(self, index: Tensor | None = None, amount: int = 1) -> None:
+        """Count ``amount`` passes for the rows ``index`` ``(A,)`` (unique), or for every row."""
+        if self.counts is None:
+            return
+        if index is None:
+            self.counts += amount
+        else:
+            self.counts[index] += amount
+
+
 def check_option(name: str, value: float, *, minimum: float, integer: bool = False) -> None:
     """Raise ``ValueError`` naming the option when ``value`` is below ``minimum`` (or not an int)."""
     if integer and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
@@ -102,4 +158,4 @@ def check_option(name: str, value: float, *, minimum: float, integer: bool = Fal
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
 
 
-__all__ = ["BestIterate", "check_count", "check_option", "per_sample_step_size", "project_onto", "rows_of"]
+__all__ = ["BestIterate", "PassCount", "SmallestAdversarial", "check_count", "check_option", "per_sample_step_size", "project_onto", "rows_of"]

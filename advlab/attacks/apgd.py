@@ -23,10 +23,18 @@ import torch
 from torch import Tensor, nn
 
 from advlab._utils import canonical_name
-from advlab.attacks._core import finalize, input_grad, model_guard, prepare
-from advlab.attacks._iterate import BestIterate, check_count, project_onto
+from advlab.attacks._core import (
+    AttackInputError,
+    finalize,
+    input_grad,
+    model_guard,
+    prepare,
+    reject_targeted,
+)
+from advlab.attacks._iterate import BestIterate, PassCount, check_count, project_onto
 from advlab.attacks.losses import LossFn, cw_loss, dlr_targeted_loss, get_loss
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, bounded_result
 from advlab.threat import ThreatModel, per_sample_view
 
 State = dict[str, Tensor]
@@ -54,11 +62,13 @@ class _Config:
     model: nn.Module
     threat: ThreatModel
     attack_loss: AttackLoss
-    targeted: bool
+    sweep: bool  # target="top": targeted losses, untargeted success and score
+    targeted: bool  # a given target tensor: success is reaching it
     steps: int
     rho: float
     momentum: float
     early_stop: bool
+    count: PassCount
 
 
 def _attack_loss(loss: str | LossFn, targeted: bool) -> AttackLoss:
@@ -72,7 +82,10 @@ def _attack_loss(loss: str | LossFn, targeted: bool) -> AttackLoss:
     return lambda logits, y, target: targeted_loss(logits, target)
 
 
-def _check_options(steps: int, restarts: int, n_target_classes: int, rho: float, momentum: float) -> None:
+def _check_options(target: Tensor | str | None, steps: int, restarts: int, n_target_classes: int,
+                   rho: float, momentum: float) -> None:
+    if not (target is None or isinstance(target, Tensor) or target == "top"):
+        raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {target!r}")
     check_count("steps", steps)
     check_count("restarts", restarts)
     check_count("n_target_classes", n_target_classes)
@@ -93,63 +106,93 @@ def _check_classes(loss: str | LossFn, targeted: bool, classes: int) -> None:
 
 
 @register_attack("apgd", kind="bounded")
+@reject_targeted
 def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: str | LossFn = "ce",
-         steps: int = 100, restarts: int = 1, targeted: bool = False, n_target_classes: int = 9,
-         rho: float = 0.75, momentum: float = 0.75, early_stop: bool = True,
-         target_patience: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """Auto-PGD (Croce & Hein 2020), APGD-CE / APGD-DLR and, with ``targeted``, APGD-T.
+         steps: int = 100, restarts: int = 1, target: Tensor | str | None = None,
+         n_target_classes: int = 9, rho: float = 0.75, momentum: float = 0.75, early_stop: bool = True,
+         target_patience: int | None = None, generator: torch.Generator | None = None,
+         return_info: bool = False) -> Tensor | AttackResult:
+    """Auto-PGD (Croce & Hein 2020): APGD-CE / APGD-DLR, targeted APGD and, with ``target="top"``, APGD-T.
+
+    ``target="top"`` is AutoAttack's APGD-T sweep: one run per target class among the
+    ``n_target_classes`` (default 9, capped at ``K - 1``) classes with the highest clean logits
+    other than ``y``, tried in that order, each run only on the samples not fooled yet and
+    maximising the targeted loss (targeted DLR or CE) towards its class. Success means
+    misclassified (any wrong class), and between unsuccessful iterates the one with the highest
+    CW margin is kept.
 
     Args:
         model: classifier returning logits ``(B, K)``.
-        x: clean inputs ``(B, ...)``; y: the TRUE labels ``(B,)`` (also when ``targeted``).
+        x: clean inputs ``(B, ...)``; y: the true labels ``(B,)`` (also when targeted).
         threat: the threat model (``linf``, ``l2``; ``l1`` with a sparse step; ``eps`` float or ``(B,)``).
         loss: ``"ce"`` (default), ``"dlr"`` (needs >= 3 classes, targeted >= 4), ``"cw"`` or a callable.
         steps: iterations per run (default 100); restarts: random restarts per run (default 1),
             each only on the samples not fooled yet.
-        targeted: APGD-T: one run per target class among the ``n_target_classes`` (default 9,
-            capped at ``K - 1``) highest clean logits other than ``y``, each on the samples not
-            fooled yet, maximising the targeted loss (targeted DLR or CE). Success means
-            misclassified.
+        target: ``None`` (untargeted), a ``(B,)`` tensor of classes to reach (success is
+            ``pred == target``) or ``"top"`` (the APGD-T sweep above).
+        n_target_classes: number of target classes of the ``"top"`` sweep (default 9).
         rho: oscillation threshold of condition 1 (default 0.75).
         momentum: weight ``alpha`` of the new step against the previous one (default 0.75).
         early_stop: stop working on samples as soon as they are fooled (default True).
-        target_patience: APGD-T only: stop after this many consecutive target ranks broke no
-            sample of the batch (default None: try all ``n_target_classes``). Target classes are
-            tried in the order of their clean logits and success concentrates on the first ranks
-            (measured in ``benchmarks/README.md``), so a patience of 2 keeps the strength of all 9
-            targets at about a third of their cost; the ``standard`` preset uses it.
+        target_patience: ``"top"`` only: stop after this many consecutive target ranks broke no
+            sample of the batch (default None: try all ``n_target_classes``). Success concentrates
+            on the first ranks (see ``benchmarks/README.md``), so a patience of 2 keeps most of
+            the strength of all 9 targets at a fraction of their cost; the ``standard`` preset uses it.
         generator: randomness of the uniform random starts.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` whose ``gradients``
+            count the gradient passes per sample.
 
     Returns:
-        ``x_adv`` ``(B, ...)`` inside the threat model: per sample a misclassified iterate when one
-        was found, else the iterate with the highest loss (for APGD-T, the highest CW margin).
+        ``x_adv`` ``(B, ...)`` inside the threat model: per sample a successful iterate when one
+        was found, else the iterate with the highest loss (for ``"top"``, the highest CW margin).
     """
-    _check_options(steps, restarts, n_target_classes, rho, momentum)
+    _check_options(target, steps, restarts, n_target_classes, rho, momentum)
+    sweep = isinstance(target, str)
     if target_patience is not None:
         check_count("target_patience", target_patience)
-    cfg = _Config(model, threat, _attack_loss(loss, targeted), targeted, steps, rho, momentum, early_stop)
+    given = target if isinstance(target, Tensor) else None  # a tensor of classes to reach
+    cfg = _Config(model, threat, _attack_loss(loss, target is not None), sweep, given is not None,
+                  steps, rho, momentum, early_stop, PassCount(x, return_info))
     with model_guard(model):
-        clean_logits = prepare(model, x, y, threat)  # (B, K)
-        _check_classes(loss, targeted, clean_logits.shape[1])
-        targets = _target_classes(clean_logits, y, n_target_classes) if targeted else y[:, None]  # (B, T)
-        score = cw_loss(clean_logits, y) if targeted else cfg.attack_loss(clean_logits, y, y)
-        best = BestIterate.start(x, score, clean_logits.argmax(dim=1) != y)
-        eps = threat.eps_per_sample(x)  # (B,)
-        first, empty_ranks = True, 0
-        for target in targets.unbind(dim=1):
-            fooled_before = int(best.success.sum())
-            for _ in range(restarts):
-                index = torch.arange(len(x), device=x.device) if first and not early_stop else best.remaining()
-                if index.numel() == 0:
-                    return finalize(x, best.x, threat)
-                first = False
-                x_start = threat.select(index).random_init(x[index], generator)
-                _run(cfg, best, {"index": index, "x": x[index], "y": y[index], "target": target[index],
-                                 "eps": eps[index], "x_adv": x_start})
-            empty_ranks = 0 if int(best.success.sum()) > fooled_before else empty_ranks + 1
-            if targeted and target_patience is not None and empty_ranks >= target_patience:
-                break
-        return finalize(x, best.x, threat)
+        clean_logits = prepare(model, x, y, threat, target=given)  # (B, K)
+        _check_classes(loss, target is not None, clean_logits.shape[1])
+        targets = _target_classes(clean_logits, y, n_target_classes) if sweep else (
+            y if given is None else given)[:, None]  # (B, T)
+        best = _start_best(cfg, x, y, clean_logits, targets[:, 0])
+        x_adv = _sweep(cfg, best, x, y, targets, restarts, target_patience, generator)
+        if not return_info:
+            return x_adv
+        return bounded_result(model, x, y, x_adv, threat, target=given, gradients=cfg.count.counts)
+
+
+def _start_best(cfg: _Config, x: Tensor, y: Tensor, clean_logits: Tensor, first: Tensor) -> BestIterate:
+    """The clean points as the first best iterates, scored and judged like the runs' iterates."""
+    pred = clean_logits.argmax(dim=1)
+    if cfg.sweep:
+        return BestIterate.start(x, cw_loss(clean_logits, y), pred != y)
+    success = pred == first if cfg.targeted else pred != y
+    return BestIterate.start(x, cfg.attack_loss(clean_logits, y, first), success)
+
+
+def _sweep(cfg: _Config, best: BestIterate, x: Tensor, y: Tensor, targets: Tensor, restarts: int,
+           target_patience: int | None, generator: torch.Generator | None) -> Tensor:
+    """The runs: ``restarts`` per column of ``targets`` ``(B, T)``, each on the samples not fooled yet."""
+    eps = cfg.threat.eps_per_sample(x)  # (B,)
+    first, empty_ranks = True, 0
+    for target in targets.unbind(dim=1):
+        fooled_before = int(best.success.sum())
+        for _ in range(restarts):
+            index = torch.arange(len(x), device=x.device) if first and not cfg.early_stop else best.remaining()
+            if index.numel() == 0:
+                return finalize(x, best.x, cfg.threat)
+            first = False
+            x_start = cfg.threat.select(index).random_init(x[index], generator)
+            _run(cfg, best, {"index": index, "x": x[index], "y": y[index], "target": target[index],
+                             "eps": eps[index], "x_adv": x_start})
+        empty_ranks = 0 if int(best.success.sum()) > fooled_before else empty_ranks + 1
+        if cfg.sweep and target_patience is not None and empty_ranks >= target_patience:
+            break
+    return finalize(x, best.x, cfg.threat)
 
 
 def _target_classes(clean_logits: Tensor, y: Tensor, n_target_classes: int) -> Tensor:
@@ -169,12 +212,15 @@ def _evaluate(cfg: _Config, s: State, x_adv: Tensor, need_grad: bool = True
 
     if need_grad:
         grad, loss, logits = input_grad(cfg.model, x_adv, s["y"], loss_fn)
+        cfg.count.add(s["index"])
     else:
         with torch.no_grad():
             logits = cfg.model(x_adv)
         grad, loss = None, loss_fn(logits, s["y"])
-    score = cw_loss(logits, s["y"]) if cfg.targeted else loss
-    return grad, loss, score, logits.argmax(dim=1) != s["y"]
+    score = cw_loss(logits, s["y"]) if cfg.sweep else loss
+    goal = s["target"] if cfg.targeted else s["y"]
+    pred = logits.argmax(dim=1)
+    return grad, loss, score, pred == goal if cfg.targeted else pred != goal
 
 
 def _run(cfg: _Config, best: BestIterate, s: State) -> None:

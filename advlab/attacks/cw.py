@@ -36,18 +36,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import (
-    MinimalNormResult,
-    is_adversarial,
-    minimal_norm_threat,
-    minimal_result,
-    model_guard,
-    prepare,
-)
-from advlab.attacks._iterate import check_option
+from advlab.attacks._core import minimal_norm_threat, model_guard, prepare, reached, reject_targeted
+from advlab.attacks._iterate import SmallestAdversarial, check_option
 from advlab.attacks.losses import cw_loss, cw_targeted_loss
 from advlab.attacks.registry import register_attack
-from advlab.threat import per_sample_view
+from advlab.attacks.result import AttackResult, minimal_result
 
 #: Upper bound meaning "no successful constant yet" (as in the original code).
 _NO_UPPER = 1e10
@@ -66,25 +59,13 @@ def _from_box(x: Tensor, low: float, high: float) -> Tensor:
     return torch.atanh(unit * (1 - 1e-6))
 
 
-class _Best:
-    """Per-sample record of the smallest successful perturbation found so far."""
+def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor,
+              best: SmallestAdversarial, *, steps: int, lr: float, confidence: float, targeted: bool,
+              abort_early: bool, bounds: tuple[float, float]) -> tuple[Tensor, Tensor, int]:
+    """One round of Adam (fresh state) from ``w`` at fixed constants ``const`` ``(B,)``; ``y`` is
+    the goal (the target classes when ``targeted``).
 
-    def __init__(self, x: Tensor, already: Tensor) -> None:
-        self.x_adv = x.clone()  # (B, ...)
-        self.norms = torch.where(already, 0.0, math.inf).to(x)  # (B,) 0 where x is adversarial
-
-    def update(self, x_new: Tensor, norms: Tensor, success: Tensor) -> None:
-        improved = success & (norms < self.norms)  # (B,)
-        self.norms = torch.where(improved, norms, self.norms)
-        self.x_adv = torch.where(per_sample_view(improved, x_new), x_new, self.x_adv)
-
-
-def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor, best: _Best, *,
-              steps: int, lr: float, confidence: float, targeted: bool, abort_early: bool,
-              bounds: tuple[float, float]) -> tuple[Tensor, Tensor]:
-    """One round of Adam (fresh state) from ``w`` at fixed constants ``const`` ``(B,)``.
-
-    Returns the ``(B,)`` bool round success and the last ``w`` ``(B, ...)``.
+    Returns the ``(B,)`` bool round success, the last ``w`` ``(B, ...)`` and the steps run.
     """
     score_fn = cw_targeted_loss if targeted else cw_loss
     w = w.clone().requires_grad_(True)  # (B, ...)
@@ -92,7 +73,9 @@ def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor, 
     round_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     previous = math.inf
     check_every = max(steps // 10, 1)
+    done = 0
     for step in range(steps):
+        done += 1
         with torch.enable_grad():
             x_new = _to_box(w, *bounds)
             logits = model(x_new)  # (B, K)
@@ -102,7 +85,7 @@ def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor, 
             (w.grad,) = torch.autograd.grad(loss.sum(), w)
         optimizer.step()
         with torch.no_grad():
-            success = is_adversarial(logits, y, targeted) & (score >= confidence)
+            success = reached(logits, y, targeted=targeted) & (score >= confidence)
             round_success |= success
             best.update(x_new.detach(), distance.detach().sqrt(), success)
             if abort_early and step % check_every == check_every - 1:
@@ -110,21 +93,22 @@ def _optimise(model: nn.Module, x: Tensor, y: Tensor, w: Tensor, const: Tensor, 
                 if total > previous * (1 - _ABORT_TOLERANCE):
                     break
                 previous = total
-    return round_success, w.detach()
+    return round_success, w.detach(), done
 
 
 @register_attack("cw", kind="minimal")
+@reject_targeted
 def cw(model: nn.Module, x: Tensor, y: Tensor, *, c: float | Tensor | None = None,
        binary_steps: int = 9, steps: int = 200, lr: float = 0.01, confidence: float = 0.0,
-       bounds: tuple[float, float] = (0.0, 1.0), abort_early: bool = True, targeted: bool = False,
-       norm: str = "l2", generator: torch.Generator | None = None,
-       return_info: bool = False) -> Tensor | MinimalNormResult:
+       bounds: tuple[float, float] = (0.0, 1.0), abort_early: bool = True,
+       target: Tensor | None = None, norm: str = "l2", generator: torch.Generator | None = None,
+       return_info: bool = False) -> Tensor | AttackResult:
     """Carlini-Wagner L2 attack (Carlini & Wagner 2017) with a per-sample binary search on ``c``.
 
     Args:
         model: classifier returning logits ``(B, K)``.
         x: inputs ``(B, ...)`` in ``bounds``; never modified.
-        y: labels ``(B,)`` (target classes when ``targeted``).
+        y: the true labels ``(B,)``.
         c: initial penalty constant, a float or a ``(B,)`` tensor; ``None`` means
             ``(hi - lo)^2`` (1.0 for ``[0, 1]`` inputs, see the module docstring).
         binary_steps: rounds of the binary search over ``c`` (>= 1).
@@ -134,11 +118,13 @@ def cw(model: nn.Module, x: Tensor, y: Tensor, *, c: float | Tensor | None = Non
         bounds: valid input range (the ``tanh`` box).
         abort_early: end a round once the batch's total loss improved by less than 0.01 % over
             ``steps // 10`` iterations (Carlini & Wagner's criterion).
-        targeted: make ``x_adv`` classified as ``y`` instead of away from it.
+        target: ``(B,)`` classes ``x_adv`` must be classified as (success ``pred == target``);
+            ``None`` (default) moves away from ``y``.
         norm: only ``"l2"``; anything else is a ``ValueError``.
         generator: unused (the attack is deterministic); accepted for the common signature.
-        return_info: return a :class:`MinimalNormResult` whose ``extras["const"]`` ``(B,)`` holds
-            the smallest successful constant per sample (``inf`` where no round succeeded).
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` whose
+            ``extras["const"]`` ``(B,)`` holds the smallest successful constant per sample
+            (``inf`` where no round succeeded); ``gradients`` counts the Adam steps run.
 
     Returns:
         ``x_adv`` ``(B, ...)``: the smallest adversarial example found, ``x`` where none was found.
@@ -151,23 +137,27 @@ def cw(model: nn.Module, x: Tensor, y: Tensor, *, c: float | Tensor | None = Non
         raise ValueError(f"lr must be positive, got {lr!r}")
     threat = minimal_norm_threat(norm, bounds, ("l2",), "cw")
     low, high = threat.bounds
+    targeted = target is not None
+    goal = y if target is None else target  # the labels the score and the success test take
     with model_guard(model):
-        logits = prepare(model, x, y, threat)
+        logits = prepare(model, x, y, threat, target=target)
         x = x.detach()
         const = _initial_constants(c, len(x), (high - low) ** 2, x)
         lower, upper = torch.zeros_like(const), torch.full_like(const, _NO_UPPER)
-        best = _Best(x, is_adversarial(logits, y, targeted))
+        best = SmallestAdversarial.start(x, reached(logits, goal, targeted=targeted))
         w = _from_box(x, low, high)  # (B, ...)
+        gradients = 0
         for _ in range(binary_steps):
-            success, w = _optimise(model, x, y, w, const, best, steps=steps, lr=lr,
-                                   confidence=confidence, targeted=targeted,
-                                   abort_early=abort_early, bounds=threat.bounds)
+            success, w, done = _optimise(model, x, goal, w, const, best, steps=steps, lr=lr,
+                                         confidence=confidence, targeted=targeted,
+                                         abort_early=abort_early, bounds=threat.bounds)
+            gradients += done
             upper = torch.where(success, torch.minimum(upper, const), upper)
             lower = torch.where(success, lower, torch.maximum(lower, const))
             const = torch.where(upper < _NO_UPPER, (lower + upper) / 2, const * 10)
         smallest_successful = torch.where(upper < _NO_UPPER, upper, math.inf)
-        return minimal_result(model, x, y, best.x_adv, "l2", targeted=targeted,
-                              return_info=return_info, const=smallest_successful)
+        return minimal_result(model, x, y, best.x, "l2", target=target, return_info=return_info,
+                              gradients=gradients, const=smallest_successful)
 
 
 def _initial_constants(c: float | Tensor | None, batch: int, default: float, like: Tensor) -> Tensor:

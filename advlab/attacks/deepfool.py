@@ -25,25 +25,19 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import (
-    MinimalNormResult,
-    minimal_norm_threat,
-    minimal_result,
-    model_guard,
-    predict,
-    prepare,
-)
+from advlab.attacks._core import minimal_norm_threat, model_guard, predict, prepare
 from advlab.attacks._iterate import check_option
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, minimal_result
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
 
 #: Added to every DeepFool step length (authors' reference implementation).
 _STEP_SLACK = 1e-4
 
 
-def _candidate_classes(logits: Tensor, y: Tensor, candidates: int) -> Tensor:
+def _candidate_classes(logits: Tensor, y: Tensor, n_target_classes: int) -> Tensor:
     """``(B, C)`` class indices: column 0 is ``y``, then the ``C - 1`` other top classes."""
-    count = min(candidates, logits.shape[1]) - 1
+    count = min(n_target_classes, logits.shape[1]) - 1
     others = logits.scatter(1, y[:, None], -math.inf).topk(count, dim=1).indices  # (B, C-1)
     return torch.cat([y[:, None], others], dim=1)
 
@@ -80,11 +74,12 @@ def _linearised_step(diffs: Tensor, grads: Tensor, norm: str) -> Tensor:
 
 def _deepfool_loop(model: nn.Module, x: Tensor, classes: Tensor, threat: ThreatModel,
                    steps: int, overshoot: float) -> tuple[Tensor, Tensor]:
-    """Run DeepFool on the still-correct samples only; returns ``(x_adv, iterations)``."""
+    """Run DeepFool on the still-correct samples only; returns ``(x_adv, steps)`` (linearisation
+    steps taken per sample, ``(B,)`` int64)."""
     y = classes[:, 0]
     x_adv = x.clone()  # (B, ...)
     r_total = torch.zeros_like(x).flatten(1)  # (B, D)
-    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    steps_taken = torch.zeros(len(x), dtype=torch.long, device=x.device)
     active = torch.arange(len(x), device=x.device)
     for step in range(steps + 1):
         if len(active) == 0:
@@ -100,15 +95,15 @@ def _deepfool_loop(model: nn.Module, x: Tensor, classes: Tensor, threat: ThreatM
         r_total[active] += _linearised_step(diffs[still], grads[still], threat.norm)
         moved = x[active] + (1 + overshoot) * r_total[active].reshape(-1, *x.shape[1:])
         x_adv[active] = threat.clip(moved)
-        iterations[active] += 1
-    return x_adv, iterations
+        steps_taken[active] += 1
+    return x_adv, steps_taken
 
 
 @register_attack("deepfool", kind="minimal")
 def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int = 50,
-             overshoot: float = 0.02, candidates: int = 10, bounds: tuple[float, float] = (0.0, 1.0),
-             generator: torch.Generator | None = None,
-             return_info: bool = False) -> Tensor | MinimalNormResult:
+             overshoot: float = 0.02, n_target_classes: int = 10,
+             bounds: tuple[float, float] = (0.0, 1.0), generator: torch.Generator | None = None,
+             return_info: bool = False) -> Tensor | AttackResult:
     """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard 2016), batched over samples and classes.
 
     Args:
@@ -118,10 +113,13 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps:
         norm: ``"l2"`` or ``"linf"`` (the ``q = 1`` dual step).
         steps: maximum number of linearisation steps (>= 1).
         overshoot: the paper's ``eta``: iterates are ``x + (1 + overshoot) * r_total`` (>= 0).
-        candidates: number of classes considered, counting ``y``, ranked by the clean logits (>= 2).
+        n_target_classes: number of classes considered, counting ``y``, ranked by the clean
+            logits (>= 2; foolbox's ``candidates``).
         bounds: valid input range; each iterate is clipped into it.
         generator: unused (DeepFool is deterministic); accepted for the common signature.
-        return_info: return a :class:`MinimalNormResult` with ``iterations`` ``(B,)`` in ``extras``.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` with the
+            linearisation ``steps`` ``(B,)`` taken per sample in ``extras`` and ``gradients``
+            ``(B,)`` = ``steps * (C - 1)`` (one backward pass per candidate class and step).
 
     Returns:
         ``x_adv`` ``(B, ...)``: the perturbed inputs, ``x`` where the attack failed. Samples that
@@ -129,14 +127,14 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps:
     """
     check_option("steps", steps, minimum=1, integer=True)
     check_option("overshoot", overshoot, minimum=0.0)
-    check_option("candidates", candidates, minimum=2, integer=True)
+    check_option("n_target_classes", n_target_classes, minimum=2, integer=True)
     threat = minimal_norm_threat(norm, bounds, ("l2", "linf"), "deepfool")
     with model_guard(model):
         logits = prepare(model, x, y, threat)
-        classes = _candidate_classes(logits, y, candidates)  # (B, C)
-        x_adv, iterations = _deepfool_loop(model, x.detach(), classes, threat, steps, overshoot)
+        classes = _candidate_classes(logits, y, n_target_classes)  # (B, C)
+        x_adv, steps_taken = _deepfool_loop(model, x.detach(), classes, threat, steps, overshoot)
         return minimal_result(model, x, y, x_adv, threat.norm, return_info=return_info,
-                              iterations=iterations)
+                              gradients=steps_taken * (classes.shape[1] - 1), steps=steps_taken)
 
 
 def rho_adv(x: Tensor, x_adv: Tensor, norm: str = "l2", success: Tensor | None = None) -> float:

@@ -10,8 +10,8 @@ Norm Constraints" (NeurIPS). Each iteration ``k`` of ``steps``, with the logit-d
    adversarial already found -> ``eps = eps * (1 + gamma_k)``; otherwise jump to the linearised
    boundary estimate ``eps = ||delta||_p + |L| / ||grad L||_q`` (``q`` the dual norm);
    ``eps`` never exceeds the largest perturbation the box allows;
-3. step ``delta += alpha_k * grad L / ||grad L||_2`` (cosine-annealed ``alpha_k`` from
-   ``alpha_init`` to ``alpha_final = alpha_init / 100``), project onto the ``eps``-ball and clip
+3. step ``delta += step_size_k * grad L / ||grad L||_2`` (cosine-annealed ``step_size_k`` from
+   ``step_size_init`` to ``step_size_final = step_size_init / 100``), project onto the ``eps``-ball and clip
    ``x + delta`` into the bounds.
 
 The result is the smallest adversarial iterate recorded per sample. Norms: ``l2``, ``linf``, ``l1``.
@@ -32,17 +32,16 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import (
-    MinimalNormResult,
     input_grad,
     is_adversarial,
     minimal_norm_threat,
-    minimal_result,
     model_guard,
     prepare,
 )
-from advlab.attacks._iterate import check_option
+from advlab.attacks._iterate import SmallestAdversarial, check_option
 from advlab.attacks.losses import cw_loss
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, minimal_result
 from advlab.threat import ThreatModel, lp_norm, per_sample_view
 
 #: Dual of each norm, for the distance-to-boundary estimate ``|L| / ||grad||_dual``.
@@ -69,42 +68,39 @@ def _new_radius(eps: Tensor, delta_norm: Tensor, boundary_distance: Tensor, adve
 
 
 def _fmn_loop(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int,
-              alphas: tuple[float, float], gammas: tuple[float, float]) -> Tensor:
+              step_sizes: tuple[float, float], gammas: tuple[float, float]) -> Tensor:
     """Run FMN on ``x`` ``(B, ...)``; returns the best adversarial iterates (``x`` where none)."""
     low, high = threat.bounds
     delta = torch.zeros_like(x)  # (B, ...)
     eps = torch.zeros(len(x), device=x.device, dtype=x.dtype)  # (B,) set at the first step
     largest = lp_norm(torch.maximum(x - low, high - x), threat.norm)  # (B,) box diameter
-    best_norm = torch.full_like(eps, math.inf)
-    best_adv = x.clone()
+    best = SmallestAdversarial.start(x)
     found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for step in range(steps):
-        alpha = _cosine(*alphas, step, steps)
+        step_size = _cosine(*step_sizes, step, steps)
         gamma = _cosine(*gammas, step, steps)
         x_adv = x + delta
         grad, loss, logits = input_grad(model, x_adv, y, cw_loss)  # (B, ...), (B,), (B, K)
         grad = _box_tangent(grad, x_adv, low, high)
         delta_norm = lp_norm(delta, threat.norm)  # (B,)
         adversarial = is_adversarial(logits, y)
-        improved = adversarial & (delta_norm < best_norm)
-        best_norm = torch.where(improved, delta_norm, best_norm)
-        best_adv = torch.where(per_sample_view(improved, x_adv), x_adv, best_adv)
+        best.update(x_adv, delta_norm, adversarial)
         found |= adversarial
         boundary_distance = loss.abs() / lp_norm(grad, _DUAL[threat.norm]).clamp_min(1e-12)
-        eps = _new_radius(eps, delta_norm, boundary_distance, adversarial, found, best_norm, gamma)
+        eps = _new_radius(eps, delta_norm, boundary_distance, adversarial, found, best.norm, gamma)
         eps = torch.minimum(eps, largest)
         step_direction = grad / per_sample_view(lp_norm(grad, "l2").clamp_min(1e-12), grad)
-        delta = threat.project_delta(delta + alpha * step_direction, eps)
+        delta = threat.project_delta(delta + step_size * step_direction, eps)
         delta = threat.clip(x + delta) - x
-    return best_adv
+    return best.x
 
 
 @register_attack("fmn", kind="minimal")
 def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int = 100,
-        alpha_init: float = 1.0, alpha_final: float | None = None, gamma_init: float = 0.05,
-        gamma_final: float = 0.001, bounds: tuple[float, float] = (0.0, 1.0),
-        generator: torch.Generator | None = None,
-        return_info: bool = False) -> Tensor | MinimalNormResult:
+        step_size_init: float = 1.0, step_size_final: float | None = None,
+        gamma_init: float = 0.05, gamma_final: float = 0.001,
+        bounds: tuple[float, float] = (0.0, 1.0), generator: torch.Generator | None = None,
+        return_info: bool = False) -> Tensor | AttackResult:
     """Fast Minimum-Norm attack (Pintor, Roli, Brendel & Biggio 2021), untargeted.
 
     Args:
@@ -113,27 +109,31 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int 
         y: labels ``(B,)``.
         norm: ``"l2"``, ``"linf"`` or ``"l1"``: the norm minimised.
         steps: iterations (>= 1); one forward and one backward pass each.
-        alpha_init: initial step length (L2 length of the normalised gradient step, > 0).
-        alpha_final: final step length of the cosine schedule; ``None`` = ``alpha_init / 100``.
+        step_size_init: initial step length (L2 length of the normalised gradient step, > 0;
+            the paper's initial alpha).
+        step_size_final: final step length of the cosine schedule; ``None`` =
+            ``step_size_init / 100``.
         gamma_init, gamma_final: initial and final relative radius change (in ``[0, 1)``).
         bounds: valid input range.
         generator: unused (FMN starts from ``x`` and is deterministic).
-        return_info: return a :class:`MinimalNormResult` instead of ``x_adv``.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` (``gradients``:
+            ``steps`` per sample) instead of ``x_adv``.
 
     Returns:
         ``x_adv`` ``(B, ...)``: the smallest adversarial example found, ``x`` where none was found.
     """
     check_option("steps", steps, minimum=1, integer=True)
-    alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
-    for name, value in (("alpha_init", alpha_init), ("alpha_final", alpha_final),
+    step_size_final = step_size_init / 100 if step_size_final is None else step_size_final
+    for name, value in (("step_size_init", step_size_init), ("step_size_final", step_size_final),
                         ("gamma_init", gamma_init), ("gamma_final", gamma_final)):
         check_option(name, value, minimum=0.0)
-    if not (alpha_init > 0 and gamma_init < 1 and gamma_final < 1):
-        raise ValueError("fmn needs alpha_init > 0 and gamma_init, gamma_final in [0, 1)")
+    if not (step_size_init > 0 and gamma_init < 1 and gamma_final < 1):
+        raise ValueError("fmn needs step_size_init > 0 and gamma_init, gamma_final in [0, 1)")
     threat = minimal_norm_threat(norm, bounds, ("l2", "linf", "l1"), "fmn")
     with model_guard(model):
         prepare(model, x, y, threat)
         x = x.detach()
-        x_adv = _fmn_loop(model, x, y, threat, steps, (alpha_init, alpha_final),
+        x_adv = _fmn_loop(model, x, y, threat, steps, (step_size_init, step_size_final),
                           (gamma_init, gamma_final))
-        return minimal_result(model, x, y, x_adv, threat.norm, return_info=return_info)
+        return minimal_result(model, x, y, x_adv, threat.norm, return_info=return_info,
+                              gradients=steps)

@@ -5,7 +5,7 @@
 * ``dlr``: the Difference of Logits Ratio of Croce & Hein (2020), invariant to shifts and
   rescaling of the logits, so it does not saturate: ``-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3)``.
 
-Targeted variants take the target class as ``y`` and are maximised to reach it.
+Targeted variants take the target classes in place of the labels and are maximised to reach them.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ TARGETED_LOSSES: dict[str, LossFn] = {"ce": ce_targeted_loss, "cw": cw_targeted_
                                       "dlr": dlr_targeted_loss}
 
 
-def get_loss(name: str | LossFn, targeted: bool = False) -> LossFn:
+def get_loss(name: str | LossFn, *, targeted: bool = False) -> LossFn:
     """Look up a loss by name (``ce``, ``cw``/``margin``, ``dlr``) or pass a callable through."""
     if callable(name):
         return name

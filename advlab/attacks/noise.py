@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import (
-    MinimalNormResult,
     check_inputs,
     finalize,
     is_adversarial,
@@ -30,9 +29,10 @@ from advlab.attacks._core import (
     predict,
     prepare,
 )
-from advlab.attacks._iterate import BestIterate, check_count
+from advlab.attacks._iterate import BestIterate, PassCount, check_count
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, MinimalNormResult, bounded_result
 from advlab.threat import Eps, ThreatModel, canonical_norm, lp_norm
 
 DISTRIBUTIONS = ("gaussian", "sphere", "cube", "ball")
@@ -105,7 +105,7 @@ def random_noise(x: Tensor, norm: str = "l2", eps: Eps = 1.0, *, distribution: s
 @register_attack("noise", kind="bounded")
 def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, samples: int = 10,
           distribution: str = "sphere", loss: str | LossFn = "ce",
-          generator: torch.Generator | None = None) -> Tensor:
+          generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
     """Random-noise baseline: the best of ``samples`` random perturbations of norm ``eps``.
 
     A sanity check for evaluations (an attack weaker than random noise is broken) and the
@@ -118,6 +118,8 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
         distribution: see :func:`random_noise` (default ``"sphere"``: on the threat's sphere).
         loss: the score of a draw when none fools the model (default ``"ce"``).
         generator: randomness.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` whose ``queries``
+            count the forward passes per sample (the clean one included).
 
     Returns:
         ``x_adv`` ``(B, ...)`` in the threat model: per sample the first misclassifying draw, else
@@ -125,8 +127,10 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
     """
     check_count("samples", samples)
     loss_fn = get_loss(loss)
+    count = PassCount(x, return_info)
     with model_guard(model), torch.no_grad():
         logits = prepare(model, x, y, threat)
+        count.add()
         eps = threat.eps_per_sample(x)  # (B,)
         # score -inf: a still-correct sample always ends on one of its draws
         best = BestIterate.start(x, torch.full_like(eps, -math.inf), is_adversarial(logits, y))
@@ -137,8 +141,12 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
             x_new = random_noise(x[active], threat.norm, eps[active], distribution=distribution,
                                  bounds=threat.bounds, generator=generator)
             logits = model(x_new)
+            count.add(active)
             best.update(active, x_new, loss_fn(logits, y[active]), is_adversarial(logits, y[active]))
-        return finalize(x, best.x, threat)
+        x_adv = finalize(x, best.x, threat)
+        if not return_info:
+            return x_adv
+        return bounded_result(model, x, y, x_adv, threat, queries=count.counts)
 
 
 def _directions(x: Tensor, directions: int | Tensor, norm: str, subspace_dim: int | None,

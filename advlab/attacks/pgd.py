@@ -15,14 +15,17 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import (
     check_inputs,
+    check_target,
     finalize,
     input_grad,
-    is_adversarial,
     model_guard,
     prepare,
+    reached,
+    reject_targeted,
 )
 from advlab.attacks._iterate import (
     BestIterate,
+    PassCount,
     check_count,
     per_sample_step_size,
     project_onto,
@@ -30,19 +33,21 @@ from advlab.attacks._iterate import (
 )
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, bounded_result
 from advlab.threat import Eps, ThreatModel
 
 
 @register_attack("pgd", kind="bounded")
+@reject_targeted
 def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 10,
         step_size: Eps | None = None, random_start: bool = False, restarts: int = 1,
-        loss: str | LossFn = "ce", targeted: bool = False, early_stop: bool = False,
-        generator: torch.Generator | None = None) -> Tensor:
+        loss: str | LossFn = "ce", target: Tensor | None = None, early_stop: bool = False,
+        generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
     """Projected gradient descent (Madry et al. 2018), returning the best iterate per sample.
 
     Args:
         model: classifier returning logits ``(B, K)``.
-        x: clean inputs ``(B, ...)``; y: labels ``(B,)`` (the *target* classes when ``targeted``).
+        x: clean inputs ``(B, ...)``; y: the true labels ``(B,)``.
         threat: the threat model (norm, ``eps`` float or ``(B,)``, bounds).
         steps: gradient steps per restart (default 10).
         step_size: float or ``(B,)``; default ``2.5 * eps / steps`` (Madry et al.), per sample
@@ -51,10 +56,13 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         restarts: number of runs; every run after the first starts at a random point (whatever
             ``random_start`` says) and only attacks the samples not fooled yet.
         loss: ``"ce"`` (default), ``"dlr"``, ``"cw"`` or a callable ``(logits, y) -> (B,)``.
-        targeted: reach class ``y`` (targeted losses) instead of leaving it.
+        target: ``(B,)`` classes to reach (targeted losses; success is ``pred == target``);
+            ``None`` (default) leaves the class ``y``.
         early_stop: stop updating a sample once it is fooled (the active batch shrinks, later
             steps get cheaper) and return as soon as all are fooled.
         generator: randomness of the random starts.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` whose
+            ``gradients`` count the gradient passes per sample (fewer for early-stopped samples).
 
     Returns:
         ``x_adv`` ``(B, ...)`` inside the threat model: per sample the best point seen over the
@@ -66,40 +74,50 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     """
     check_count("steps", steps)
     check_count("restarts", restarts)
-    loss_fn = get_loss(loss, targeted)
+    targeted = target is not None
+    loss_fn = get_loss(loss, targeted=targeted)
+    goal = y if target is None else target  # the labels the loss and the success test take
     with model_guard(model):
+        check_target(target, y)
         eps = threat.eps_per_sample(x)  # (B,)
         default = eps * (2.5 / steps) if isinstance(threat.eps, Tensor) else threat.eps * 2.5 / steps
         step = per_sample_step_size(step_size, eps, default)  # a float, or (B,) for per-sample sizes
-        best = _start(model, x, y, threat, loss_fn, targeted, at_clean=not random_start)
+        best = _start(model, x, y, threat, loss_fn, target, at_clean=not random_start)
+        count = PassCount(x, return_info)
         for restart in range(restarts):
             index = best.remaining() if early_stop or restart > 0 else torch.arange(len(x), device=x.device)
             if index.numel() == 0:
                 break
             x_orig = x[index]
             x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
-            _run(model, threat, loss_fn, best, (index, x_orig, y[index], eps[index], rows_of(step, index)),
+            _run(model, threat, loss_fn, best, (index, x_orig, goal[index], eps[index], rows_of(step, index)),
                  x_start, steps=steps, targeted=targeted, early_stop=early_stop,
-                 from_clean=restart == 0 and not random_start)
-        return finalize(x, best.x, threat)
+                 from_clean=restart == 0 and not random_start, count=count)
+        x_adv = finalize(x, best.x, threat)
+        if not return_info:
+            return x_adv
+        return bounded_result(model, x, y, x_adv, threat, target=target, gradients=count.counts)
 
 
 def _start(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, loss_fn: LossFn,
-           targeted: bool, at_clean: bool) -> BestIterate:
+           target: Tensor | None, at_clean: bool) -> BestIterate:
     """The best iterate before the first step. When the first run starts at ``x`` its first
-    gradient pass scores (and checks) the clean point, so no separate clean pass is needed."""
+    gradient pass scores (and checks) the clean point, so no separate clean pass is needed
+    (a target out of range is then reported by that pass's label check)."""
     if at_clean:
         check_inputs(x, y, threat)
         return BestIterate.start(x, torch.full((len(x),), -math.inf, device=x.device, dtype=x.dtype),
                                  torch.zeros(len(x), dtype=torch.bool, device=x.device))
-    clean_logits = prepare(model, x, y, threat)
-    return BestIterate.start(x, loss_fn(clean_logits, y), is_adversarial(clean_logits, y, targeted))
+    clean_logits = prepare(model, x, y, threat, target=target)
+    goal = y if target is None else target
+    return BestIterate.start(x, loss_fn(clean_logits, goal), reached(clean_logits, goal, targeted=target is not None))
 
 
 def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestIterate,
          batch: tuple[Tensor, ...], x_adv: Tensor, *, steps: int, targeted: bool,
-         early_stop: bool, from_clean: bool = False) -> None:
-    """One PGD run from ``x_adv`` on the samples ``batch = (index, x, y, eps, step_size)``.
+         early_stop: bool, from_clean: bool = False, count: PassCount) -> None:
+    """One PGD run from ``x_adv`` on the samples ``batch = (index, x, goal, eps, step_size)``
+    (``goal``: the true labels, or the target classes when ``targeted``).
 
     ``from_clean``: the run starts at the clean inputs, so its first gradient pass also checks
     the model's outputs, and a clean point that is already misclassified does not count as
@@ -110,7 +128,8 @@ def _run(model: nn.Module, threat: ThreatModel, loss_fn: LossFn, best: BestItera
     box = threat.linf_box(x_orig, eps) if threat.norm == "linf" else None  # Linf: project = 1 clamp
     for k in range(steps):
         grad, loss, logits = input_grad(model, x_adv, labels, loss_fn, check=from_clean and k == 0)  # (A, ...), (A,), (A, K)
-        success = is_adversarial(logits, labels, targeted)
+        count.add(index)
+        success = reached(logits, labels, targeted=targeted)
         best.update(index, x_adv, loss, success)
         if k > 0 or not from_clean:
             fooled |= success
@@ -144,7 +163,7 @@ def _score_last(model: nn.Module, loss_fn: LossFn, best: BestIterate,
         index, x_adv, labels = index[todo], x_adv[todo], labels[todo]
     with torch.no_grad():
         logits = model(x_adv)
-    best.update(index, x_adv, loss_fn(logits, labels), is_adversarial(logits, labels, targeted))
+    best.update(index, x_adv, loss_fn(logits, labels), reached(logits, labels, targeted=targeted))
 
 
 __all__ = ["pgd"]

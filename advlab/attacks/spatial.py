@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab.attacks._core import is_adversarial, model_guard, prepare
+from advlab.attacks._core import is_adversarial, model_guard, predict, prepare
 from advlab.attacks.losses import ce_loss
 from advlab.attacks.registry import register_attack
-from advlab.threat import ThreatModel
+from advlab.attacks.result import AttackResult
+from advlab.threat import ThreatModel, lp_norm
 
 Param = float | Tensor
 
@@ -131,11 +132,14 @@ def _search(model: nn.Module, x: Tensor, y: Tensor, params: Tensor, bounds: tupl
 
 
 def _lp_attack(model: nn.Module, x_t: Tensor, y: Tensor, threat: ThreatModel, lp_steps: int,
-               generator: torch.Generator | None) -> Tensor:
-    """PGD (Madry et al. 2018) with ``lp_steps`` steps of ``2.5 eps / lp_steps`` around ``x_t``."""
+               generator: torch.Generator | None, return_info: bool) -> tuple[Tensor, Tensor | None]:
+    """PGD (Madry et al. 2018) with ``lp_steps`` steps of ``2.5 eps / lp_steps`` around ``x_t``;
+    returns ``x_adv`` and, with ``return_info``, the gradient passes per sample ``(B,)``."""
     from advlab.attacks.pgd import pgd  # lazy: the spatial search does not need it
 
-    return pgd(model, x_t, y, threat, steps=lp_steps, random_start=False, generator=generator)
+    out = pgd(model, x_t, y, threat, steps=lp_steps, random_start=False, generator=generator,
+              return_info=return_info)
+    return (out.x_adv, out.gradients) if isinstance(out, AttackResult) else (out, None)
 
 
 @register_attack("spatial", kind="spatial")
@@ -144,7 +148,7 @@ def spatial(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
             grid: Sequence[int] | None = (5, 5, 5), random_samples: int = 0, lp_steps: int = 10,
             bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 4096,
             return_info: bool = False, generator: torch.Generator | None = None
-            ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+            ) -> Tensor | AttackResult:
     """Worst-case rotation + translation (Engstrom et al. 2019), optionally followed by PGD.
 
     Args:
@@ -162,16 +166,19 @@ def spatial(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
         lp_steps: PGD steps when ``threat`` is given (default 10).
         bounds: valid input range when ``threat`` is ``None`` (else ``threat.bounds``).
         batch_size: transformed images per forward pass (the grid is evaluated in batches).
-        return_info: also return a dict of ``(B,)`` tensors: ``angle``, ``tx``, ``ty`` (the chosen
-            transform; 0 for samples misclassified to begin with), ``loss`` (cross-entropy of
-            the returned image) and ``success`` (the returned image is misclassified).
+        return_info: return an :class:`~advlab.attacks.result.AttackResult`: ``success`` (the
+            returned image is misclassified), ``norm`` the distance ``||x_adv - x||`` in
+            ``threat.norm`` (L2 without a threat), ``queries`` the forward passes per sample
+            (clean pass and transforms), ``gradients`` the PGD passes (``None`` without a
+            threat) and ``extras`` ``(B,)`` tensors ``angle``, ``tx``, ``ty`` (the chosen
+            transform; 0 for samples misclassified to begin with) and ``loss`` (cross-entropy
+            of the returned image).
         generator: randomness of the random draws.
 
     Returns:
         ``x_adv`` ``(B, C, H, W)`` in the bounds (per sample the first misclassifying transform in
         grid-then-random order, else the one of highest cross-entropy; samples misclassified
-        to begin with are returned unchanged before the Lp step); ``(x_adv, info)`` when
-        ``return_info``.
+        to begin with are returned unchanged before the Lp step); the result when ``return_info``.
     """
     _check_options(max_rotation, max_translation, grid, random_samples, lp_steps, batch_size)
     bounds = threat.bounds if threat is not None else (float(bounds[0]), float(bounds[1]))
@@ -189,15 +196,18 @@ def spatial(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
                 chosen[todo] = _search(model, x[todo], y[todo], params, bounds, batch_size)
         x_adv = transform(x, *chosen.unbind(1), bounds=bounds)
         x_adv = torch.where(chosen.abs().sum(dim=1)[:, None, None, None] > 0, x_adv, x)
+        gradients = None
         if threat is not None:
-            x_adv = _lp_attack(model, x_adv, y, threat, lp_steps, generator)
+            x_adv, gradients = _lp_attack(model, x_adv, y, threat, lp_steps, generator, return_info)
         if not return_info:
             return x_adv
-        with torch.no_grad():
-            logits = model(x_adv)
-        info = {"angle": chosen[:, 0], "tx": chosen[:, 1], "ty": chosen[:, 2],
-                "loss": ce_loss(logits, y), "success": is_adversarial(logits, y)}
-        return x_adv, info
+        logits = predict(model, x_adv)  # a fresh eval-mode forward (inside model_guard)
+        queries = torch.ones(len(x), dtype=torch.int64, device=x.device)  # the clean pass
+        queries[todo] += params.shape[1] if todo.numel() else 0
+        return AttackResult(x_adv, lp_norm(x_adv - x, threat.norm if threat is not None else "l2"),
+                            is_adversarial(logits, y), queries=queries, gradients=gradients,
+                            extras={"angle": chosen[:, 0], "tx": chosen[:, 1], "ty": chosen[:, 2],
+                                    "loss": ce_loss(logits, y)})
 
 
 __all__ = ["spatial", "transform"]

@@ -28,10 +28,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks._core import finalize, is_adversarial, model_guard, prepare
-from advlab.attacks._iterate import BestIterate, check_count
+from advlab.attacks._core import finalize, model_guard, prepare, reached, reject_targeted
+from advlab.attacks._iterate import BestIterate, PassCount, check_count
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
+from advlab.attacks.result import AttackResult, bounded_result
 from advlab.threat import ThreatModel, lp_norm
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each (of 10000)
@@ -178,37 +179,40 @@ def _l2_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[flo
 
 
 # -------------------------------------------------------------------------------------- search
-def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str, bounds: tuple[float, float],
-                   loss_fn: LossFn, targeted: bool, queries: int, p_init: float,
-                   generator: torch.Generator | None) -> BestIterate:
-    """One run of ``queries`` queries on images ``x`` ``(n, C, H, W)``; ``query`` maps images to logits."""
+def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
+                   bounds: tuple[float, float], loss_fn: LossFn, targeted: bool, queries: int,
+                   p_init: float, generator: torch.Generator | None) -> BestIterate:
+    """One run of ``queries`` queries on images ``x`` ``(n, C, H, W)``; ``query(rows, images)``
+    maps the images of rows ``rows`` (``None``: all n) to logits. ``y``: the labels the loss takes
+    (the target classes when ``targeted``)."""
     init, step = (_linf_init, _linf_step) if norm == "linf" else (_l2_init, _l2_step)
     x_start = init(x, eps, bounds, generator)
-    logits = query(x_start)
-    best = BestIterate.start(x_start, loss_fn(logits, y), is_adversarial(logits, y, targeted))
+    logits = query(None, x_start)
+    best = BestIterate.start(x_start, loss_fn(logits, y), reached(logits, y, targeted=targeted))
     for iteration in range(queries - 1):
         active = best.remaining()  # (A,) only still-robust samples are queried
         if active.numel() == 0:
             break
         p = p_schedule(p_init, iteration, queries)
         x_new = step(x[active], best.x[active], eps[active], p, bounds, generator)
-        logits = query(x_new)
-        best.update(active, x_new, loss_fn(logits, y[active]), is_adversarial(logits, y[active], targeted))
+        logits = query(active, x_new)
+        best.update(active, x_new, loss_fn(logits, y[active]), reached(logits, y[active], targeted=targeted))
     return best
 
 
 @register_attack("square", kind="bounded")
+@reject_targeted
 def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queries: int = 1000,
            p_init: float = 0.8, restarts: int = 1, loss: str | LossFn = "margin",
-           targeted: bool = False, generator: torch.Generator | None = None) -> Tensor:
+           target: Tensor | None = None, generator: torch.Generator | None = None,
+           return_info: bool = False) -> Tensor | AttackResult:
     """Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020): black-box random search.
 
     Uses forward passes only, under ``torch.no_grad()``: it works on models without gradients.
 
     Args:
         model: classifier returning logits ``(B, K)``.
-        x: clean inputs ``(B, C, H, W)``, ``(B, C, L)`` or ``(B, D)``; y: labels ``(B,)`` (target
-            classes when ``targeted``).
+        x: clean inputs ``(B, C, H, W)``, ``(B, C, L)`` or ``(B, D)``; y: the true labels ``(B,)``.
         threat: ``linf`` or ``l2`` threat model (``eps`` float or ``(B,)``); ``l1`` is refused.
         queries: forward passes per sample and run (default 1000): one for the start point and
             ``queries - 1`` random-search steps. With the clean pass of the input checks a sample
@@ -218,8 +222,11 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
         restarts: runs from fresh random starts for the samples still robust (default 1).
         loss: ``"margin"`` (default; the C&W margin ``max_{j!=y} z_j - z_y``), ``"ce"`` or a
             callable ``(logits, y) -> (B,)``; larger = more adversarial.
-        targeted: reach class ``y`` instead of leaving it.
+        target: ``(B,)`` classes to reach (targeted losses, success ``pred == target``);
+            ``None`` (default) leaves the class ``y``.
         generator: all randomness (start, windows, signs); same seed -> identical result.
+        return_info: return an :class:`~advlab.attacks.result.AttackResult` whose ``queries``
+            count the forward passes per sample (the clean one included).
 
     Returns:
         ``x_adv`` ``(B, ...)`` inside the threat model: a fooling point where one was found,
@@ -232,24 +239,34 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
     check_count("restarts", restarts)
     if not 0.0 < float(p_init) <= 1.0:
         raise ValueError(f"p_init must lie in (0, 1], got {p_init!r}")
-    loss_fn = get_loss(loss, targeted)
+    targeted = target is not None
+    loss_fn = get_loss(loss, targeted=targeted)
+    goal = y if target is None else target  # the labels the loss and the success test take
     image = _as_image(x)  # (B, C, H, W) view
+    count = PassCount(x, return_info)
     with model_guard(model), torch.no_grad():
-        clean_logits = prepare(model, x, y, threat)
+        clean_logits = prepare(model, x, y, threat, target=target)
+        count.add()
         eps = threat.eps_per_sample(x)  # (B,)
-        best = BestIterate.start(image, loss_fn(clean_logits, y), is_adversarial(clean_logits, y, targeted))
-
-        def query(images: Tensor) -> Tensor:
-            return model(images.reshape(images.shape[0], *x.shape[1:]))
+        best = BestIterate.start(image, loss_fn(clean_logits, goal), reached(clean_logits, goal, targeted=targeted))
 
         for _ in range(restarts):
             index = best.remaining()
             if index.numel() == 0:
                 break
-            run = _random_search(query, image[index], y[index], eps[index], threat.norm,
+
+            def query(rows: Tensor | None, images: Tensor, index: Tensor = index) -> Tensor:
+                if count.counts is not None:
+                    count.add(index if rows is None else index[rows])
+                return model(images.reshape(images.shape[0], *x.shape[1:]))
+
+            run = _random_search(query, image[index], goal[index], eps[index], threat.norm,
                                  threat.bounds, loss_fn, targeted, queries, p_init, generator)
             best.update(index, run.x, run.score, run.success)
-        return finalize(x, best.x.reshape(x.shape), threat)
+        x_adv = finalize(x, best.x.reshape(x.shape), threat)
+        if not return_info:
+            return x_adv
+        return bounded_result(model, x, y, x_adv, threat, target=target, queries=count.counts)
 
 
 __all__ = ["l2_block", "p_schedule", "square"]

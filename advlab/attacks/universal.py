@@ -82,7 +82,7 @@ def _batch_update(model: nn.Module, x_batch: Tensor, target: Tensor, v: Tensor, 
     """Mean DeepFool perturbation ``x.shape[1:]`` of the unfooled points of one batch (0 if none)."""
     x_moved = threat.clip(x_batch + v)  # (b, ...)
     result = deepfool(model, x_moved, target, return_info=True, **deepfool_options)
-    moved = result.success & (result.extras["iterations"] > 0)  # unfooled before, fooled now
+    moved = result.success & (result.extras["steps"] > 0)  # unfooled before, fooled now
     if not bool(moved.any()):
         return torch.zeros_like(v)
     return (result.x_adv - x_moved)[moved].mean(dim=0)

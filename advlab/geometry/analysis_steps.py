@@ -13,7 +13,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from advlab.attacks._core import MinimalNormResult, model_guard, predict
+from advlab.attacks._core import model_guard, predict
+from advlab.attacks.result import AttackResult
 from advlab.geometry._common import flat, orthonormal_pair, random_normal
 from advlab.geometry.analysis import AnalysisState, finite_median
 from advlab.geometry.analysis_plots import (
@@ -53,14 +54,14 @@ def minimal_perturbations(state: AnalysisState) -> None:
     for label, model in state.models.items():
         with model_guard(model):
             correct = predict(model, x).argmax(dim=1) == y  # (N,)
-        info = cast(MinimalNormResult, deepfool(model, x, y, norm="l2", return_info=True))
+        info = cast(AttackResult, deepfool(model, x, y, norm="l2", return_info=True))
         found = correct & info.success
-        state.norms[label] = info.norms
-        state.record(label, correct=correct, deepfool_norm=info.norms,
-                     deepfool_relative=info.norms / flat(x).norm(dim=1).clamp_min(1e-12))
+        state.norms[label] = info.norm
+        state.record(label, correct=correct, deepfool_norm=info.norm,
+                     deepfool_relative=info.norm / flat(x).norm(dim=1).clamp_min(1e-12))
         state.aggregate(label, clean_accuracy=float(correct.float().mean()),
                         deepfool_success_rate=float(found.sum() / correct.sum().clamp_min(1)),
-                        median_deepfool_norm=finite_median(info.norms[found]),
+                        median_deepfool_norm=finite_median(info.norm[found]),
                         rho_adv=rho_adv(x, info.x_adv, success=found))
         perturbation = info.x_adv - x if perturbation is None else perturbation
     assert perturbation is not None

@@ -85,7 +85,7 @@ def _preset(name: str) -> list[AttackStep]:
     if name == "standard":
         return [
             AttackStep("apgd-ce", _apgd(loss="ce", steps=100)),
-            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, targeted=True, n_target_classes=9,
+            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=9,
                                        target_patience=2), min_classes=4),
             # stands in for the targeted step when a model has exactly 3 classes
             AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100), min_classes=3, max_classes=3),
@@ -95,7 +95,7 @@ def _preset(name: str) -> list[AttackStep]:
     if name == "thorough":
         return [
             AttackStep("apgd-ce", _apgd(loss="ce", steps=100, restarts=5)),
-            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, targeted=True, n_target_classes=99,
+            AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=99,
                                        restarts=2), min_classes=4),
             AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100, restarts=5), min_classes=3),
             AttackStep("fmn", _fmn_bounded(steps=200), norms=("linf", "l2")),

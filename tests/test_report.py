@@ -8,8 +8,8 @@ import pytest
 
 from advlab import ThreatModel, evaluate
 from advlab.report import build_report
-from advlab.report.figures import _figure, _save
 from advlab.report.html import table
+from advlab.report.plotting import new_figure, save_figure
 from advlab.store import Store
 
 
@@ -25,9 +25,9 @@ def store_with_records(tmp_path, digits_mlp, digits):
             store.log_metrics("mlp", epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.8 + 0.05 * epoch})
         evaluate(digits_mlp, x[:32], y[:32], ThreatModel("linf", 0.1), eps=[0.05, 0.1],
                  attacks="fast", store=store, run_name="mlp")
-        fig, axes = _figure(3, 2)
-        axes[0][0].plot([0, 1], [1, 0])
-        png = _save(fig, tmp_path / "cross_section.png")
+        fig, ax = new_figure(width=3, height=2)
+        ax.plot([0, 1], [1, 0])
+        png = save_figure(fig, tmp_path / "cross_section.png")
         store.add_evaluation("mlp", "geometry", {}, {"figures": {"cross_section": png.name},
                                                      "captions": {"cross_section": "a plane"},
                                                      "metadata": {"out_dir": str(tmp_path)}})

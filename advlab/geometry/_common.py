@@ -1,4 +1,4 @@
-"""Pieces shared by the geometry modules: input checks, labels, unit directions, planes, figures.
+"""Pieces shared by the geometry modules: input checks, labels, random draws, unit directions, planes.
 
 Shapes: ``x`` is batch-first ``(B, ...)``; per-sample quantities are ``(B,)``; flattened inputs
 are ``(B, D)`` with ``D = prod(x.shape[1:])``.
@@ -7,22 +7,15 @@ are ``(B, D)`` with ``D = prod(x.shape[1:])``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, predict
-from advlab.threat import per_sample_view
+from advlab.threat import flat, per_sample_view
 
 #: Geometry probes may leave the input box on purpose, so only shape and finiteness are checked.
 NO_BOUNDS = (-math.inf, math.inf)
-
-
-def flat(t: Tensor) -> Tensor:
-    """``(B, ...) -> (B, D)``."""
-    return t.reshape(t.shape[0], -1)
 
 
 def check_batch(x: Tensor, y: Tensor | None = None) -> None:
@@ -93,28 +86,3 @@ def grid_axis(extent: float, resolution: int) -> Tensor:
     if resolution % 2 == 1:
         axis[resolution // 2] = 0.0
     return axis
-
-
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 4.0) -> tuple[Any, Any]:
-    """A matplotlib ``Figure`` with a grid of axes, rendered by the Agg canvas.
-
-    Built without ``pyplot``, so no global backend is switched and nothing is left open:
-    the figure is garbage-collected once saved.
-    Returns ``(fig, axes)`` with ``axes`` a 1-D array (or a single axes when 1x1).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    return fig, (axes[0] if axes.size == 1 else axes)
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a figure as PNG at 110 dpi (creating the folder) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    fig.clear()
-    return path

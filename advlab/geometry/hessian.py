@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher, unit
+from advlab.geometry._common import check_batch, labels_or_predictions, rademacher, unit
+from advlab.threat import flat
 
 
 class HessianOperator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +406,86 @@ def test_spirals_compare_writes_figures_json_and_fits_the_noise(tmp_path):
         assert_png(tmp_path / name)
     stored = json.loads((tmp_path / "spirals.json").read_text())
     assert stored["figures"] == result["figures"] and len(stored["small"]["curve"]["offsets"]) == 41
+
+
+# --- layout: old import paths, no import circle, geometry below experiments -----------------------
+
+def test_old_import_paths_still_work():
+    import advlab.experiments as experiments
+    import advlab.story
+    from advlab.experiments import story
+    from advlab.geometry import random_relu, spirals, theory
+
+    assert geometry.random_relu_sweep is theory.random_relu_sweep is experiments.random_relu_sweep
+    assert geometry.spirals_compare is theory.spirals_compare is experiments.spirals_compare
+    assert geometry.train_mlp is spirals.train_mlp is experiments.train_mlp
+    for name in ("random_relu_experiment", "summarise_claims", "plot_random_relu"):
+        assert getattr(geometry, name) is getattr(random_relu, name) is getattr(relu_experiments, name)
+    assert advlab.story.gallery_stage is story.gallery_stage
+    from advlab.geometry.lanczos import default_iterations, default_steps
+
+    assert default_iterations is default_steps and default_steps(64, 20) == 64
+    from advlab.geometry.analysis import AnalysisState, finite_median
+    from advlab.geometry.analysis_state import AnalysisState as State
+    from advlab.geometry.analysis_state import finite_median as median
+
+    assert AnalysisState is State and finite_median is median
+    with pytest.raises(AttributeError, match="spirals_experiment"):
+        geometry.spirals_experiment  # noqa: B018 (the removed twin of spirals_compare)
+
+
+def _module_imports(path) -> set[str]:
+    """The advlab modules a source file imports anywhere (inside functions and TYPE_CHECKING too);
+    ``from package import submodule`` counts as importing the submodule."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("advlab"):
+            folder = root.joinpath(*node.module.split("."))
+            subs = {f"{node.module}.{a.name}" for a in node.names if (folder / f"{a.name}.py").exists()}
+            names.update(subs or {node.module})
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("advlab"))
+    return names
+
+
+def test_no_import_circle_in_geometry_experiments_and_report():
+    import advlab
+
+    root = Path(advlab.__file__).parent
+    modules = {}
+    for package in ("geometry", "experiments", "report"):
+        for path in (root / package).glob("*.py"):
+            name = f"advlab.{package}" + ("" if path.stem == "__init__" else f".{path.stem}")
+            modules[name] = {m for m in _module_imports(path) if m.startswith(f"advlab.{package}")}
+
+    def visit(name: str, stack: list[str]) -> None:
+        assert name not in stack, " -> ".join([*stack, name])
+        for child in modules.get(name, ()):
+            visit(child, [*stack, name])
+
+    for name in modules:
+        visit(name, [])
+    # geometry imports downwards only: never experiments (but the two old-path shims), never cli
+    for path in (root / "geometry").glob("*.py"):
+        upwards = {m for m in _module_imports(path) if m.startswith(("advlab.experiments", "advlab.cli"))}
+        assert not upwards or path.stem in ("theory", "spirals"), (path.name, upwards)
+    for path in (root / "report").glob("*.py"):
+        assert not {m for m in _module_imports(path) if m.startswith("advlab.geometry")}, path.name
+
+
+@pytest.mark.parametrize("code", [
+    "import advlab.experiments, advlab.geometry",
+    "import advlab.geometry.analysis_steps, advlab.geometry.analysis",
+    "import advlab.geometry.analysis_plots",
+    "import sys, advlab.geometry; assert not [m for m in sys.modules if m.startswith('advlab.experiments')]",
+    "import sys, advlab.geometry; assert 'matplotlib' not in sys.modules",
+])
+def test_fresh_imports(code):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

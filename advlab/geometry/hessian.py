@@ -7,7 +7,9 @@ backward pass of ``sum_i <g_i, v_i>`` returns every ``H_i v_i`` at once: ``B`` H
 products for the price of one double backprop (Pearlmutter 1994).
 
 On top of that: the dense Hessian for small inputs, Hutchinson's estimate of ``||H||_F^2``
-(Hutchinson 1990; used by CURE) and CURE's finite-difference curvature
+(Hutchinson 1990, "A stochastic estimator of the trace of the influence matrix for Laplacian
+smoothing splines", Communications in Statistics - Simulation and Computation 19(2); used by
+CURE) and CURE's finite-difference curvature
 ``||grad l(x + h z) - grad l(x)||^2`` with ``z = sign(grad) / ||sign(grad)||``
 (Moosavi-Dezfooli, Fawzi, Uesato & Frossard 2019, "Robustness via curvature regularization, and
 vice versa").

@@ -30,7 +30,7 @@ def labels_or_predictions(model: nn.Module, x: Tensor, y: Tensor | None) -> Tens
     return predict(model, x).argmax(dim=1)
 
 
-def random_normal(shape: tuple[int, ...], generator: torch.Generator | None,
+def random_normal(shape: tuple[int, ...], *, generator: torch.Generator | None,
                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Standard normal samples drawn on the generator's device, then moved to ``device``."""
     draw_device = generator.device if generator is not None else (device or "cpu")
@@ -38,7 +38,7 @@ def random_normal(shape: tuple[int, ...], generator: torch.Generator | None,
     return sample.to(device) if device is not None else sample
 
 
-def rademacher(shape: tuple[int, ...], generator: torch.Generator | None,
+def rademacher(shape: tuple[int, ...], *, generator: torch.Generator | None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Independent +-1 entries with probability 1/2 each (Hutchinson's probe vectors)."""
     draw_device = generator.device if generator is not None else (device or "cpu")
@@ -52,7 +52,7 @@ def unit(t: Tensor, eps: float = 1e-12) -> Tensor:
     return t / per_sample_view(norms, t)
 
 
-def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
+def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None, *,
                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Orthonormal ``(u, v)`` spanning the plane of two directions, per sample.
 
@@ -68,7 +68,7 @@ def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
                          "(e.g. a DeepFool perturbation or the loss gradient)")
     u = unit(direction1)
     if direction2 is None:
-        direction2 = random_normal(tuple(u.shape), generator, u.device, u.dtype)
+        direction2 = random_normal(tuple(u.shape), generator=generator, device=u.device, dtype=u.dtype)
     along = (flat(direction2) * flat(u)).sum(dim=1)  # (B,)
     v = direction2 - per_sample_view(along, u) * u
     if bool((flat(v).norm(dim=1) <= 1e-6 * flat(direction2).norm(dim=1)).any()):

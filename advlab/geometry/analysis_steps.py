@@ -73,9 +73,9 @@ def _set_plane(state: AnalysisState, perturbation: Tensor) -> None:
     x, y = state.x, state.y
     gradient = input_gradient(state.models[state.first], x, y)
     direction = torch.where(per_sample_view(flat(perturbation).norm(dim=1) > 0, x), perturbation, gradient)
-    random = random_normal(tuple(x.shape), state.generator, x.device, x.dtype)
+    random = random_normal(tuple(x.shape), generator=state.generator, device=x.device, dtype=x.dtype)
     if bool((flat(direction).norm(dim=1) == 0).any()):  # a flat loss: any direction will do
-        other = random_normal(tuple(x.shape), state.generator, x.device, x.dtype)
+        other = random_normal(tuple(x.shape), generator=state.generator, device=x.device, dtype=x.dtype)
         direction = torch.where(per_sample_view(flat(direction).norm(dim=1) > 0, x), direction, other)
     state.u, state.v = orthonormal_pair(direction, random)
     norms = torch.stack([n.to(x.device) for n in state.norms.values()])  # (M, N)

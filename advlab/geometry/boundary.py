@@ -77,7 +77,7 @@ def cross_section(model: nn.Module, x0: Tensor, direction1: Tensor, direction2: 
     if direction1.shape != x0.shape:
         raise ValueError(f"direction1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(direction1.shape)}")
     second = None if direction2 is None else direction2.unsqueeze(0)
-    u, v = orthonormal_pair(direction1.unsqueeze(0), second, generator)  # (1, ...) each
+    u, v = orthonormal_pair(direction1.unsqueeze(0), second, generator=generator)  # (1, ...) each
     offsets1 = grid_axis(extent, resolution).to(x0.device, x0.dtype)
     offsets2 = offsets1.clone()
     grid_b, grid_a = torch.meshgrid(offsets2, offsets1, indexing="ij")  # (R, R)

@@ -158,7 +158,8 @@ def hutchinson_frobenius(model: nn.Module, x: Tensor, y: Tensor | None = None, *
     total = torch.zeros(count, dtype=torch.float64, device=x.device)
     drawn = 0
     while drawn < samples:
-        probe = rademacher((copies * count, *x.shape[1:]), generator, x.device, x.dtype)
+        probe = rademacher((copies * count, *x.shape[1:]), generator=generator, device=x.device,
+                           dtype=x.dtype)
         squares = flat(operator(probe)).double().pow(2).sum(dim=1).reshape(copies, count)
         used = min(copies, samples - drawn)
         total += squares[:used].sum(dim=0)

@@ -97,7 +97,8 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
     basis = torch.zeros(batch_size, count, dim, dtype=torch.float64, device=device)  # Q^T
     alpha = torch.zeros(batch_size, count, dtype=torch.float64, device=device)
     beta = torch.zeros(batch_size, max(count - 1, 0), dtype=torch.float64, device=device)
-    q = _unit_rows(random_normal((batch_size, dim), generator, device, torch.float64))
+    q = _unit_rows(random_normal((batch_size, dim), generator=generator, device=device,
+                                 dtype=torch.float64))
     tolerance = dim * torch.finfo(torch.float64).eps
     scale = torch.zeros(batch_size, dtype=torch.float64, device=device)
     for j in range(count):
@@ -111,7 +112,8 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
         scale = torch.maximum(scale, torch.maximum(alpha[:, j].abs(), norm))
         broken = norm <= tolerance * scale.clamp_min(1e-300)
         if bool(broken.any()):  # invariant subspace: restart orthogonally, decouple
-            restart = random_normal((batch_size, dim), generator, device, torch.float64)
+            restart = random_normal((batch_size, dim), generator=generator, device=device,
+                                    dtype=torch.float64)
             restart = _unit_rows(_orthogonalise(restart, basis[:, :j + 1]))
             w = torch.where(broken[:, None], restart, w / norm.clamp_min(1e-300)[:, None])
             norm = torch.where(broken, torch.zeros_like(norm), norm)
@@ -152,7 +154,8 @@ def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: i
     found_values = torch.zeros(batch_size, k, dtype=torch.float64, device=device)
     found_vectors = torch.zeros(batch_size, k, dim, dtype=torch.float64, device=device)
     for i in range(k):
-        v = _unit_rows(random_normal((batch_size, dim), generator, device, torch.float64))
+        v = _unit_rows(random_normal((batch_size, dim), generator=generator, device=device,
+                                     dtype=torch.float64))
         value = torch.full((batch_size,), float("nan"), dtype=torch.float64, device=device)
         active = torch.ones(batch_size, dtype=torch.bool, device=device)
         for _ in range(steps):

@@ -103,7 +103,7 @@ def loss_surface(model: nn.Module, x: Tensor, y: Tensor | None, direction1: Tens
     if direction1.shape != x.shape:
         raise ValueError(f"direction1 must have the shape of x {tuple(x.shape)}, got {tuple(direction1.shape)}")
     offsets1, offsets2 = _as_axis(offsets1, "offsets1").to(x), _as_axis(offsets2, "offsets2").to(x)
-    u, v = orthonormal_pair(direction1, direction2, generator)
+    u, v = orthonormal_pair(direction1, direction2, generator=generator)
     return _plane_losses(model, x, y, u, v, offsets1, offsets2, loss, batch_size)
 
 
@@ -124,7 +124,8 @@ def filter_normalized_direction(model: nn.Module, *, generator: torch.Generator 
     direction: Direction = {}
     for name, parameter in model.named_parameters():
         theta = parameter.detach()
-        noise = random_normal(tuple(theta.shape), generator, theta.device, theta.dtype)
+        noise = random_normal(tuple(theta.shape), generator=generator, device=theta.device,
+                              dtype=theta.dtype)
         if theta.dim() >= 2:
             filter_norms = theta.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
             direction[name] = noise * per_sample_view(filter_norms, theta)

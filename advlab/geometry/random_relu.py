@@ -51,7 +51,7 @@ def random_relu_network(input_dim: int, widths: Sequence[int], *,
 
 def sphere_points(count: int, dim: int, *, generator: torch.Generator | None = None) -> Tensor:
     """``count`` points uniform on the sphere of radius ``sqrt(dim)``: ``(count, dim)``."""
-    points = random_normal((count, dim), generator)
+    points = random_normal((count, dim), generator=generator)
     return points * (math.sqrt(dim) / points.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 

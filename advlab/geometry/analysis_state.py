@@ -29,7 +29,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class GeometrySummary:
-    """Everything :func:`analyse` measured, JSON-ready through :meth:`to_dict`.
+    """Everything :func:`~advlab.geometry.analysis.analyse` measured, JSON-ready through :meth:`to_dict`.
 
     ``per_sample[label][quantity]`` holds one value (or one row) per analysed point, in the
     order of ``indices`` (positions in the ``x`` passed to :func:`analyse`) and ``labels``;

@@ -263,3 +263,6 @@ class ThreatModel:
         eps = (f"tensor(shape={tuple(self.eps.shape)})" if isinstance(self.eps, Tensor)
                else f"{self.eps:g}")
         return f"ThreatModel(norm={self.norm!r}, eps={eps}, bounds={self.bounds})"
+
+
+flat = _flat  # public name: (B, ...) -> (B, D)

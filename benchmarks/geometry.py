@@ -5,7 +5,7 @@ the input Hessian of the cross-entropy three ways and compare the number of Hess
 products (HVPs), the wall time and the relative error against the dense reference:
 
 * advlab's batched Lanczos with full reorthogonalisation (``advlab.geometry.lanczos``);
-* power iteration with deflation, PyHessian's method (Yao et al. 2020; ``max_iterations=100``,
+* power iteration with deflation, PyHessian's method (Yao et al. 2020; ``steps=100``,
   ``tol=1e-3`` as in PyHessian);
 * the dense Hessian (784 HVPs, in chunks) and ``torch.linalg.eigvalsh`` -- the reference.
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from advlab._utils import json_safe
 from advlab.geometry import HessianOperator, dense_hessian, lanczos, power_iteration_deflation
-from advlab.geometry.lanczos import default_iterations
+from advlab.geometry.lanczos import default_steps
 from advlab.models import create_model
 
 
@@ -106,7 +106,7 @@ def run_case(name: str, model: nn.Module, x: Tensor, y: Tensor, k: int, iteratio
         "lanczos (advlab)": lambda op: lanczos(op, dim, k, iterations,
                                                generator=torch.Generator().manual_seed(seed)),
         "power iteration + deflation": lambda op: power_iteration_deflation(
-            op, dim, k, max_iterations=100, tol=1e-3, generator=torch.Generator().manual_seed(seed)),
+            op, dim, k, steps=100, tol=1e-3, generator=torch.Generator().manual_seed(seed)),
     }
     for method, solve in methods.items():
         operator = HessianOperator(model, x, y)  # forward + first backward: not counted as HVPs
@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=20, help="eigenvalues wanted (default 20)")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="Lanczos HVPs (default: advlab's default_iterations, 100 for k=20)")
+                        help="Lanczos HVPs (default: advlab's default_steps, 100 for k=20)")
     parser.add_argument("--train-steps", type=int, default=100, help="Adam steps before measuring")
     parser.add_argument("--beta", type=float, default=5.0, help="Softplus beta of the smooth case")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -144,7 +144,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.iterations is None:
-        args.iterations = default_iterations(28 * 28, args.k)
+        args.iterations = default_steps(28 * 28, args.k)
     model, x, y, source = load_point(args.train_steps, args.seed)
     dtype = getattr(torch, args.dtype)
     model, x = model.to(dtype), x.to(dtype)

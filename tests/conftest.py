@@ -74,6 +74,6 @@ def digits_cnn(digits) -> nn.Module:
 
 @pytest.fixture()
 def tiny_model() -> nn.Module:
-    """An untrained 3-class MLP on (B, 1, 4, 4) inputs, for fast property tests."""
+    """An untrained 5-class MLP (16 -> 12 -> 5) on (B, 1, 4, 4) inputs, for fast property tests."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 5))

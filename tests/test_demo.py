@@ -37,10 +37,20 @@ def test_quick_demo_prints_report_and_headline(quick_demo):
         assert f">{section}</h2>" in text, section
 
 
-def test_quick_demo_reuses_trained_runs(quick_demo):
-    root, _ = quick_demo
-    for run in ("demo-digits-standard", "demo-digits-fgsm-rs"):
-        assert (root / run / "model.safetensors").exists()
+def test_quick_demo_reuses_trained_runs(quick_demo, capsys):
+    from advlab.cli.demo import PLANS, _train_models
+
+    root, output = quick_demo
+    assert output.count("test acc   ") == 2  # the first demo trained both models
+    runs = [root / name for name in ("demo-digits-standard", "demo-digits-fgsm-rs")]
+    before = {path: (path / "model.safetensors").read_bytes() for path in runs}
+    stamps = {path: (path / "train_result.json").stat().st_mtime_ns for path in runs}
+    assert _train_models(PLANS["digits"], root, False, "cpu", 0, False) == tuple(runs)
+    printed = capsys.readouterr().out
+    assert "test acc   " not in printed and printed.count("test accuracy") == 2  # read, not retrained
+    for path in runs:
+        assert (path / "model.safetensors").read_bytes() == before[path]
+        assert (path / "train_result.json").stat().st_mtime_ns == stamps[path]
 
 
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install chromium)")

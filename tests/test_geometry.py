@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +13,10 @@ from torch import nn
 
 from advlab import geometry
 from advlab.attacks.losses import get_loss
+from advlab.experiments import random_relu as relu_experiments
+from advlab.experiments.spirals import spirals_compare
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
 
 
 def smooth_mlp(in_dim: int = 16, hidden: int = 12, classes: int = 5, seed: int = 0) -> nn.Module:
@@ -112,7 +114,7 @@ def test_lanczos_matches_eigvalsh(which):
     x, y = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([2, 7])
     exact = torch.linalg.eigvalsh(geometry.dense_hessian(model, x, y))  # ascending, checked above
     expected = top_by_magnitude(exact, 5) if which == "LM" else exact.flip(1)[:, :5]
-    values, vectors = geometry.hessian_eigs(model, x, y, k=5, iterations=40, which=which, generator=gen)
+    values, vectors = geometry.hessian_eigs(model, x, y, k=5, steps=40, which=which, generator=gen)
     torch.testing.assert_close(values, expected, rtol=1e-4, atol=1e-10)
     assert vectors.shape == (2, 5, 1, 8, 8)
     operator = geometry.HessianOperator(model, x, y)
@@ -148,7 +150,7 @@ def test_power_iteration_agrees_with_eigvalsh():
 
     expected = top_by_magnitude(torch.linalg.eigvalsh(matrices), 4)
     values, vectors = geometry.power_iteration_deflation(matvec, 30, 4, batch_size=2, tol=1e-12,
-                                                         max_iterations=2000, generator=gen)
+                                                         steps=2000, generator=gen)
     torch.testing.assert_close(values, expected, rtol=1e-4, atol=1e-10)
     torch.testing.assert_close(values[:, :3], torch.tensor([[4.0, -3.0, 2.0]] * 2, dtype=torch.float64))
     assert vectors.shape == (2, 4, 30) and 4 < len(calls) <= 4 * 2000
@@ -260,8 +262,8 @@ def test_cross_section_classifies_centre_like_the_model(digits, tmp_path):
     assert int(centre) == section["label"] == int(digits_mlp(x0).argmax())
     assert section["predictions"].shape == (41, 41) and section["margins"][20, 20] > 0
     assert abs(float((section["u"] * section["v"]).sum())) < 1e-5
-    betas, crossings = geometry.boundary_profile(section)
-    on_axis = crossings[betas.abs() < 1e-9]
+    offsets, crossings = geometry.boundary_profile(section)
+    on_axis = crossings[offsets.abs() < 1e-9]
     step = 2 * section["extent"] / 40
     assert len(on_axis) == 1 and 0 < float(on_axis[0]) <= distance + step  # DeepFool's point is past it
     assert section["inside_box"][20, 20] and not section["inside_box"].all()
@@ -327,7 +329,7 @@ def test_weight_landscape_restores_weights_and_matches_loss_at_origin(digits, tm
         reference = float(nn.functional.cross_entropy(model(x), y))
     assert float(surface["loss"][1, 1]) == pytest.approx(reference, rel=1e-6)
     assert surface["loss"].shape == (3, 3) and float(surface["loss"][0, 0]) != pytest.approx(reference)
-    bad = geometry.filter_normalized_direction(model, gen)
+    bad = geometry.filter_normalized_direction(model, generator=gen)
     bad["0.weight"] = torch.zeros(5)  # wrong shape: the evaluation fails ...
     with pytest.raises(RuntimeError):
         geometry.weight_landscape_1d(model, x, y, [1.0], direction=bad)
@@ -340,7 +342,7 @@ def test_weight_landscape_restores_weights_and_matches_loss_at_origin(digits, tm
 
 def test_filter_normalized_direction_matches_filter_norms():
     model = bn_cnn()
-    direction = geometry.filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    direction = geometry.filter_normalized_direction(model, generator=torch.Generator().manual_seed(0))
     conv = model[0].weight.detach()
     torch.testing.assert_close(direction["0.weight"].flatten(1).norm(dim=1), conv.flatten(1).norm(dim=1))
     assert not torch.equal(direction["0.weight"], conv)
@@ -367,34 +369,124 @@ def test_input_loss_line_and_surface(batch):
 
 def test_random_relu_one_step_flips(tmp_path):
     gen = torch.Generator().manual_seed(0)
-    rows = geometry.random_relu_experiment([200], [(500,)], samples=100, tau=0.5, generator=gen)
+    rows = relu_experiments.random_relu_experiment([200], [(500,)], samples=100, tau=0.5, generator=gen)
     (row,) = rows
     assert row["flip_rate"] >= 0.8
     assert 0.05 <= row["scaled_step_median"] <= 20
     assert 0.05 <= row["scaled_step_q10"] and row["scaled_step_q90"] <= 20
-    rows += geometry.random_relu_experiment([50], [(500,), (200, 5, 200)], samples=50, generator=gen)
-    claims = geometry.summarise_claims(rows)
+    rows += relu_experiments.random_relu_experiment([50], [(500,), (200, 5, 200)], samples=50, generator=gen)
+    claims = relu_experiments.summarise_claims(rows)
     assert any("widths 500:" in c and "supports the one-step flip" in c for c in claims)
     assert any("bottleneck of width 5" in c for c in claims)
     assert any("1/sqrt(d) scale" in c for c in claims)
-    assert_png(geometry.plot_random_relu(rows, tmp_path / "relu.png"))
+    assert_png(relu_experiments.plot_random_relu(rows, tmp_path / "relu.png"))
 
 
 def test_one_step_is_exact_on_a_linear_network():
     torch.manual_seed(0)
     linear = nn.Linear(30, 1, bias=False)
-    x = geometry.sphere_points(20, 30, torch.Generator().manual_seed(0))
+    x = geometry.sphere_points(20, 30, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x.norm(dim=1), torch.full((20,), math.sqrt(30)))
     result = geometry.one_step_attack(linear, x, tau=0.2)
     assert bool(result["flipped"].all()) and float(result["linearity_error"].max()) < 1e-4
     torch.testing.assert_close(result["f_after"], -0.2 * result["f"], rtol=1e-4, atol=1e-5)
 
 
-def test_spirals_experiment_writes_figures(tmp_path):
-    result = geometry.spirals_experiment(tmp_path, small_widths=(4,), large_widths=(32,), n_samples=100,
-                                         epochs=60, alphas=[-0.5, 0.0, 0.5],
-                                         generator=torch.Generator().manual_seed(0))
-    assert result["parameters"]["large"] > result["parameters"]["small"]
-    assert 0.5 <= result["train_accuracy"]["large"] <= 1.0
-    for path in result["paths"].values():
-        assert_png(path)
+def test_spirals_compare_writes_figures_json_and_fits_the_noise(tmp_path):
+    result = spirals_compare(tmp_path, small_widths=(4,), large_widths=(32,), n_samples=100, epochs=60,
+                             label_noise=0.2, seed=0)
+    assert [result[name]["widths"] for name in ("small", "large")] == [[4], [32]]
+    assert result["small"]["parameters"] == 2 * 4 + 4 + 4 * 2 + 2  # an MLP 2 -> 4 -> 2
+    assert result["large"]["train_accuracy"] >= result["small"]["train_accuracy"]  # it fits noise
+    assert 0.0 <= result["large"]["test_accuracy"] <= 1.0
+    assert result["params"]["label_noise"] == 0.2
+    assert set(result["figures"]) == set(result["captions"]) == {
+        "landscape_1d", "regions_small", "regions_large", "landscape_2d_small", "landscape_2d_large"}
+    for name in result["figures"].values():
+        assert_png(tmp_path / name)
+    stored = json.loads((tmp_path / "spirals.json").read_text())
+    assert stored["figures"] == result["figures"] and len(stored["small"]["curve"]["offsets"]) == 41
+
+
+# --- layout: old import paths, no import circle, geometry below experiments -----------------------
+
+def test_old_import_paths_still_work():
+    import advlab.experiments as experiments
+    import advlab.story
+    from advlab.experiments import story
+    from advlab.geometry import random_relu, spirals, theory
+
+    assert geometry.random_relu_sweep is theory.random_relu_sweep is experiments.random_relu_sweep
+    assert geometry.spirals_compare is theory.spirals_compare is experiments.spirals_compare
+    assert geometry.train_mlp is spirals.train_mlp is experiments.train_mlp
+    for name in ("random_relu_experiment", "summarise_claims", "plot_random_relu"):
+        assert getattr(geometry, name) is getattr(random_relu, name) is getattr(relu_experiments, name)
+    assert advlab.story.gallery_stage is story.gallery_stage
+    from advlab.geometry.lanczos import default_iterations, default_steps
+
+    assert default_iterations is default_steps and default_steps(64, 20) == 64
+    from advlab.geometry.analysis import AnalysisState, finite_median
+    from advlab.geometry.analysis_state import AnalysisState as State
+    from advlab.geometry.analysis_state import finite_median as median
+
+    assert AnalysisState is State and finite_median is median
+    with pytest.raises(AttributeError, match="spirals_experiment"):
+        geometry.spirals_experiment  # noqa: B018 (the removed twin of spirals_compare)
+
+
+def _module_imports(path) -> set[str]:
+    """The advlab modules a source file imports anywhere (inside functions and TYPE_CHECKING too);
+    ``from package import submodule`` counts as importing the submodule."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("advlab"):
+            folder = root.joinpath(*node.module.split("."))
+            subs = {f"{node.module}.{a.name}" for a in node.names if (folder / f"{a.name}.py").exists()}
+            names.update(subs or {node.module})
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("advlab"))
+    return names
+
+
+def test_no_import_circle_in_geometry_experiments_and_report():
+    import advlab
+
+    root = Path(advlab.__file__).parent
+    modules = {}
+    for package in ("geometry", "experiments", "report"):
+        for path in (root / package).glob("*.py"):
+            name = f"advlab.{package}" + ("" if path.stem == "__init__" else f".{path.stem}")
+            modules[name] = {m for m in _module_imports(path) if m.startswith(f"advlab.{package}")}
+
+    def visit(name: str, stack: list[str]) -> None:
+        assert name not in stack, " -> ".join([*stack, name])
+        for child in modules.get(name, ()):
+            visit(child, [*stack, name])
+
+    for name in modules:
+        visit(name, [])
+    # geometry imports downwards only: never experiments (but the two old-path shims), never cli
+    for path in (root / "geometry").glob("*.py"):
+        upwards = {m for m in _module_imports(path) if m.startswith(("advlab.experiments", "advlab.cli"))}
+        assert not upwards or path.stem in ("theory", "spirals"), (path.name, upwards)
+    for path in (root / "report").glob("*.py"):
+        assert not {m for m in _module_imports(path) if m.startswith("advlab.geometry")}, path.name
+
+
+@pytest.mark.parametrize("code", [
+    # geometry alone pulls in neither the experiments nor matplotlib; experiments come on top
+    "import sys, advlab.geometry; loaded = set(sys.modules); "
+    "assert not [m for m in loaded if m.startswith('advlab.experiments')] and 'matplotlib' not in loaded; "
+    "import advlab.experiments",
+    # the other order, through an old path
+    "import advlab.experiments.random_relu, advlab.geometry.theory, advlab.story, advlab.geometry",
+])
+def test_fresh_imports(code):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

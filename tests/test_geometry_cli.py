@@ -31,8 +31,6 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
-
-
 def _trained(dataset: str, widths: tuple[int, ...], steps: int, weight_decay: float, seed: int) -> nn.Module:
     """A registry MLP trained with a plain full-batch Adam loop."""
     data = load_dataset(dataset, "train")
@@ -172,7 +170,11 @@ def test_theory_spirals_with_label_noise(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((out / "spirals.json").read_text())
     assert data["params"]["label_noise"] == 0.1
-    assert data["large"]["parameters"] > data["small"]["parameters"]
+    # the default MLPs 2 -> 16 -> 2 and 2 -> 256 -> 256 -> 2, with biases
+    assert data["small"]["parameters"] == 2 * 16 + 16 + 16 * 2 + 2
+    assert data["large"]["parameters"] == 2 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2
+    assert [data[name]["widths"] for name in ("small", "large")] == [[16], [256, 256]]
+    assert f"{data['large']['parameters']:>10}" in result.output  # the printed table
     assert set(data["figures"]) == {"landscape_1d", "regions_small", "regions_large",
                                     "landscape_2d_small", "landscape_2d_large"}
     for name in data["figures"].values():

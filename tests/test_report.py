@@ -8,8 +8,8 @@ import pytest
 
 from advlab import ThreatModel, evaluate
 from advlab.report import build_report
-from advlab.report.figures import _figure, _save
 from advlab.report.html import table
+from advlab.report.plotting import new_figure, save_figure
 from advlab.store import Store
 
 
@@ -25,9 +25,9 @@ def store_with_records(tmp_path, digits_mlp, digits):
             store.log_metrics("mlp", epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.8 + 0.05 * epoch})
         evaluate(digits_mlp, x[:32], y[:32], ThreatModel("linf", 0.1), eps=[0.05, 0.1],
                  attacks="fast", store=store, run_name="mlp")
-        fig, axes = _figure(3, 2)
-        axes[0][0].plot([0, 1], [1, 0])
-        png = _save(fig, tmp_path / "cross_section.png")
+        fig, ax = new_figure(width=3, height=2)
+        ax.plot([0, 1], [1, 0])
+        png = save_figure(fig, tmp_path / "cross_section.png")
         store.add_evaluation("mlp", "geometry", {}, {"figures": {"cross_section": png.name},
                                                      "captions": {"cross_section": "a plane"},
                                                      "metadata": {"out_dir": str(tmp_path)}})
@@ -59,3 +59,19 @@ def test_missing_store_is_a_clear_error(tmp_path):
 def test_table_escapes_and_formats():
     html = table(["name", "acc"], [["<b>x</b>", 0.5]], percent_columns=[1])
     assert "&lt;b&gt;" in html and "50.0%" in html and 'data-v="0.5"' in html
+
+
+def test_one_figure_helper_for_report_and_geometry(tmp_path):
+    import advlab.experiments.random_relu as relu
+    import advlab.geometry.boundary as boundary
+    import advlab.report.figures as figures
+
+    fig, axes = new_figure(ncols=3, nrows=2, width=2.0, height=1.5, squeeze=False)
+    assert axes.shape == (2, 3) and tuple(fig.get_size_inches()) == (6.0, 3.0)
+    fig, axes = new_figure(ncols=2)
+    assert len(axes) == 2
+    axes[0].plot([0, 1], [0, 1])
+    path = save_figure(fig, tmp_path / "new" / "folder" / "f.png")  # the folder is created
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for module in (figures, boundary, relu):
+        assert module.new_figure is new_figure and module.save_figure is save_figure

@@ -57,12 +57,6 @@ PLANS = {
 }
 
 
-def _train(args: list[str]) -> None:
-    from advlab.cli import app  # the same command a user runs; defaults stay in one place
-
-    app(args=args, standalone_mode=False)
-
-
 def _stage(number: int, title: str) -> float:
     echo(f"\n[{number}/6] {title}", bold=True)
     return time.perf_counter()
@@ -74,21 +68,39 @@ def _done(start: float, summary: str) -> None:
 
 def _train_models(plan: DemoPlan, root: Path, retrain: bool, device: str, seed: int,
                   progress: bool) -> tuple[Path, Path]:
+    from advlab.experiments.runs import train_run
+
     standard = root / f"demo-{plan.dataset}-standard"
     robust = root / f"demo-{plan.dataset}-fgsm-rs"
-    common = ["--dataset", plan.dataset, "--model", "small_cnn", "--seed", str(seed), "--device", device,
-              "--lr", str(plan.lr), "--progress" if progress else "--no-progress"]
+    common: dict[str, Any] = {"dataset": plan.dataset, "model": "small_cnn", "seed": seed,
+                              "device": device, "lr": plan.lr, "progress": progress}
     started = _stage(1, "standard training of small_cnn")
     if retrain or not (standard / "train_result.json").exists():
-        _train(["train", *common, "--epochs", str(plan.epochs), "--out", str(standard)])
+        _print_run(train_run(standard, epochs=plan.epochs, **common))
     _done(started, f"test accuracy {_test_acc(standard):.1%} ({standard})")
     started = _stage(2, f"adversarial fine-tuning: fgsm-rs, Linf eps {plan.eps:g}")
     if retrain or not (robust / "train_result.json").exists():
-        _train(["train", *common, "--epochs", str(plan.adv_epochs), "--defense", "fgsm-rs",
-                "--eps", str(plan.eps), "--init", str(standard), "--out", str(robust),
-                "--adv-val-n", "200"])
+        _print_run(train_run(robust, epochs=plan.adv_epochs, defense="fgsm-rs",
+                             defense_params={"eps": plan.eps}, init=standard, adv_val_n=200, **common))
     _done(started, f"test accuracy {_test_acc(robust):.1%} ({robust})")
     return standard, robust
+
+
+def _print_run(run: Any) -> None:
+    """What ``advlab train`` prints about a finished run (an ``experiments.runs.TrainedRun``)."""
+    if run.summary is None:
+        return
+    result = run.result
+    echo(f"run        {run.run_dir}  (store {run.store_path}, name {run.run_name!r})", bold=True)
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    if best is not None:
+        extra = (f", adv_val_acc {best['adv_val_acc']:.4f}" if "adv_val_acc" in best else "")
+        echo(f"best epoch {result.best_epoch}: val_acc {best.get('val_acc', float('nan')):.4f}"
+             f"{extra}")
+    for event in result.events:
+        echo(f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
+             f"{event['action']}")
+    echo(f"test acc   {run.test_acc:.4f}  ({len(result.history)} epochs, {run.summary['time_s']:.1f} s)")
 
 
 def _test_acc(run_dir: Path) -> float:
@@ -119,7 +131,7 @@ def _evaluate(plan: DemoPlan, models: dict[str, Any], x, y, store, seed: int,
 
 def _attacks(plan: DemoPlan, models: dict[str, Any], data: Any, x, y, store, out_dir: Path,
              generator) -> dict[str, Any]:
-    from advlab import story
+    from advlab.experiments import story
 
     started = _stage(4, "minimal perturbations, gallery, universal and spatial attacks")
     stats = {name: story.minimal_norm_stage(store, name, m, x, y, generator=generator)

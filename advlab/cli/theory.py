@@ -48,13 +48,11 @@ def random_relu(
 ) -> None:
     """Sweep input dimension, width (with a bottleneck) and depth of random ReLU networks."""
     setup_logging()
-    import torch
-
-    from advlab.geometry.theory import random_relu_sweep
+    from advlab.experiments.random_relu import random_relu_sweep
 
     folder, store_path = _output(out, "theory")
     seed_everything(seed)
-    result = random_relu_sweep(folder, quick=quick, generator=torch.Generator().manual_seed(seed))
+    result = random_relu_sweep(folder, quick=quick, seed=seed)
     result["params"]["seed"] = seed
     record = _store(store_path, "theory-random-relu", result, folder)
     echo(f"{'d':>6} {'hidden block':>22} {'depth':>5} {'flip rate':>9} {'|d|/|x|*sqrt(d)':>16} {'lin. error':>10}",
@@ -80,14 +78,11 @@ def spirals(
 ) -> None:
     """Train a small and an over-parametrised MLP on two spirals; regions and weight landscapes."""
     setup_logging()
-    import torch
-
-    from advlab.geometry.theory import spirals_compare
+    from advlab.experiments.spirals import spirals_compare
 
     folder, store_path = _output(out, "theory/spirals")
     seed_everything(seed)
-    result = spirals_compare(folder, label_noise=label_noise, epochs=epochs, seed=seed,
-                             generator=torch.Generator().manual_seed(seed))
+    result = spirals_compare(folder, label_noise=label_noise, epochs=epochs, seed=seed)
     record = _store(store_path, "theory-spirals", result, folder)
     echo(f"{'model':>6} {'widths':>10} {'parameters':>10} {'train acc':>9} {'test acc':>8}", bold=True)
     for name in ("small", "large"):

@@ -4,18 +4,24 @@
     values, vectors = geometry.hessian_eigs(model, x, y, k=20)          # top-20 input-Hessian eigenpairs
     bounds = geometry.curvature_bounds(model, x, y)                     # CURE bounds on ||r*||
     section = geometry.cross_section(model, x[0], r[0], extent=2.0)     # decision boundary in a plane
-    curve = geometry.weight_landscape_1d(model, x, y, alphas)           # filter-normalised landscape
-    rows = geometry.random_relu_experiment([100, 1000], [(500,)])       # one-step flips
+    curve = geometry.weight_landscape_1d(model, x, y, offsets)          # filter-normalised landscape
+    step = geometry.one_step_attack(net, geometry.sphere_points(100, 1000))  # random ReLU nets
 
 Every function takes a model and tensors and returns tensors, floats or dicts of them (make them
 JSON-ready with :func:`advlab._utils.json_safe`); the ``plot_*`` functions write PNG files.
 Models are run in eval mode with frozen parameters and restored afterwards; randomness comes only
-from ``generator=`` arguments.
+from keyword-only ``generator=`` arguments. The lecture experiments built on these measurements
+(spirals, the random-ReLU sweep) live in :mod:`advlab.experiments`; their old names here
+(``random_relu_sweep``, ``spirals_compare``, ``random_relu_experiment``, ...) still work for one
+release and are imported on first use (geometry never imports experiments itself).
 """
 
 from __future__ import annotations
 
-from advlab.geometry.analysis import GeometrySummary, analyse, store_summary  # noqa: E402
+import importlib
+from typing import Any
+
+from advlab.geometry.analysis import GeometrySummary, analyse, store_summary
 from advlab.geometry.boundary import (
     adversarial_direction,
     boundary_curvature,
@@ -49,22 +55,21 @@ from advlab.geometry.landscape import (
     weight_landscape_1d,
     weight_landscape_2d,
 )
-from advlab.geometry.random_relu import (
-    one_step_attack,
-    plot_random_relu,
-    random_relu_experiment,
-    random_relu_network,
-    sphere_points,
-    summarise_claims,
-)
-from advlab.geometry.spirals import spirals_experiment, train_mlp
-from advlab.geometry.theory import random_relu_sweep, spirals_compare  # noqa: E402
+from advlab.geometry.random_relu import one_step_attack, random_relu_network, sphere_points
+
+#: Old names of the experiments, moved to :mod:`advlab.experiments` (one release): name -> module.
+_MOVED = {
+    "random_relu_sweep": "advlab.experiments.random_relu",
+    "random_relu_experiment": "advlab.experiments.random_relu",
+    "plot_random_relu": "advlab.experiments.random_relu",
+    "summarise_claims": "advlab.experiments.random_relu",
+    "spirals_compare": "advlab.experiments.spirals",
+    "train_mlp": "advlab.experiments.spirals",
+}
 
 __all__ = [
     "GeometrySummary",
     "analyse",
-    "random_relu_sweep",
-    "spirals_compare",
     "store_summary",
     "THRESHOLDS",
     "HessianOperator",
@@ -90,16 +95,17 @@ __all__ = [
     "plot_cross_sections",
     "plot_loss_curves",
     "plot_loss_surface",
-    "plot_random_relu",
     "power_iteration_deflation",
     "quadratic_bounds",
-    "random_relu_experiment",
     "random_relu_network",
     "smallest_step",
     "sphere_points",
-    "spirals_experiment",
-    "summarise_claims",
-    "train_mlp",
     "weight_landscape_1d",
     "weight_landscape_2d",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'advlab.geometry' has no attribute {name!r}")

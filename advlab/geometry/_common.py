@@ -1,4 +1,4 @@
-"""Pieces shared by the geometry modules: input checks, labels, unit directions, planes, figures.
+"""Pieces shared by the geometry modules: input checks, labels, random draws, unit directions, planes.
 
 Shapes: ``x`` is batch-first ``(B, ...)``; per-sample quantities are ``(B,)``; flattened inputs
 are ``(B, D)`` with ``D = prod(x.shape[1:])``.
@@ -7,22 +7,15 @@ are ``(B, D)`` with ``D = prod(x.shape[1:])``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, predict
-from advlab.threat import per_sample_view
+from advlab.threat import flat, per_sample_view
 
 #: Geometry probes may leave the input box on purpose, so only shape and finiteness are checked.
 NO_BOUNDS = (-math.inf, math.inf)
-
-
-def flat(t: Tensor) -> Tensor:
-    """``(B, ...) -> (B, D)``."""
-    return t.reshape(t.shape[0], -1)
 
 
 def check_batch(x: Tensor, y: Tensor | None = None) -> None:
@@ -37,7 +30,7 @@ def labels_or_predictions(model: nn.Module, x: Tensor, y: Tensor | None) -> Tens
     return predict(model, x).argmax(dim=1)
 
 
-def random_normal(shape: tuple[int, ...], generator: torch.Generator | None,
+def random_normal(shape: tuple[int, ...], *, generator: torch.Generator | None,
                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Standard normal samples drawn on the generator's device, then moved to ``device``."""
     draw_device = generator.device if generator is not None else (device or "cpu")
@@ -45,7 +38,7 @@ def random_normal(shape: tuple[int, ...], generator: torch.Generator | None,
     return sample.to(device) if device is not None else sample
 
 
-def rademacher(shape: tuple[int, ...], generator: torch.Generator | None,
+def rademacher(shape: tuple[int, ...], *, generator: torch.Generator | None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Independent +-1 entries with probability 1/2 each (Hutchinson's probe vectors)."""
     draw_device = generator.device if generator is not None else (device or "cpu")
@@ -59,7 +52,7 @@ def unit(t: Tensor, eps: float = 1e-12) -> Tensor:
     return t / per_sample_view(norms, t)
 
 
-def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
+def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None, *,
                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Orthonormal ``(u, v)`` spanning the plane of two directions, per sample.
 
@@ -75,7 +68,7 @@ def orthonormal_pair(direction1: Tensor, direction2: Tensor | None = None,
                          "(e.g. a DeepFool perturbation or the loss gradient)")
     u = unit(direction1)
     if direction2 is None:
-        direction2 = random_normal(tuple(u.shape), generator, u.device, u.dtype)
+        direction2 = random_normal(tuple(u.shape), generator=generator, device=u.device, dtype=u.dtype)
     along = (flat(direction2) * flat(u)).sum(dim=1)  # (B,)
     v = direction2 - per_sample_view(along, u) * u
     if bool((flat(v).norm(dim=1) <= 1e-6 * flat(direction2).norm(dim=1)).any()):
@@ -93,28 +86,3 @@ def grid_axis(extent: float, resolution: int) -> Tensor:
     if resolution % 2 == 1:
         axis[resolution // 2] = 0.0
     return axis
-
-
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 4.0) -> tuple[Any, Any]:
-    """A matplotlib ``Figure`` with a grid of axes, rendered by the Agg canvas.
-
-    Built without ``pyplot``, so no global backend is switched and nothing is left open:
-    the figure is garbage-collected once saved.
-    Returns ``(fig, axes)`` with ``axes`` a 1-D array (or a single axes when 1x1).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    return fig, (axes[0] if axes.size == 1 else axes)
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a figure as PNG at 110 dpi (creating the folder) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    fig.clear()
-    return path

@@ -16,116 +16,34 @@
 
 Figures (PNG) and ``summary.json`` go to ``out_dir``; :class:`GeometrySummary` lists every figure
 with a caption, and every analysis that did not apply with the reason. The steps themselves live
-in :mod:`advlab.geometry.analysis_steps`.
+in :mod:`advlab.geometry.analysis_steps` and :mod:`advlab.geometry.analysis_curvature`, the state
+they share in :mod:`advlab.geometry.analysis_state`, the figures in
+:mod:`advlab.geometry.analysis_plots` (functions of data only).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from advlab._utils import atomic_write_json, json_safe
+from advlab._utils import atomic_write_json
 from advlab.attacks._core import model_guard, predict
+from advlab.geometry.analysis_state import (  # noqa: F401  (AnalysisState, finite_median: old home)
+    AnalysisState,
+    GeometrySummary,
+    Progress,
+    finite_median,
+)
+from advlab.geometry.analysis_steps import STEPS
 
 logger = logging.getLogger(__name__)
-
-#: ``progress(step_name, steps_done, steps_total)``, called after each step.
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class GeometrySummary:
-    """Everything :func:`analyse` measured, JSON-ready through :meth:`to_dict`.
-
-    ``per_sample[label][quantity]`` holds one value (or one row) per analysed point, in the
-    order of ``indices`` (positions in the ``x`` passed to :func:`analyse`) and ``labels``;
-    ``aggregates[label]`` the per-model statistics; ``curves`` the landscapes and spectra;
-    ``figures[name]`` a PNG path relative to the output folder and ``captions[name]`` its caption;
-    ``skipped[name]`` why an analysis did not apply; ``timings`` seconds per step.
-    """
-
-    models: list[str]
-    input_shape: list[int]
-    input_dim: int
-    indices: list[int]
-    labels: list[int]
-    params: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    per_sample: dict[str, dict[str, Any]] = field(default_factory=dict)
-    aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    curves: dict[str, Any] = field(default_factory=dict)
-    comparison: list[str] = field(default_factory=list)
-    figures: dict[str, str] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def points(self) -> int:
-        return len(self.indices)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (tensors become lists, NaN/inf become ``None``)."""
-        return json_safe({f.name: getattr(self, f.name) for f in fields(self)})
-
-
-@dataclass
-class AnalysisState:
-    """What the steps share: the inputs, the summary being filled, and the common plane."""
-
-    models: dict[str, nn.Module]
-    x: Tensor  # (N, ...) the analysed points
-    y: Tensor  # (N,)
-    batch: tuple[Tensor, Tensor]  # weight-landscape batch (B, ...), (B,)
-    out_dir: Path
-    summary: GeometrySummary
-    generator: torch.Generator | None = None
-    train_xy: tuple[Tensor, Tensor] | None = None
-    norms: dict[str, Tensor] = field(default_factory=dict)  # DeepFool norms per model, (N,)
-    u: Tensor | None = None  # (N, ...) unit adversarial direction of the first model
-    v: Tensor | None = None  # (N, ...) unit random direction orthogonal to u
-    extents: Tensor | None = None  # (N,) half-width of each point's cross-section
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.summary.params
-
-    @property
-    def dim(self) -> int:
-        return self.summary.input_dim
-
-    @property
-    def first(self) -> str:
-        return self.summary.models[0]
-
-    def record(self, label: str, **values: Any) -> None:
-        """Store per-sample values of model ``label`` (tensors are moved to the CPU)."""
-        target = self.summary.per_sample.setdefault(label, {})
-        target.update({k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in values.items()})
-
-    def aggregate(self, label: str, **values: Any) -> None:
-        self.summary.aggregates.setdefault(label, {}).update(values)
-
-    def png(self, name: str) -> Path:
-        """``out_dir / <name>.png`` with anything but letters, digits, ``-``, ``_``, ``.`` replaced."""
-        return self.out_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png")
-
-    def figure(self, name: str, path: Path, caption: str) -> None:
-        self.summary.figures[name] = str(path.relative_to(self.out_dir))
-        self.summary.captions[name] = caption
-
-    def skip(self, name: str, reason: str) -> None:
-        self.summary.skipped[name] = reason
-        logger.info("geometry: skipped %s: %s", name, reason)
 
 
 def select_points(models: dict[str, nn.Module], x: Tensor, y: Tensor, points: int) -> Tensor:
@@ -188,8 +106,6 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
     Returns:
         the :class:`GeometrySummary`, also written to ``out_dir / "summary.json"``.
     """
-    from advlab.geometry.analysis_steps import STEPS
-
     _check(models, x, y, points, eigs, directions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,13 +138,6 @@ def store_summary(store: Any, run_name: str | None, summary: GeometrySummary) ->
     """Record ``summary`` in a :class:`advlab.store.Store` as a ``"geometry"`` evaluation; its id."""
     params = {**summary.params, "models": summary.models, **summary.metadata}
     return store.add_evaluation(run_name, "geometry", params, summary.to_dict())
-
-
-def finite_median(values: Tensor) -> float:
-    """Median of the finite entries of ``values`` (``nan`` if none)."""
-    values = values.double().flatten()
-    values = values[torch.isfinite(values)]
-    return float(values.median()) if values.numel() else math.nan
 
 
 #: (aggregate key, description) compared between two models by :func:`compare_models`.

@@ -9,25 +9,23 @@
   ``sqrt(d)``, and the median ratio in random subspaces against ``sqrt(d / m)`` (Fawzi,
   Moosavi-Dezfooli & Frossard 2016).
 
-All take per-model tensors keyed by the model's label and write one PNG (returned path).
-:func:`plot_section_figure` and :func:`decision_region_figures` draw the cross-sections and the
-2-D decision regions of an analysis and record them, with captions, in its state.
+* :func:`plot_point_sections`: the cross-sections of one test point, every model side by side.
+
+All take data (per-model tensors keyed by the model's label, lists, a path) and write one PNG
+(returned path); the analysis steps record them with their captions.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from advlab.geometry._common import new_figure, save_figure
-from advlab.geometry.boundary import decision_regions_2d, plot_cross_sections
-
-if TYPE_CHECKING:
-    from advlab.geometry.analysis import AnalysisState
+from advlab.geometry.boundary import plot_cross_sections
+from advlab.report.plotting import new_figure, save_figure
 
 
 def _colour(index: int) -> str:
@@ -139,32 +137,17 @@ def plot_noise_ratios(ratios: dict[str, Tensor], dim: int, subspace_medians: dic
     return save_figure(fig, path)
 
 
-def plot_section_figure(state: AnalysisState, i: int, sections: list[dict[str, Any]],
-                        curvatures: list[float]) -> None:
-    """Cross-sections of point ``i`` for every model side by side, with caption, into ``state``."""
-    label_i = int(state.y[i])
-    titles = [f"{label}: point {i} (class {label_i}), κ = {kappa:.2g}"
-              for label, kappa in zip(state.models, curvatures)]
-    path = plot_cross_sections(sections, titles, state.png(f"cross_section_{i}"),
-                               xlabel=f"α along the DeepFool direction of {state.first} (L2)",
+def plot_point_sections(sections: list[dict[str, Any]], labels: list[str], curvatures: list[float],
+                        path: str | Path, *, point: int, true_class: int, reference: str) -> Path:
+    """Cross-sections of one test point for every model side by side (one PNG).
+
+    ``sections``: :func:`~advlab.geometry.boundary.cross_section` results, one per model, in the
+    order of ``labels``; ``curvatures``: the boundary curvature measured in each; ``point``: the
+    index of the test point, ``true_class`` its label, ``reference`` the model whose DeepFool
+    direction spans the horizontal axis.
+    """
+    titles = [f"{label}: point {point} (class {true_class}), κ = {kappa:.2g}"
+              for label, kappa in zip(labels, curvatures)]
+    return plot_cross_sections(sections, titles, path,
+                               xlabel=f"α along the DeepFool direction of {reference} (L2)",
                                ylabel="β along a random orthogonal direction (L2)")
-    state.figure(f"cross_section_{i}", path,
-                 f"Decision regions of {' and '.join(state.models)} in the plane through test point "
-                 f"{i} (true class {label_i}) spanned by the DeepFool direction of {state.first} "
-                 "(horizontal) and a random orthogonal direction (vertical), in L2 units; the black "
-                 "line is the boundary of the point's predicted class, the dashed white line "
-                 "encloses the valid inputs; κ is the boundary curvature at the crossing.")
-
-
-def decision_region_figures(state: AnalysisState) -> None:
-    """For 2-D inputs: each model's decision regions with the training points (``state.train_xy``)."""
-    if state.train_xy is None:
-        state.skip("decision_regions", "2-D inputs but no training points were passed (train_xy)")
-        return
-    x_train, y_train = state.train_xy
-    for label, model in state.models.items():
-        path = decision_regions_2d(model, x_train, y_train, state.png(f"decision_regions_{label}"),
-                                   title=f"{label}: decision regions and training points")
-        state.figure(f"decision_regions_{label}", path,
-                     f"Predicted class of {label} over the input square (shaded) with the training "
-                     "points coloured by their label.")

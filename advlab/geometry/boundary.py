@@ -5,7 +5,7 @@ of deep networks" (CVPR): in the plane ``x0 + a u + b v`` spanned by an adversar
 ``u`` (DeepFool's perturbation or the loss gradient) and a random direction ``v``, the boundary
 lies close to ``x0`` along ``u`` and is nearly flat (or gently curved) along random directions.
 
-Convention: ``predictions[i, j]`` and ``margins[i, j]`` are at ``x0 + alphas[j] u + betas[i] v``
+Convention: ``predictions[i, j]`` and ``margins[i, j]`` are at ``x0 + offsets1[j] u + offsets2[i] v``
 (rows follow ``v``, columns follow ``u``, so ``imshow`` puts ``u`` on the horizontal axis).
 Points outside the input box are *classified as they are* (not clamped: clamping would bend the
 plane) and flagged in ``inside_box``; the plots outline the valid part of the plane.
@@ -22,16 +22,10 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import model_guard, predict
 from advlab.attacks.losses import margin
-from advlab.geometry._common import (
-    check_batch,
-    flat,
-    grid_axis,
-    new_figure,
-    orthonormal_pair,
-    save_figure,
-)
+from advlab.geometry._common import check_batch, grid_axis, orthonormal_pair
 from advlab.geometry.hessian import input_gradient
-from advlab.threat import per_sample_view
+from advlab.report.plotting import new_figure, save_figure
+from advlab.threat import flat, per_sample_view
 
 
 def adversarial_direction(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
@@ -76,17 +70,17 @@ def cross_section(model: nn.Module, x0: Tensor, direction1: Tensor, direction2: 
     Returns:
         dict with ``predictions`` ``(R, R)`` int64, ``margins`` ``(R, R)`` (logit of the centre's
         class minus the largest other; the boundary of that class is the 0 level), ``inside_box``
-        ``(R, R)`` bool, ``alphas``/``betas`` ``(R,)``, ``label`` (class of ``x0``), ``u``, ``v``
+        ``(R, R)`` bool, ``offsets1``/``offsets2`` ``(R,)``, ``label`` (class of ``x0``), ``u``, ``v``
         (unit directions shaped like ``x0``), ``extent``.
     """
     check_batch(x0.unsqueeze(0))
     if direction1.shape != x0.shape:
         raise ValueError(f"direction1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(direction1.shape)}")
     second = None if direction2 is None else direction2.unsqueeze(0)
-    u, v = orthonormal_pair(direction1.unsqueeze(0), second, generator)  # (1, ...) each
-    alphas = grid_axis(extent, resolution).to(x0.device, x0.dtype)
-    betas = alphas.clone()
-    grid_b, grid_a = torch.meshgrid(betas, alphas, indexing="ij")  # (R, R)
+    u, v = orthonormal_pair(direction1.unsqueeze(0), second, generator=generator)  # (1, ...) each
+    offsets1 = grid_axis(extent, resolution).to(x0.device, x0.dtype)
+    offsets2 = offsets1.clone()
+    grid_b, grid_a = torch.meshgrid(offsets2, offsets1, indexing="ij")  # (R, R)
     shape = (-1, *([1] * x0.dim()))
     points = x0.unsqueeze(0) + grid_a.reshape(shape) * u + grid_b.reshape(shape) * v  # (R*R, ...)
     with model_guard(model):
@@ -99,7 +93,7 @@ def cross_section(model: nn.Module, x0: Tensor, direction1: Tensor, direction2: 
         "predictions": logits.argmax(dim=1).reshape(resolution, resolution),
         "margins": margin(logits, labels).reshape(resolution, resolution),
         "inside_box": inside.reshape(resolution, resolution),
-        "alphas": alphas, "betas": betas, "label": label,
+        "offsets1": offsets1, "offsets2": offsets2, "label": label,
         "u": u[0], "v": v[0], "extent": float(extent),
     }
 
@@ -107,23 +101,23 @@ def cross_section(model: nn.Module, x0: Tensor, direction1: Tensor, direction2: 
 def boundary_profile(section: dict[str, Any], window: float | None = None) -> tuple[Tensor, Tensor]:
     """Where the boundary crosses each line ``b = const`` on the positive ``u`` side.
 
-    For each ``beta`` with ``|beta| <= window`` (default ``extent / 2``), the first ``alpha > 0``
+    For each offset ``b`` in ``offsets2`` with ``|b| <= window`` (default ``extent / 2``), the first ``a > 0``
     where the margin of the centre's class changes sign, linearly interpolated between grid
-    points. Returns ``(betas, crossings)`` for the lines that cross (``(n,)`` each).
+    points. Returns ``(offsets2, crossings)`` for the lines that cross (``(n,)`` each).
     """
-    margins, alphas, betas = section["margins"].double(), section["alphas"].double(), section["betas"].double()
+    margins, offsets1, offsets2 = section["margins"].double(), section["offsets1"].double(), section["offsets2"].double()
     window = section["extent"] / 2 if window is None else window
-    start = int(torch.argmin(alphas.abs()))
+    start = int(torch.argmin(offsets1.abs()))
     found_b, found_a = [], []
-    for i in torch.nonzero(betas.abs() <= window + 1e-12).flatten().tolist():
+    for i in torch.nonzero(offsets2.abs() <= window + 1e-12).flatten().tolist():
         row = margins[i, start:]
         negative = torch.nonzero(row <= 0).flatten()
         if len(negative) == 0 or negative[0] == 0:
             continue
         j = int(negative[0]) + start
         m0, m1 = float(margins[i, j - 1]), float(margins[i, j])
-        a0, a1 = float(alphas[j - 1]), float(alphas[j])
-        found_b.append(float(betas[i]))
+        a0, a1 = float(offsets1[j - 1]), float(offsets1[j])
+        found_b.append(float(offsets2[i]))
         found_a.append(a0 + (a1 - a0) * m0 / (m0 - m1))
     return torch.tensor(found_b, dtype=torch.float64), torch.tensor(found_a, dtype=torch.float64)
 
@@ -137,10 +131,10 @@ def boundary_curvature(section: dict[str, Any], window: float | None = None) -> 
     bends around ``x0``; ``0``: flat (Fawzi et al. 2018 find ``|kappa| a0`` small along random
     directions). ``nan`` with fewer than 3 crossings in the window.
     """
-    betas, crossings = boundary_profile(section, window)
-    if len(betas) < 3:
+    offsets2, crossings = boundary_profile(section, window)
+    if len(offsets2) < 3:
         return math.nan
-    design = torch.stack([torch.ones_like(betas), betas, betas.pow(2)], dim=1)  # (n, 3)
+    design = torch.stack([torch.ones_like(offsets2), offsets2, offsets2.pow(2)], dim=1)  # (n, 3)
     coefficients = torch.linalg.lstsq(design, crossings[:, None]).solution[:, 0]
     _, slope, quadratic = coefficients.tolist()
     return 2.0 * quadratic / (1.0 + slope**2) ** 1.5
@@ -169,12 +163,12 @@ def plot_cross_sections(sections: list[dict[str, Any]], titles: list[str], path:
         box = (-extent, extent, -extent, extent)
         image = ax.imshow(section["predictions"].cpu().numpy(), origin="lower", extent=box,
                           cmap=colours, vmin=-0.5, vmax=colours.N - 0.5, interpolation="nearest")
-        alphas, betas = section["alphas"].cpu().numpy(), section["betas"].cpu().numpy()
-        ax.contour(alphas, betas, section["margins"].cpu().numpy(), levels=[0.0], colors="black",
+        offsets1, offsets2 = section["offsets1"].cpu().numpy(), section["offsets2"].cpu().numpy()
+        ax.contour(offsets1, offsets2, section["margins"].cpu().numpy(), levels=[0.0], colors="black",
                    linewidths=1.2)
         inside = section["inside_box"].float().cpu().numpy()
         if 0 < inside.sum() < inside.size:
-            ax.contour(alphas, betas, inside, levels=[0.5], colors="white", linestyles="--",
+            ax.contour(offsets1, offsets2, inside, levels=[0.5], colors="white", linestyles="--",
                        linewidths=1.0)
         ax.plot([0.0], [0.0], marker="*", color="white", markeredgecolor="black", markersize=13)
         ax.set(title=title, xlabel=label, ylabel=ylabel)

@@ -45,9 +45,9 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.losses import LossFn
-from advlab.geometry._common import flat
 from advlab.geometry.hessian import HessianOperator
 from advlab.geometry.lanczos import lanczos
+from advlab.threat import flat
 
 #: Loss value at which the label flips (see the module docstring), per loss name.
 THRESHOLDS = {"cw": 0.0, "margin": 0.0, "dlr": 0.0, "ce": math.log(2.0)}
@@ -103,7 +103,7 @@ def _threshold(loss: str | LossFn, threshold: float | None) -> float:
 
 def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                      loss: str | LossFn = "cw", threshold: float | None = None,
-                     iterations: int = 30, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                     steps: int = 30, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """CURE's lower and upper bounds on ``||r*||`` (L2) from the local quadratic model of the loss.
 
     Args:
@@ -112,7 +112,7 @@ def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
         loss: per-sample loss whose level ``threshold`` marks the flip; default the margin loss
             ``cw`` with threshold 0 (the decision boundary); ``ce`` uses ``log 2``.
         threshold: ``t``; ``None`` uses :data:`THRESHOLDS`.
-        iterations: Lanczos steps (HVPs) for the top eigenpair (``which="LA"``: ``lambda_max``).
+        steps: Lanczos steps (HVPs) for the top eigenpair (``which="LA"``: ``lambda_max``).
             An unconverged Ritz value underestimates ``lambda_max`` (so ``lower`` may be slightly
             too large); ``upper_eigenvector`` stays valid, since it only uses the Ritz pair's
             own curvature ``u^T H u``.
@@ -127,8 +127,7 @@ def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
     operator = HessianOperator(model, x, y, loss)
     gradient = flat(operator.gradient).double()  # (B, D)
     gradient_norm = gradient.norm(dim=1)
-    steps = min(operator.dim, iterations)
-    values, vectors = lanczos(operator, operator.dim, 1, steps, batch_size=x.shape[0], which="LA",
+    values, vectors = lanczos(operator, operator.dim, 1, min(operator.dim, steps), batch_size=x.shape[0], which="LA",
                               generator=generator, device=x.device)
     top_eigenvalue, top_vector = values[:, 0], vectors[:, 0]  # (B,), (B, D)
     direction = gradient / gradient_norm.clamp_min(1e-300)[:, None]

@@ -7,7 +7,9 @@ backward pass of ``sum_i <g_i, v_i>`` returns every ``H_i v_i`` at once: ``B`` H
 products for the price of one double backprop (Pearlmutter 1994).
 
 On top of that: the dense Hessian for small inputs, Hutchinson's estimate of ``||H||_F^2``
-(Hutchinson 1990; used by CURE) and CURE's finite-difference curvature
+(Hutchinson 1990, "A stochastic estimator of the trace of the influence matrix for Laplacian
+smoothing splines", Communications in Statistics - Simulation and Computation 19(2); used by
+CURE) and CURE's finite-difference curvature
 ``||grad l(x + h z) - grad l(x)||^2`` with ``z = sign(grad) / ||sign(grad)||``
 (Moosavi-Dezfooli, Fawzi, Uesato & Frossard 2019, "Robustness via curvature regularization, and
 vice versa").
@@ -21,7 +23,8 @@ from torch import Tensor, nn
 from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.curvature_fd import finite_difference_curvature
-from advlab.geometry._common import check_batch, flat, labels_or_predictions, rademacher
+from advlab.geometry._common import check_batch, labels_or_predictions, rademacher
+from advlab.threat import flat
 
 
 class HessianOperator:
@@ -156,7 +159,8 @@ def hutchinson_frobenius(model: nn.Module, x: Tensor, y: Tensor | None = None, *
     total = torch.zeros(count, dtype=torch.float64, device=x.device)
     drawn = 0
     while drawn < samples:
-        probe = rademacher((copies * count, *x.shape[1:]), generator, x.device, x.dtype)
+        probe = rademacher((copies * count, *x.shape[1:]), generator=generator, device=x.device,
+                           dtype=x.dtype)
         squares = flat(operator(probe)).double().pow(2).sum(dim=1).reshape(copies, count)
         used = min(copies, samples - drawn)
         total += squares[:used].sum(dim=0)

@@ -24,22 +24,25 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.losses import LossFn
-from advlab.geometry._common import flat, random_normal
+from advlab.geometry._common import random_normal
 from advlab.geometry.hessian import HessianOperator, dense_hessian
+from advlab.threat import flat
 
 Matvec = Callable[[Tensor], Tensor]
 _WHICH = ("LM", "LA")
 
 
-def default_iterations(dim: int, k: int) -> int:
+def default_steps(dim: int, k: int) -> int:
     """Lanczos steps used when none are given: ``max(5k, k + 40)``, at most ``dim``.
 
-    100 for ``k = 20``: enough for 1e-3 relative error on the top-20 of a Fashion-MNIST
-    ``small_cnn`` with Softplus activations, whose spectrum is flat and two-sided
-    (``benchmarks/geometry.py``: 80 steps suffice after 100 training steps, the untrained
-    network needs 100).
+    The accuracy this buys on a flat, two-sided spectrum (a Fashion-MNIST ``small_cnn`` with
+    Softplus activations) is measured in ``benchmarks/geometry.py`` (see benchmarks/README.md).
     """
     return min(dim, max(5 * k, k + 40))
+
+
+#: The old name of :func:`default_steps`, kept for one release.
+default_iterations = default_steps
 
 
 def _check_k(k: int, dim: int, which: str) -> None:
@@ -63,7 +66,7 @@ def _select(values: Tensor, k: int, which: str) -> Tensor:
     return key.argsort(dim=1, descending=True)[:, :k]
 
 
-def lanczos(matvec: Matvec, dim: int, k: int, iterations: int | None = None, *,
+def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
             batch_size: int = 1, which: str = "LM", generator: torch.Generator | None = None,
             device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs of ``batch_size`` symmetric ``D x D`` operators, by Lanczos.
@@ -71,8 +74,8 @@ def lanczos(matvec: Matvec, dim: int, k: int, iterations: int | None = None, *,
     Args:
         matvec: ``(B, D) -> (B, D)``, row ``i`` multiplied by the ``i``-th symmetric matrix.
         dim: ``D``. ``k``: eigenpairs wanted (``1 <= k <= D``).
-        iterations: Lanczos steps = matvecs (default :func:`default_iterations`; at most ``D``).
-            With ``iterations == D`` the result is exact up to round-off.
+        steps: Lanczos steps = matvecs (default :func:`default_steps`; at most ``D``).
+            With ``steps == D`` the result is exact up to round-off.
         batch_size: ``B``, the number of operators handled together.
         which: ``"LM"``: largest magnitude (sorted by ``|lambda|`` descending);
             ``"LA"``: largest algebraic (sorted descending).
@@ -87,28 +90,30 @@ def lanczos(matvec: Matvec, dim: int, k: int, iterations: int | None = None, *,
     orthogonal to the basis and a zero coupling in ``T``, which is exact.
     """
     _check_k(k, dim, which)
-    steps = min(dim, default_iterations(dim, k) if iterations is None else iterations)
-    if steps < k:
-        raise ValueError(f"iterations ({iterations}) must be at least k ({k})")
+    count = min(dim, default_steps(dim, k) if steps is None else steps)
+    if count < k:
+        raise ValueError(f"steps ({steps}) must be at least k ({k})")
     device = device if device is not None else (generator.device if generator is not None else "cpu")
-    basis = torch.zeros(batch_size, steps, dim, dtype=torch.float64, device=device)  # Q^T
-    alpha = torch.zeros(batch_size, steps, dtype=torch.float64, device=device)
-    beta = torch.zeros(batch_size, max(steps - 1, 0), dtype=torch.float64, device=device)
-    q = _unit_rows(random_normal((batch_size, dim), generator, device, torch.float64))
+    basis = torch.zeros(batch_size, count, dim, dtype=torch.float64, device=device)  # Q^T
+    alpha = torch.zeros(batch_size, count, dtype=torch.float64, device=device)
+    beta = torch.zeros(batch_size, max(count - 1, 0), dtype=torch.float64, device=device)
+    q = _unit_rows(random_normal((batch_size, dim), generator=generator, device=device,
+                                 dtype=torch.float64))
     tolerance = dim * torch.finfo(torch.float64).eps
     scale = torch.zeros(batch_size, dtype=torch.float64, device=device)
-    for j in range(steps):
+    for j in range(count):
         basis[:, j] = q
         w = matvec(q).to(device=device, dtype=torch.float64)  # (B, D)
         alpha[:, j] = (w * q).sum(dim=1)
-        if j == steps - 1:
+        if j == count - 1:
             break
         w = _orthogonalise(w, basis[:, :j + 1])
         norm = w.norm(dim=1)  # (B,)
         scale = torch.maximum(scale, torch.maximum(alpha[:, j].abs(), norm))
         broken = norm <= tolerance * scale.clamp_min(1e-300)
         if bool(broken.any()):  # invariant subspace: restart orthogonally, decouple
-            restart = random_normal((batch_size, dim), generator, device, torch.float64)
+            restart = random_normal((batch_size, dim), generator=generator, device=device,
+                                    dtype=torch.float64)
             restart = _unit_rows(_orthogonalise(restart, basis[:, :j + 1]))
             w = torch.where(broken[:, None], restart, w / norm.clamp_min(1e-300)[:, None])
             norm = torch.where(broken, torch.zeros_like(norm), norm)
@@ -120,7 +125,7 @@ def lanczos(matvec: Matvec, dim: int, k: int, iterations: int | None = None, *,
     ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)  # (B, m), (B, m, m)
     index = _select(ritz_values, k, which)  # (B, k)
     values = ritz_values.gather(1, index)
-    coefficients = ritz_vectors.gather(2, index[:, None, :].expand(-1, steps, -1))  # (B, m, k)
+    coefficients = ritz_vectors.gather(2, index[:, None, :].expand(-1, count, -1))  # (B, m, k)
     vectors = torch.matmul(coefficients.transpose(1, 2), basis)  # (B, k, D)
     return values, _unit_rows(vectors.reshape(-1, dim)).reshape(batch_size, k, dim)
 
@@ -130,7 +135,7 @@ def _unit_rows(t: Tensor) -> Tensor:
 
 
 def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: int = 1,
-                              max_iterations: int = 100, tol: float = 1e-3,
+                              steps: int = 100, tol: float = 1e-3,
                               generator: torch.Generator | None = None,
                               device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs by magnitude with power iteration and deflation (PyHessian's method).
@@ -138,7 +143,7 @@ def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: i
     As in PyHessian (Yao et al. 2020): for each eigenpair start from a random vector, orthogonalise
     against the eigenvectors already found, multiply, normalise; stop when the Rayleigh quotient
     changes by less than ``tol`` relative (``|new - old| / (|old| + 1e-6)``) or after
-    ``max_iterations``. Samples that have converged stop moving; the matvec is called until all
+    ``steps`` matvecs. Samples that have converged stop moving; the matvec is called until all
     have, so the number of calls (count them on the matvec) is that of the slowest sample.
 
     Returns:
@@ -149,10 +154,11 @@ def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: i
     found_values = torch.zeros(batch_size, k, dtype=torch.float64, device=device)
     found_vectors = torch.zeros(batch_size, k, dim, dtype=torch.float64, device=device)
     for i in range(k):
-        v = _unit_rows(random_normal((batch_size, dim), generator, device, torch.float64))
+        v = _unit_rows(random_normal((batch_size, dim), generator=generator, device=device,
+                                     dtype=torch.float64))
         value = torch.full((batch_size,), float("nan"), dtype=torch.float64, device=device)
         active = torch.ones(batch_size, dtype=torch.bool, device=device)
-        for _ in range(max_iterations):
+        for _ in range(steps):
             v = _unit_rows(_orthogonalise(v, found_vectors[:, :i]))
             product = matvec(v).to(device=device, dtype=torch.float64)  # (B, D)
             rayleigh = (product * v).sum(dim=1)
@@ -169,20 +175,20 @@ def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: i
 
 
 def hessian_eigs(model: nn.Module, x: Tensor, y: Tensor | None = None, k: int = 20, *,
-                 iterations: int | None = None, loss: str | LossFn = "ce", which: str = "LM",
+                 steps: int | None = None, loss: str | LossFn = "ce", which: str = "LM",
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs of each sample's input Hessian of the loss, by batched Lanczos.
 
     Args:
         model: classifier returning logits; ``x``: ``(B, ...)``; ``y``: ``(B,)`` or ``None``
             (predicted labels); ``loss``: per-sample loss (cross-entropy by default).
-        k, iterations, which, generator: as in :func:`lanczos` (``iterations`` HVPs per sample).
+        k, steps, which, generator: as in :func:`lanczos` (``steps`` HVPs per sample).
 
     Returns:
         ``(eigenvalues (B, k), eigenvectors (B, k, *x.shape[1:]))`` in ``x``'s dtype.
     """
     operator = HessianOperator(model, x, y, loss)
-    values, vectors = lanczos(operator, operator.dim, k, iterations, batch_size=x.shape[0],
+    values, vectors = lanczos(operator, operator.dim, k, steps, batch_size=x.shape[0],
                               which=which, generator=generator, device=x.device)
     return values.to(x.dtype), vectors.to(x.dtype).reshape(x.shape[0], k, *x.shape[1:])
 

@@ -1,6 +1,7 @@
 """Loss landscapes in input space and in filter-normalised weight space.
 
 * Input space: the per-sample loss along ``x + a d`` (1-D) or over ``x + a d1 + b d2`` (2-D),
+  for ``a`` in ``offsets`` (``offsets1``) and ``b`` in ``offsets2``,
   with ``d`` typically the adversarial direction and a random one (as in the CURE and
   cross-section figures). Directions are normalised per sample, so ``a`` is an L2 distance;
   points are not clamped to the input box (clamping would bend the line).
@@ -27,12 +28,11 @@ from advlab.attacks.losses import LossFn, get_loss
 from advlab.geometry._common import (
     check_batch,
     labels_or_predictions,
-    new_figure,
     orthonormal_pair,
     random_normal,
-    save_figure,
     unit,
 )
+from advlab.report.plotting import new_figure, save_figure
 from advlab.threat import per_sample_view
 
 Direction = dict[str, Tensor]
@@ -58,56 +58,56 @@ def _evaluate_points(model: nn.Module, points: Tensor, labels: Tensor, loss_fn: 
 
 
 def _plane_losses(model: nn.Module, x: Tensor, y: Tensor | None, u: Tensor, v: Tensor,
-                  alphas: Tensor, betas: Tensor, loss: str | LossFn,
+                  offsets1: Tensor, offsets2: Tensor, loss: str | LossFn,
                   batch_size: int) -> dict[str, Tensor]:
     """Per-sample loss and correctness at ``x + a u + b v`` over the grid: ``(Bb, A, B)`` each."""
-    grid_b, grid_a = torch.meshgrid(betas, alphas, indexing="ij")  # (Bb, A)
+    grid_b, grid_a = torch.meshgrid(offsets2, offsets1, indexing="ij")  # (Bb, A)
     shape = (*grid_a.shape, *([1] * x.dim()))
     points = x + grid_a.reshape(shape) * u + grid_b.reshape(shape) * v  # (Bb, A, B, ...)
     with model_guard(model):
         labels = labels_or_predictions(model, x, y)
         losses, correct = _evaluate_points(model, points.reshape(-1, *x.shape[1:]),
                                            labels.repeat(grid_a.numel()), get_loss(loss), batch_size)
-    return {"alphas": alphas, "betas": betas, "loss": losses.reshape(*grid_a.shape, len(x)),
+    return {"offsets1": offsets1, "offsets2": offsets2, "loss": losses.reshape(*grid_a.shape, len(x)),
             "correct": correct.reshape(*grid_a.shape, len(x))}
 
 
 def loss_line(model: nn.Module, x: Tensor, y: Tensor | None, direction: Tensor,
-              alphas: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
+              offsets: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
               batch_size: int = 1024) -> dict[str, Tensor]:
-    """Per-sample loss along ``x + a d / ||d||`` for each ``a`` in ``alphas``.
+    """Per-sample loss along ``x + a d / ||d||`` for each ``a`` in ``offsets``.
 
     ``x``: ``(B, ...)``; ``direction``: same shape; ``y``: ``(B,)`` or ``None`` (predictions).
-    Returns dict: ``alphas`` ``(A,)``, ``loss`` ``(A, B)``, ``correct`` ``(A, B)`` bool.
+    Returns dict: ``offsets`` ``(A,)``, ``loss`` ``(A, B)``, ``correct`` ``(A, B)`` bool.
     """
     check_batch(x, y)
     if direction.shape != x.shape:
         raise ValueError(f"direction must have the shape of x {tuple(x.shape)}, got {tuple(direction.shape)}")
-    alphas = _as_axis(alphas, "alphas").to(x)
+    offsets = _as_axis(offsets, "offsets").to(x)
     zero = torch.zeros(1, dtype=x.dtype, device=x.device)
-    line = _plane_losses(model, x, y, unit(direction), torch.zeros_like(x), alphas, zero, loss, batch_size)
-    return {"alphas": alphas, "loss": line["loss"][0], "correct": line["correct"][0]}
+    line = _plane_losses(model, x, y, unit(direction), torch.zeros_like(x), offsets, zero, loss, batch_size)
+    return {"offsets": offsets, "loss": line["loss"][0], "correct": line["correct"][0]}
 
 
 def loss_surface(model: nn.Module, x: Tensor, y: Tensor | None, direction1: Tensor,
-                 direction2: Tensor | None, alphas: Sequence[float] | Tensor,
-                 betas: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
+                 direction2: Tensor | None, offsets1: Sequence[float] | Tensor,
+                 offsets2: Sequence[float] | Tensor, *, loss: str | LossFn = "ce",
                  generator: torch.Generator | None = None, batch_size: int = 1024) -> dict[str, Tensor]:
     """Per-sample loss over the plane ``x + a u + b v`` (``u``, ``v`` orthonormal per sample).
 
     ``u = direction1 / ||direction1||``; ``v`` is ``direction2`` (Gaussian from ``generator`` if
-    ``None``) orthogonalised against ``u`` and normalised. Returns dict: ``alphas`` ``(A,)``,
-    ``betas`` ``(Bb,)``, ``loss`` ``(Bb, A, B)`` and ``correct`` ``(Bb, A, B)`` bool.
+    ``None``) orthogonalised against ``u`` and normalised. Returns dict: ``offsets1`` ``(A,)``,
+    ``offsets2`` ``(Bb,)``, ``loss`` ``(Bb, A, B)`` and ``correct`` ``(Bb, A, B)`` bool.
     """
     check_batch(x, y)
     if direction1.shape != x.shape:
         raise ValueError(f"direction1 must have the shape of x {tuple(x.shape)}, got {tuple(direction1.shape)}")
-    alphas, betas = _as_axis(alphas, "alphas").to(x), _as_axis(betas, "betas").to(x)
-    u, v = orthonormal_pair(direction1, direction2, generator)
-    return _plane_losses(model, x, y, u, v, alphas, betas, loss, batch_size)
+    offsets1, offsets2 = _as_axis(offsets1, "offsets1").to(x), _as_axis(offsets2, "offsets2").to(x)
+    u, v = orthonormal_pair(direction1, direction2, generator=generator)
+    return _plane_losses(model, x, y, u, v, offsets1, offsets2, loss, batch_size)
 
 
-def filter_normalized_direction(model: nn.Module, generator: torch.Generator | None = None, *,
+def filter_normalized_direction(model: nn.Module, *, generator: torch.Generator | None = None,
                                 include_biases: bool = False) -> Direction:
     """A random direction in weight space, filter-normalised (Li et al. 2018).
 
@@ -124,7 +124,8 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator | N
     direction: Direction = {}
     for name, parameter in model.named_parameters():
         theta = parameter.detach()
-        noise = random_normal(tuple(theta.shape), generator, theta.device, theta.dtype)
+        noise = random_normal(tuple(theta.shape), generator=generator, device=theta.device,
+                              dtype=theta.dtype)
         if theta.dim() >= 2:
             filter_norms = theta.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
             direction[name] = noise * per_sample_view(filter_norms, theta)
@@ -147,8 +148,8 @@ def _mean_loss_at(model: nn.Module, parameters: Direction, x: Tensor, labels: Te
     return total_loss / len(x), total_correct / len(x)
 
 
-def weight_landscape_2d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence[float] | Tensor,
-                        betas: Sequence[float] | Tensor, *,
+def weight_landscape_2d(model: nn.Module, x: Tensor, y: Tensor, offsets1: Sequence[float] | Tensor,
+                        offsets2: Sequence[float] | Tensor, *,
                         directions: tuple[Direction, Direction] | None = None,
                         loss: str | LossFn = "ce", generator: torch.Generator | None = None,
                         batch_size: int = 1024) -> dict[str, Any]:
@@ -156,38 +157,38 @@ def weight_landscape_2d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence
 
     ``directions`` default to two independent :func:`filter_normalized_direction` draws from
     ``generator``. The model runs in eval mode; its parameters are untouched.
-    Returns dict: ``alphas`` ``(A,)``, ``betas`` ``(Bb,)``, ``loss`` and ``accuracy`` ``(Bb, A)``.
+    Returns dict: ``offsets1`` ``(A,)``, ``offsets2`` ``(Bb,)``, ``loss`` and ``accuracy`` ``(Bb, A)``.
     """
     check_batch(x, y)
-    alphas, betas = _as_axis(alphas, "alphas"), _as_axis(betas, "betas")
+    offsets1, offsets2 = _as_axis(offsets1, "offsets1"), _as_axis(offsets2, "offsets2")
     if directions is None:
-        directions = (filter_normalized_direction(model, generator),
-                      filter_normalized_direction(model, generator))
+        directions = (filter_normalized_direction(model, generator=generator),
+                      filter_normalized_direction(model, generator=generator))
     first, second = directions
     loss_fn = get_loss(loss)
-    losses = torch.zeros(len(betas), len(alphas), dtype=torch.float64)
+    losses = torch.zeros(len(offsets2), len(offsets1), dtype=torch.float64)
     accuracy = torch.zeros_like(losses)
     with model_guard(model):
         theta = {name: p.detach() for name, p in model.named_parameters()}
-        for i, b in enumerate(betas.tolist()):
-            for j, a in enumerate(alphas.tolist()):
+        for i, b in enumerate(offsets2.tolist()):
+            for j, a in enumerate(offsets1.tolist()):
                 moved = {name: value + a * first[name] + b * second[name] for name, value in theta.items()}
                 losses[i, j], accuracy[i, j] = _mean_loss_at(model, moved, x, y, loss_fn, batch_size)
-    return {"alphas": alphas, "betas": betas, "loss": losses, "accuracy": accuracy}
+    return {"offsets1": offsets1, "offsets2": offsets2, "loss": losses, "accuracy": accuracy}
 
 
-def weight_landscape_1d(model: nn.Module, x: Tensor, y: Tensor, alphas: Sequence[float] | Tensor, *,
+def weight_landscape_1d(model: nn.Module, x: Tensor, y: Tensor, offsets: Sequence[float] | Tensor, *,
                         direction: Direction | None = None, loss: str | LossFn = "ce",
                         generator: torch.Generator | None = None, batch_size: int = 1024) -> dict[str, Any]:
     """Mean loss and accuracy on ``(x, y)`` at ``theta + a d`` along one filter-normalised direction.
 
-    Returns dict: ``alphas`` ``(A,)``, ``loss`` and ``accuracy`` ``(A,)``.
+    Returns dict: ``offsets`` ``(A,)``, ``loss`` and ``accuracy`` ``(A,)``.
     """
-    first = direction if direction is not None else filter_normalized_direction(model, generator)
+    first = direction if direction is not None else filter_normalized_direction(model, generator=generator)
     zero = {name: torch.zeros_like(value) for name, value in first.items()}
-    surface = weight_landscape_2d(model, x, y, alphas, [0.0], directions=(first, zero), loss=loss,
+    surface = weight_landscape_2d(model, x, y, offsets, [0.0], directions=(first, zero), loss=loss,
                                   batch_size=batch_size)
-    return {"alphas": surface["alphas"], "loss": surface["loss"][0], "accuracy": surface["accuracy"][0]}
+    return {"offsets": surface["offsets1"], "loss": surface["loss"][0], "accuracy": surface["accuracy"][0]}
 
 
 def plot_loss_curves(curves: list[dict[str, Any]], labels: list[str], path: str | Path, *,
@@ -204,7 +205,7 @@ def plot_loss_curves(curves: list[dict[str, Any]], labels: list[str], path: str 
     for curve, label in zip(curves, labels):
         values = curve["loss"].double()
         values = values.mean(dim=1) if values.dim() == 2 else values
-        ax.plot(curve["alphas"].cpu().numpy(), values.cpu().numpy(), label=label, linewidth=1.6)
+        ax.plot(curve["offsets"].cpu().numpy(), values.cpu().numpy(), label=label, linewidth=1.6)
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if log_scale:
@@ -222,10 +223,10 @@ def plot_loss_surface(surface: dict[str, Any], path: str | Path, *,
     """
     values = surface["loss"].double()
     values = values.mean(dim=2) if values.dim() == 3 else values
-    alphas, betas = surface["alphas"].cpu().numpy(), surface["betas"].cpu().numpy()
+    offsets1, offsets2 = surface["offsets1"].cpu().numpy(), surface["offsets2"].cpu().numpy()
     fig, ax = new_figure(width=5.4, height=4.4)
-    filled = ax.contourf(alphas, betas, values.cpu().numpy(), levels=levels, cmap="viridis")
-    lines = ax.contour(alphas, betas, values.cpu().numpy(), levels=filled.levels[::4], colors="white",
+    filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=levels, cmap="viridis")
+    lines = ax.contour(offsets1, offsets2, values.cpu().numpy(), levels=filled.levels[::4], colors="white",
                        linewidths=0.6)
     ax.clabel(lines, fontsize=7, fmt="%.2g")
     ax.plot([0.0], [0.0], marker="*", color="red", markersize=12)

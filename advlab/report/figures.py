@@ -11,23 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-DPI = 110
+from advlab.report.plotting import DPI, new_figure, save_figure
 
-
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    return path
+__all__ = ["DPI", "gallery", "norm_histograms", "robustness_curves", "training_curves"]
 
 
 def robustness_curves(evaluations: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
@@ -41,7 +28,7 @@ def robustness_curves(evaluations: dict[str, list[dict[str, Any]]], path: Path) 
             by_norm[r["norm"]].setdefault(run, []).append((r["eps"], r["robust_accuracy"], r["clean_accuracy"]))
     if not by_norm:
         return None
-    fig, axes = _figure(5.2 * len(by_norm), 3.8, ncols=len(by_norm))
+    fig, axes = new_figure(ncols=len(by_norm), width=5.2, height=3.8, squeeze=False)
     for ax, (norm, runs) in zip(axes[0], sorted(by_norm.items())):
         for run, points in sorted(runs.items()):
             best: dict[float, tuple[float, float]] = {}
@@ -56,7 +43,7 @@ def robustness_curves(evaluations: dict[str, list[dict[str, Any]]], path: Path) 
         ax.grid(alpha=0.3)
         ax.set_title(f"Robust accuracy vs {norm} eps (worst case)")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(metrics: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
@@ -64,7 +51,7 @@ def training_curves(metrics: dict[str, list[dict[str, Any]]], path: Path) -> Pat
     runs = {name: rows for name, rows in metrics.items() if rows}
     if not runs:
         return None
-    fig, axes = _figure(11, 3.8, ncols=2)
+    fig, axes = new_figure(ncols=2, width=5.5, height=3.8, squeeze=False)
     loss_ax, acc_ax = axes[0]
     for name, rows in sorted(runs.items()):
         epochs = [r["epoch"] for r in rows]
@@ -79,7 +66,7 @@ def training_curves(metrics: dict[str, list[dict[str, Any]]], path: Path) -> Pat
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def norm_histograms(stats: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -87,7 +74,7 @@ def norm_histograms(stats: dict[str, dict[str, Any]], path: Path) -> Path | None
     runs = {name: s for name, s in stats.items() if s.get("norms")}
     if not runs:
         return None
-    fig, axes = _figure(6.5, 3.8)
+    fig, axes = new_figure(width=6.5, height=3.8, squeeze=False)
     ax = axes[0][0]
     for name, s in sorted(runs.items()):
         norms = np.array([n for n in s["norms"] if n is not None and 0 < n < math.inf])
@@ -100,7 +87,7 @@ def norm_histograms(stats: dict[str, dict[str, Any]], path: Path) -> Path | None
            title=f"Minimal adversarial perturbations ({attack}, {norm})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gallery(x: np.ndarray, x_adv: np.ndarray, labels: Sequence[str], adv_labels: Sequence[str],
@@ -113,7 +100,7 @@ def gallery(x: np.ndarray, x_adv: np.ndarray, labels: Sequence[str], adv_labels:
     Goodfellow et al. (2015).
     """
     k = len(x)
-    fig, axes = _figure(6.6, 2.2 * k, ncols=3, nrows=k)
+    fig, axes = new_figure(ncols=3, nrows=k, width=2.2, height=2.2, squeeze=False)
     cmap = "gray" if x.shape[1] == 1 else None
     for i in range(k):
         delta = x_adv[i] - x[i]
@@ -126,4 +113,4 @@ def gallery(x: np.ndarray, x_adv: np.ndarray, labels: Sequence[str], adv_labels:
             ax.set_title(caption, fontsize=9)
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

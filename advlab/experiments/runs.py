@@ -1,0 +1,164 @@
+"""Training a model into a run directory, as ``advlab train`` does: the library function behind it.
+
+:func:`train_run` builds the data splits and the model (fresh from the model registry, or the
+model of another run to fine-tune), trains it with a registered defense through
+:func:`advlab.training.fit`, validates adversarially each epoch when there is a defense (keeping
+the most robust epoch, Goodfellow et al. 2015), measures the clean test accuracy, records the
+run in the store next to the run directory and writes ``train_result.json``. The demo calls it;
+:class:`TrainedRun` holds what the command prints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TrainedRun", "clean_accuracy", "train_run"]
+
+
+@dataclass
+class TrainedRun:
+    """A finished training run: where it is, what :func:`advlab.training.fit` returned, the summary.
+
+    ``summary`` is the content of ``train_result.json`` (``test_acc``, ``best_epoch``,
+    ``epochs_done``, ``time_s``, ``val_acc``, ``adv_val_acc``, ``events``); ``None`` (and
+    ``test_acc`` ``nan``) on the non-zero ranks of a torchrun launch, which write nothing.
+    """
+
+    run_dir: Path
+    run_name: str
+    store_path: Path
+    result: Any  # advlab.training.FitResult
+    test_acc: float
+    summary: dict[str, Any] | None
+
+
+def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str = "small_cnn",
+              defense: str = "none", defense_params: dict[str, Any] | None = None,
+              epochs: int = 2, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
+              device: str = "auto", init: str | Path | None = None, val_fraction: float = 0.1,
+              adv_val_n: int = 500, progress: bool = True) -> TrainedRun:
+    """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
+
+    Args:
+        run_dir: the run directory; the store is ``run_dir.parent / "advlab.db"`` and the run's
+            name in it is the directory's name.
+        defense, defense_params: a registered training objective and its parameters
+            (:func:`advlab.training.get_objective`; e.g. ``"fgsm-rs"``, ``{"eps": 0.1}``).
+        epochs, lr, batch_size: Adam with the one-cycle schedule, as ``advlab train``'s defaults.
+        seed: the model initialisation, the validation split, the data order and the attacks of
+            the adversarial validation.
+        init: fine-tune the model of this run (its architecture; ``model`` is ignored).
+        adv_val_n: validation points attacked per epoch when there is a defense.
+
+    Returns:
+        the :class:`TrainedRun`.
+    """
+    from advlab.data import load_dataset
+    from advlab.training import fit, get_objective
+
+    run_dir = Path(run_dir)
+    objective = get_objective(defense, **(defense_params or {}))
+    train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, init)
+    store_path, run_name = run_dir.parent / "advlab.db", run_dir.name
+    validation = _adversarial_validation(objective, val_data, adv_val_n, seed)
+    config = {"dataset": train_data.info.name,
+              "model": net.advlab_spec["name"] if init is not None else model,
+              "defense": objective.name, "val_fraction": val_fraction, "n_train": None,
+              "data_dir": None, "adv_val": validation[1] if validation else None}
+    started = time.perf_counter()
+    result = fit(net, train_data, val_data=val_data, objective=objective, epochs=epochs,
+                 batch_size=batch_size, lr=lr, seed=seed, device=device, run_dir=run_dir,
+                 config=config, progress=progress, store=store_path, run_name=run_name,
+                 epoch_end=validation[0] if validation else None,
+                 select_metric="adv_val_acc" if validation else "val_acc", init=init)
+    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
+        return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
+    elapsed = time.perf_counter() - started
+    test_acc = clean_accuracy(result.model, load_dataset(dataset, "test"), device)
+    summary = _record(store_path, run_name, run_dir, result, test_acc, elapsed)
+    return TrainedRun(run_dir, run_name, store_path, result, test_acc, summary)
+
+
+def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
+                    init: str | Path | None) -> tuple[Any, Any, nn.Module]:
+    """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
+    from advlab.data import load_dataset
+    from advlab.models import create_model, load_model
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    options: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction}
+    train_data = load_dataset(dataset, "train", **options)
+    val_data = load_dataset(dataset, "val", **options) if val_fraction > 0 else None
+    info = train_data.info
+    if init is None:
+        net = create_model(model, info.num_classes, info.input_shape, normalize=(info.mean, info.std),
+                           seed=seed)
+        return train_data, val_data, net
+    net = load_model(init).train()
+    spec = getattr(net, "advlab_spec", {})
+    shape, classes = tuple(spec.get("input_shape", ())), spec.get("num_classes")
+    if shape != tuple(info.input_shape) or classes != info.num_classes:
+        raise ValueError(f"init {init}: its model takes {shape} inputs and {classes} classes, but "
+                         f"{info.name} has {tuple(info.input_shape)} and {info.num_classes}")
+    return train_data, val_data, net
+
+
+def _adversarial_validation(objective: Any, val_data: Any, n: int,
+                            seed: int) -> tuple[Any, dict[str, Any]] | None:
+    """The adversarial-validation hook (APGD-CE at the defense's eps) and its config entry."""
+    from advlab.threat import ThreatModel
+    from advlab.training import adversarial_validation
+
+    settings = getattr(objective.function, "settings", None) or {}
+    if objective.name == "none":
+        return None
+    if val_data is None:
+        raise ValueError("adversarial validation needs a validation split: use val_fraction > 0")
+    if settings.get("eps") is None:
+        raise ValueError(f"the defense {objective.name!r} has no eps to validate at")
+    threat = ThreatModel(settings.get("norm", "linf"), float(settings["eps"]))
+    hook = adversarial_validation(val_data, threat, n=n, seed=seed)
+    return hook, {"norm": threat.norm, "eps": threat.eps, "n": n, "preset": "fast"}
+
+
+def clean_accuracy(model: nn.Module, data: Any, device: str = "auto") -> float:
+    """Clean accuracy of ``model`` on a Dataset (``.loader(batch_size)``), batched on ``device``."""
+    from advlab._utils import resolve_device
+
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in data.loader(batch_size=1024):
+            correct += int((model(x.to(target)).argmax(dim=1).cpu() == y).sum())
+    return correct / len(data)
+
+
+def _record(store_path: Path, run_name: str, run_dir: Path, result: Any, test_acc: float,
+            elapsed: float) -> dict[str, Any]:
+    """Store the test accuracy with the run and write ``train_result.json``; the summary."""
+    from advlab._utils import atomic_write_json
+    from advlab.store import Store
+
+    last = result.history[-1] if result.history else {}
+    best = result.history[result.best_epoch - 1] if result.best_epoch else last
+    summary = {"test_acc": test_acc, "best_epoch": result.best_epoch,
+               "epochs_done": len(result.history), "time_s": elapsed,
+               "val_acc": best.get("val_acc"), "adv_val_acc": best.get("adv_val_acc"),
+               "events": result.events}
+    with Store(store_path) as store:
+        run = store.get_run(run_name)
+        metadata = {**(run["metadata"] if run else {}), **summary}
+        store.add_run(run_name, run_dir.resolve(), result.config, metadata)
+        store.add_evaluation(run_name, "clean-accuracy", {"split": "test"}, {"accuracy": test_acc})
+    atomic_write_json(run_dir / "train_result.json", {**summary, "run_name": run_name,
+                                                      "store": str(store_path)})
+    return summary

@@ -1,0 +1,128 @@
+"""The curvature and noise steps of :func:`advlab.geometry.analysis.analyse`.
+
+* :func:`hessian`: Lanczos top-``k`` of the input Hessian, Hutchinson's ``||H||_F^2``, CURE's
+  finite-difference curvature, and dense spectra for small inputs;
+* :func:`curvature_bounds_step`: CURE's bounds on the minimal perturbation against DeepFool's;
+* :func:`noise_ratios`: random-noise against adversarial flip distances (Fawzi,
+  Moosavi-Dezfooli & Frossard 2016), measured by :mod:`advlab.evaluation.noise`.
+
+Each step fills the shared :class:`~advlab.geometry.analysis_state.AnalysisState`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from advlab.evaluation.noise import noise_robustness
+from advlab.geometry.analysis_plots import (
+    plot_bounds_vs_measured,
+    plot_eigenvalue_profiles,
+    plot_noise_ratios,
+)
+from advlab.geometry.analysis_state import AnalysisState, finite_median
+from advlab.geometry.curvature import curvature_bounds
+from advlab.geometry.hessian import cure_curvature, hutchinson_frobenius
+from advlab.geometry.lanczos import hessian_eigs, hessian_spectrum
+
+#: Largest input dimension for which dense Hessian spectra are computed.
+MAX_SPECTRUM_DIM = 1024
+
+
+def hessian(state: AnalysisState) -> None:
+    """Lanczos top-k, Hutchinson ||H||_F^2, CURE's estimate; dense spectra for small inputs."""
+    x, y, dim = state.x, state.y, state.dim
+    count = min(len(x), state.params["spectrum_points"] or (len(x) if dim <= 256 else 3))
+    profiles, spectra = {}, {}
+    for label, model in state.models.items():
+        values, _ = hessian_eigs(model, x, y, k=state.params["eigs"], generator=state.generator)  # (N, k)
+        frobenius = hutchinson_frobenius(model, x, y, samples=state.params["hutchinson_samples"],
+                                         generator=state.generator)
+        cure = cure_curvature(model, x, y)
+        state.record(label, top_eigenvalues=values, top_eigenvalue=values[:, 0],
+                     hutchinson_frobenius=frobenius, cure_curvature=cure)
+        state.aggregate(label, median_top_eigenvalue=finite_median(values[:, 0]),
+                        median_hutchinson_frobenius=finite_median(frobenius),
+                        median_cure_curvature=finite_median(cure))
+        profiles[label] = values
+        if dim <= MAX_SPECTRUM_DIM:
+            spectrum = hessian_spectrum(model, x[:count], y[:count], max_dim=MAX_SPECTRUM_DIM)  # (P, D)
+            spectra[label] = {"points": count, "eigenvalues": spectrum,
+                              "frobenius_exact": spectrum.double().pow(2).sum(dim=1)}
+            profiles[label] = spectrum
+    if spectra:
+        state.summary.curves["hessian_spectrum"] = spectra
+    else:
+        state.skip("hessian_spectrum", f"input dimension {dim} > {MAX_SPECTRUM_DIM}: dense Hessians "
+                                       f"are too expensive; top-{state.params['eigs']} Lanczos only")
+    kind = "every eigenvalue" if spectra else f"top {state.params['eigs']} eigenvalues (Lanczos)"
+    path = plot_eigenvalue_profiles(profiles, state.png("hessian_eigenvalues"),
+                                    title="Input-Hessian eigenvalue profile of the cross-entropy")
+    state.figure("hessian_eigenvalues", path,
+                 f"|λ| of the input Hessian of the loss against rank ({kind}; thin lines: single "
+                 "test points, thick: median; values below 1e-8 of the largest, round-off around "
+                 "the exact zeros of ReLU networks, are drawn at that floor). Lower curves mean a "
+                 "flatter, less curved loss (Moosavi-Dezfooli et al. 2019).")
+
+
+def curvature_bounds_step(state: AnalysisState) -> None:
+    """CURE's bounds on ``||r*||`` per point against the measured DeepFool norm."""
+    lower, upper = {}, {}
+    for label, model in state.models.items():
+        bounds = curvature_bounds(model, state.x, state.y, generator=state.generator)
+        measured = state.norms[label].to(bounds["lower"])
+        valid = torch.isfinite(measured) & (measured > 0)
+        state.record(label, bound_lower=bounds["lower"], bound_upper=bounds["upper"],
+                     bound_first_order=bounds["first_order"])
+        count = max(int(valid.sum()), 1)
+        state.aggregate(label,
+                        fraction_lower_below_measured=float((bounds["lower"] <= measured)[valid].sum()) / count,
+                        fraction_measured_below_upper=float((measured <= bounds["upper"])[valid].sum()) / count)
+        lower[label], upper[label] = bounds["lower"], bounds["upper"]
+    path = plot_bounds_vs_measured(state.norms, lower, upper, state.png("curvature_bounds"))
+    state.figure("curvature_bounds", path,
+                 "CURE's lower (▼) and upper (▲) bounds on the minimal perturbation from the local "
+                 "quadratic model of the margin loss, against the DeepFool norm of each point; "
+                 "a valid lower bound lies below y = x. For piecewise-linear (ReLU) networks the "
+                 "margin's Hessian vanishes almost everywhere and both bounds reduce to the "
+                 "first-order estimate.")
+
+
+def _subspace_dims(state: AnalysisState) -> list[int]:
+    dim, wanted = state.dim, state.params["subspace_dims"]
+    requested = wanted if wanted is not None else [dim // 16, dim // 4]
+    usable = sorted({int(m) for m in requested if 1 < int(m) < dim})
+    for m in sorted({int(m) for m in wanted or []} - set(usable)):  # asked for, but unusable
+        state.skip(f"subspace_m{m}", f"subspace dimension {m} is not in 2..{dim - 1}")
+    if not usable:
+        state.skip("subspace_ratios", f"input dimension {dim} leaves no subspace dimension 1 < m < d")
+    return usable
+
+
+def noise_ratios(state: AnalysisState) -> None:
+    """Random-line and random-subspace flip distances over the DeepFool norm, vs sqrt(d/m)."""
+    dims, draws = _subspace_dims(state), max(1, state.params["directions"] // 3)
+    ratios, medians = {}, {}
+    for label, model in state.models.items():
+        adversarial = state.norms[label]
+        line = noise_robustness(model, state.x, state.y, adversarial,
+                                directions=state.params["directions"], generator=state.generator)
+        state.record(label, noise_norm=line.random_norms, noise_ratio=line.ratio)
+        medians[label] = {1: line.median_ratio}
+        subspace = {}
+        for m in dims:
+            result = noise_robustness(model, state.x, state.y, adversarial, directions=draws,
+                                      subspace_dim=m, generator=state.generator)
+            state.record(label, **{f"subspace_ratio_m{m}": result.ratio})
+            medians[label][m] = result.median_ratio
+            subspace[str(m)] = {"median_ratio": result.median_ratio, "predicted": result.predicted_ratio}
+        state.aggregate(label, median_noise_ratio=line.median_ratio, sqrt_d=math.sqrt(state.dim),
+                        noise_ratio_over_sqrt_d=line.median_ratio / math.sqrt(state.dim), subspace=subspace)
+        ratios[label] = line.ratio
+    path = plot_noise_ratios(ratios, state.dim, medians, state.png("noise_ratio"))
+    state.figure("noise_ratio", path,
+                 "Left: per test point, the distance to the boundary along a random direction (median "
+                 f"over {state.params['directions']} directions) divided by the DeepFool distance, with "
+                 "the prediction √d of Fawzi et al. (2016). Right: the same ratio inside random "
+                 "m-dimensional subspaces (median over points) against √(d/m).")

@@ -393,11 +393,12 @@ def test_one_step_is_exact_on_a_linear_network():
 
 
 def test_spirals_compare_writes_figures_json_and_fits_the_noise(tmp_path):
-    result = spirals_compare(tmp_path, small_widths=(4,), large_widths=(32,), n_samples=100, epochs=60,
-                             label_noise=0.2, seed=0)
-    assert [result[name]["widths"] for name in ("small", "large")] == [[4], [32]]
+    result = spirals_compare(tmp_path, small_widths=(4,), large_widths=(128, 128), n_samples=100,
+                             epochs=400, label_noise=0.2, seed=0)
+    assert [result[name]["widths"] for name in ("small", "large")] == [[4], [128, 128]]
     assert result["small"]["parameters"] == 2 * 4 + 4 + 4 * 2 + 2  # an MLP 2 -> 4 -> 2
-    assert result["large"]["train_accuracy"] >= result["small"]["train_accuracy"]  # it fits noise
+    # the large MLP fits the noisy labels far better than the small one can
+    assert result["large"]["train_accuracy"] >= result["small"]["train_accuracy"] + 0.15
     assert 0.0 <= result["large"]["test_accuracy"] <= 1.0
     assert result["params"]["label_noise"] == 0.2
     assert set(result["figures"]) == set(result["captions"]) == {

@@ -34,7 +34,7 @@ from advlab.attacks._core import (
 from advlab.attacks._iterate import BestIterate, PassCount, check_count
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
-from advlab.attacks.result import AttackResult, MinimalNormResult, bounded_result
+from advlab.attacks.result import AttackResult, bounded_result
 from advlab.threat import Eps, ThreatModel, canonical_norm, lp_norm
 
 DISTRIBUTIONS = ("gaussian", "sphere", "cube", "ball")

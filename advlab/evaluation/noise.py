@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 from advlab._utils import json_safe
 from advlab.attacks._core import input_grad, model_guard, predict, prepare
-from advlab.attacks.result import AttackResult
 from advlab.attacks._iterate import check_count
 from advlab.attacks.losses import margin
+from advlab.attacks.result import AttackResult
 from advlab.evaluation._noise_search import (
     CHUNK_ELEMENTS,
     check_minimal_options,
@@ -103,7 +103,7 @@ def minimal_noise_norm(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l
                                        float(max_norm), scan_steps, bisection_steps, (low, high), batch_size))
         x_adv, norms, step_norms, direction_norms = (torch.cat(t) for t in zip(*parts))
         return AttackResult(x_adv, norms, torch.isfinite(norms), step_norms=step_norms,
-                                 direction_norms=direction_norms)
+                            direction_norms=direction_norms)
 
 
 @dataclass

@@ -199,7 +199,7 @@ class ThreatModel:
         delta = self.project_delta(x_adv - x)
         return self.clip(x + delta)
 
-    def random_init(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def random_init(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """A point drawn uniformly from the ``eps``-ball around ``x`` (then clipped to the box).
 
         Linf: uniform in the cube. L2: Gaussian direction times ``eps * U^(1/d)``. L1: signed

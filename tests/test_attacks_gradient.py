@@ -290,7 +290,7 @@ def test_pgd_never_returns_worse_than_its_start() -> None:
     x = torch.rand(200, 8, generator=seeded(0))
     with torch.no_grad():
         y = model(x).argmax(dim=1)
-    start = threat.random_init(x, seeded(5))  # the start pgd draws with the same generator
+    start = threat.random_init(x, generator=seeded(5))  # the start pgd draws with the same generator
     x_adv = pgd(model, x, y, threat, steps=4, step_size=step_size, random_start=True, generator=seeded(5))
     last = start  # plain PGD (last iterate) from the same start
     for _ in range(4):

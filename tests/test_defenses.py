@@ -128,7 +128,7 @@ def test_one_inner_step_is_advlab_fgsm_and_pgd_stays_in_the_ball(digits_mlp, dig
     with Crafting(eps=EPS).guard(digits_mlp) as inner:
         one = ascend(inner, x, y, threat, ce_loss, steps=1, step_size=EPS, start=x)
         many = ascend(inner, x, y, threat, ce_loss, steps=5, step_size=0.04,
-                      start=threat.random_init(x, torch.Generator().manual_seed(0)))
+                      start=threat.random_init(x, generator=torch.Generator().manual_seed(0)))
     torch.testing.assert_close(one, fgsm(digits_mlp, x, y, threat), rtol=0, atol=1e-6)
     assert bool(threat.contains(x, many).all())
     assert all(p.requires_grad for p in digits_mlp.parameters())  # the guard restored them

@@ -413,16 +413,11 @@ def test_spirals_compare_writes_figures_json_and_fits_the_noise(tmp_path):
 
 def test_old_import_paths_still_work():
     import advlab.experiments as experiments
-    import advlab.story
-    from advlab.experiments import story
-    from advlab.geometry import random_relu, spirals, theory
 
-    assert geometry.random_relu_sweep is theory.random_relu_sweep is experiments.random_relu_sweep
-    assert geometry.spirals_compare is theory.spirals_compare is experiments.spirals_compare
-    assert geometry.train_mlp is spirals.train_mlp is experiments.train_mlp
-    for name in ("random_relu_experiment", "summarise_claims", "plot_random_relu"):
-        assert getattr(geometry, name) is getattr(random_relu, name) is getattr(relu_experiments, name)
-    assert advlab.story.gallery_stage is story.gallery_stage
+    for name in ("random_relu_sweep", "spirals_compare", "train_mlp", "random_relu_experiment",
+                 "summarise_claims", "plot_random_relu"):
+        with pytest.warns(DeprecationWarning, match=f"advlab.geometry.{name} moved to advlab.experiments"):
+            assert getattr(geometry, name) is getattr(experiments, name)
     from advlab.geometry.lanczos import default_iterations, default_steps
 
     assert default_iterations is default_steps and default_steps(64, 20) == 64
@@ -469,10 +464,10 @@ def test_no_import_circle_in_geometry_experiments_and_report():
 
     for name in modules:
         visit(name, [])
-    # geometry imports downwards only: never experiments (but the two old-path shims), never cli
+    # geometry imports downwards only: never experiments, never cli
     for path in (root / "geometry").glob("*.py"):
         upwards = {m for m in _module_imports(path) if m.startswith(("advlab.experiments", "advlab.cli"))}
-        assert not upwards or path.stem in ("theory", "spirals"), (path.name, upwards)
+        assert not upwards, (path.name, upwards)
     for path in (root / "report").glob("*.py"):
         assert not {m for m in _module_imports(path) if m.startswith("advlab.geometry")}, path.name
 
@@ -482,8 +477,8 @@ def test_no_import_circle_in_geometry_experiments_and_report():
     "import sys, advlab.geometry; loaded = set(sys.modules); "
     "assert not [m for m in loaded if m.startswith('advlab.experiments')] and 'matplotlib' not in loaded; "
     "import advlab.experiments",
-    # the other order, through an old path
-    "import advlab.experiments.random_relu, advlab.geometry.theory, advlab.story, advlab.geometry",
+    # the other order
+    "import advlab.experiments.random_relu, advlab.experiments.story, advlab.geometry",
 ])
 def test_fresh_imports(code):
     import subprocess

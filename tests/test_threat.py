@@ -66,7 +66,7 @@ def test_l1_projection_is_closest_point_among_random_feasible_points() -> None:
     v = torch.randn(1, 6, generator=gen, dtype=torch.float64) * 2
     eps = torch.tensor([1.0], dtype=torch.float64)
     proj = project_l1_ball(v, eps)
-    others = ThreatModel("l1", 1.0, bounds=(-50, 50)).random_init(torch.zeros(5000, 6, dtype=torch.float64), gen)
+    others = ThreatModel("l1", 1.0, bounds=(-50, 50)).random_init(torch.zeros(5000, 6, dtype=torch.float64), generator=gen)
     assert (others - v).norm(dim=1).min() >= (proj - v).norm() - 1e-12
 
 
@@ -114,10 +114,10 @@ def test_project_delta_zero_eps_gives_zero(case: tuple[ThreatModel, torch.Tensor
 @given(case=threat_cases())
 def test_random_init_inside_ball(case: tuple[ThreatModel, torch.Tensor, torch.Tensor]) -> None:
     threat, x, _ = case
-    start = threat.random_init(x, torch.Generator().manual_seed(3))
+    start = threat.random_init(x, generator=torch.Generator().manual_seed(3))
     assert start.shape == x.shape
     assert threat.contains(x, start).all()
-    again = threat.random_init(x, torch.Generator().manual_seed(3))
+    again = threat.random_init(x, generator=torch.Generator().manual_seed(3))
     assert torch.equal(start, again)
 
 
@@ -125,7 +125,7 @@ def test_random_init_inside_ball(case: tuple[ThreatModel, torch.Tensor, torch.Te
 def _draws(norm: str, dim: int, n: int = 20000, eps: float = 1.0) -> torch.Tensor:
     """``n`` random starts around 0 in a box too wide to clip: ``(n, dim)``."""
     threat = ThreatModel(norm, eps, bounds=(-10.0, 10.0))
-    return threat.random_init(torch.zeros(n, dim), torch.Generator().manual_seed(0))
+    return threat.random_init(torch.zeros(n, dim), generator=torch.Generator().manual_seed(0))
 
 
 def _close_to(frac: float, p: float, n: int = 20000) -> bool:
@@ -159,7 +159,7 @@ def test_random_init_linf_coordinates_uniform() -> None:
 def test_random_init_respects_per_sample_eps_and_box() -> None:
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     threat = ThreatModel("l2", torch.tensor([0.0, 0.2, 2.0]))
-    start = threat.random_init(x, torch.Generator().manual_seed(1))
+    start = threat.random_init(x, generator=torch.Generator().manual_seed(1))
     assert torch.equal(start[0], x[0])
     assert threat.contains(x, start).all()
     assert start.min() >= 0 and start.max() <= 1

@@ -11,8 +11,6 @@ contract and :data:`ATTACKS` for the registry.
 
 from __future__ import annotations
 
-from typing import Any
-
 from advlab.attacks._core import AttackInputError, model_guard
 from advlab.attacks.apgd import apgd  # noqa: E402
 from advlab.attacks.cw import cw  # noqa: E402
@@ -29,13 +27,5 @@ from advlab.attacks.square import square  # noqa: E402
 from advlab.attacks.universal import universal  # noqa: E402
 
 __all__ = ["ATTACKS", "AttackInputError", "AttackResult", "MinimalNormResult", "apgd", "cw", "deepfool", "fgm",
-           "fgsm", "fmn", "get_attack", "get_loss", "minimal_noise_norm", "model_guard", "noise",
+           "fgsm", "fmn", "get_attack", "get_loss", "model_guard", "noise",
            "pgd", "random_noise", "register_attack", "spatial", "square", "universal"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "minimal_noise_norm":  # moved to advlab.evaluation.noise (alias for one release)
-        from advlab.evaluation.noise import minimal_noise_norm
-
-        return minimal_noise_norm
-    raise AttributeError(f"module 'advlab.attacks' has no attribute {name!r}")

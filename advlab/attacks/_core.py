@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._predicates import looks_like_probabilities
 from advlab.threat import ThreatModel
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -90,8 +91,7 @@ def check_logits(logits: Tensor, y: Tensor | None = None) -> None:
         raise AttackInputError(
             f"labels out of range: got values in [{y.min().item()}, {y.max().item()}] "
             f"but the model has {logits.shape[1]} classes")
-    if logits.numel() and (logits >= 0).all() and torch.allclose(
-            logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3):
+    if looks_like_probabilities(logits):
         warnings.warn(
             "the model's outputs are non-negative and sum to 1: it looks like it returns "
             "probabilities; remove the final softmax so attacks see logits (saturated "

@@ -13,11 +13,6 @@ from torch import Tensor
 from advlab.threat import Eps, ThreatModel, per_sample_view
 
 
-def check_count(name: str, value: int) -> None:
-    """Raise ``ValueError`` naming option ``name`` unless ``value`` is an integer >= 1."""
-    check_option(name, value, minimum=1, integer=True)
-
-
 def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> Tensor:
     """:meth:`ThreatModel.project` with explicit per-sample radii ``eps`` ``(B,)``.
 
@@ -150,12 +145,4 @@ class PassCount:
             self.counts[index] += amount
 
 
-def check_option(name: str, value: float, *, minimum: float, integer: bool = False) -> None:
-    """Raise ``ValueError`` naming the option when ``value`` is below ``minimum`` (or not an int)."""
-    if integer and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ValueError(f"{name} must be an integer >= {minimum:g}, got {value!r}")
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-
-
-__all__ = ["BestIterate", "PassCount", "SmallestAdversarial", "check_count", "check_option", "per_sample_step_size", "project_onto", "rows_of"]
+__all__ = ["BestIterate", "PassCount", "SmallestAdversarial", "per_sample_step_size", "project_onto", "rows_of"]

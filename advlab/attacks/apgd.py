@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab._utils import canonical_name
 from advlab.attacks._core import (
     AttackInputError,
@@ -31,7 +32,7 @@ from advlab.attacks._core import (
     prepare,
     reject_targeted,
 )
-from advlab.attacks._iterate import BestIterate, PassCount, check_count, project_onto
+from advlab.attacks._iterate import BestIterate, PassCount, project_onto
 from advlab.attacks.losses import LossFn, cw_loss, dlr_targeted_loss, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
@@ -86,9 +87,9 @@ def _check_options(target: Tensor | str | None, steps: int, restarts: int, n_tar
                    rho: float, momentum: float) -> None:
     if not (target is None or isinstance(target, Tensor) or target == "top"):
         raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {target!r}")
-    check_count("steps", steps)
-    check_count("restarts", restarts)
-    check_count("n_target_classes", n_target_classes)
+    check_int("steps", steps)
+    check_int("restarts", restarts)
+    check_int("n_target_classes", n_target_classes)
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must lie in [0, 1], got {rho!r}")
     if not 0.0 <= momentum <= 1.0:
@@ -149,7 +150,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
     _check_options(target, steps, restarts, n_target_classes, rho, momentum)
     sweep = isinstance(target, str)
     if target_patience is not None:
-        check_count("target_patience", target_patience)
+        check_int("target_patience", target_patience)
     given = target if isinstance(target, Tensor) else None  # a tensor of classes to reach
     cfg = _Config(model, threat, _attack_loss(loss, target is not None), sweep, given is not None,
                   steps, rho, momentum, early_stop, PassCount(x, return_info))
@@ -186,7 +187,7 @@ def _sweep(cfg: _Config, best: BestIterate, x: Tensor, y: Tensor, targets: Tenso
             if index.numel() == 0:
                 return finalize(x, best.x, cfg.threat)
             first = False
-            x_start = cfg.threat.select(index).random_init(x[index], generator)
+            x_start = cfg.threat.select(index).random_init(x[index], generator=generator)
             _run(cfg, best, {"index": index, "x": x[index], "y": y[index], "target": target[index],
                              "eps": eps[index], "x_adv": x_start})
         empty_ranks = 0 if int(best.success.sum()) > fooled_before else empty_ranks + 1

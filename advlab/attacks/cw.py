@@ -36,8 +36,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int, check_number
 from advlab.attacks._core import minimal_norm_threat, model_guard, prepare, reached, reject_targeted
-from advlab.attacks._iterate import SmallestAdversarial, check_option
+from advlab.attacks._iterate import SmallestAdversarial
 from advlab.attacks.losses import cw_loss, cw_targeted_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, minimal_result
@@ -130,9 +131,9 @@ def cw(model: nn.Module, x: Tensor, y: Tensor, *, c: float | Tensor | None = Non
         ``x_adv`` ``(B, ...)``: the smallest adversarial example found, ``x`` where none was found.
         Samples that are already adversarial are returned unchanged (success with norm 0).
     """
-    check_option("binary_steps", binary_steps, minimum=1, integer=True)
-    check_option("steps", steps, minimum=1, integer=True)
-    check_option("confidence", confidence, minimum=0.0)
+    check_int("binary_steps", binary_steps)
+    check_int("steps", steps)
+    check_number("confidence", confidence, minimum=0.0)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     threat = minimal_norm_threat(norm, bounds, ("l2",), "cw")

@@ -25,8 +25,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int, check_number
 from advlab.attacks._core import minimal_norm_threat, model_guard, predict, prepare
-from advlab.attacks._iterate import check_option
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, minimal_result
 from advlab.threat import ThreatModel, canonical_norm, lp_norm
@@ -125,9 +125,9 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps:
         ``x_adv`` ``(B, ...)``: the perturbed inputs, ``x`` where the attack failed. Samples that
         are already misclassified are returned unchanged (success with norm 0).
     """
-    check_option("steps", steps, minimum=1, integer=True)
-    check_option("overshoot", overshoot, minimum=0.0)
-    check_option("n_target_classes", n_target_classes, minimum=2, integer=True)
+    check_int("steps", steps)
+    check_number("overshoot", overshoot, minimum=0.0)
+    check_int("n_target_classes", n_target_classes, minimum=2)
     threat = minimal_norm_threat(norm, bounds, ("l2", "linf"), "deepfool")
     with model_guard(model):
         logits = prepare(model, x, y, threat)

@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int, check_number
 from advlab.attacks._core import (
     input_grad,
     is_adversarial,
@@ -38,7 +39,7 @@ from advlab.attacks._core import (
     model_guard,
     prepare,
 )
-from advlab.attacks._iterate import SmallestAdversarial, check_option
+from advlab.attacks._iterate import SmallestAdversarial
 from advlab.attacks.losses import cw_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, minimal_result
@@ -122,11 +123,11 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int 
     Returns:
         ``x_adv`` ``(B, ...)``: the smallest adversarial example found, ``x`` where none was found.
     """
-    check_option("steps", steps, minimum=1, integer=True)
+    check_int("steps", steps)
     step_size_final = step_size_init / 100 if step_size_final is None else step_size_final
     for name, value in (("step_size_init", step_size_init), ("step_size_final", step_size_final),
                         ("gamma_init", gamma_init), ("gamma_final", gamma_final)):
-        check_option(name, value, minimum=0.0)
+        check_number(name, value, minimum=0.0)
     if not (step_size_init > 0 and gamma_init < 1 and gamma_final < 1):
         raise ValueError("fmn needs step_size_init > 0 and gamma_init, gamma_final in [0, 1)")
     threat = minimal_norm_threat(norm, bounds, ("l2", "linf", "l1"), "fmn")

@@ -2,7 +2,7 @@
 
 The measurement of random-noise robustness (the minimal norm of random noise that flips a
 prediction, :func:`~advlab.evaluation.noise.minimal_noise_norm`) lives in
-:mod:`advlab.evaluation.noise`; ``advlab.attacks.minimal_noise_norm`` still works for one release.
+:mod:`advlab.evaluation.noise` (it was ``advlab.attacks.minimal_noise_norm`` in 0.1).
 
 Fawzi, Moosavi-Dezfooli & Frossard (2016), "Robustness of classifiers: from adversarial to random
 noise" (NeurIPS): for a classifier whose decision boundary is locally flat, the minimal
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab.attacks._core import (
     check_inputs,
     finalize,
@@ -31,7 +32,7 @@ from advlab.attacks._core import (
     model_guard,
     prepare,
 )
-from advlab.attacks._iterate import BestIterate, PassCount, check_count
+from advlab.attacks._iterate import BestIterate, PassCount
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
@@ -90,7 +91,7 @@ def random_noise(x: Tensor, norm: str = "l2", eps: Eps = 1.0, *, distribution: s
                          f"the {threat.norm} ball")
     check_inputs(x, bounds=threat.bounds)
     if distribution == "ball":
-        return threat.random_init(x, generator)
+        return threat.random_init(x, generator=generator)
     n, d = x.shape[0], x[0].numel()
     eps_col = threat.eps_per_sample(x)[:, None]  # (B, 1)
     kw: dict[str, Any] = {"generator": generator, "device": x.device, "dtype": x.dtype}
@@ -127,7 +128,7 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
         ``x_adv`` ``(B, ...)`` in the threat model: per sample the first misclassifying draw, else
         the draw of highest loss (``x`` itself where it is misclassified to begin with).
     """
-    check_count("samples", samples)
+    check_int("samples", samples)
     loss_fn = get_loss(loss)
     count = PassCount(x, return_info)
     with model_guard(model), torch.no_grad():
@@ -149,14 +150,6 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
         if not return_info:
             return x_adv
         return bounded_result(model, x, y, x_adv, threat, queries=count.counts)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "minimal_noise_norm":  # moved to advlab.evaluation.noise; imported on first use
-        from advlab.evaluation.noise import minimal_noise_norm
-
-        return minimal_noise_norm
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DISTRIBUTIONS", "noise", "random_noise", "unit_sphere"]

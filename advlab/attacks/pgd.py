@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab.attacks._core import (
     check_inputs,
     check_target,
@@ -26,7 +27,6 @@ from advlab.attacks._core import (
 from advlab.attacks._iterate import (
     BestIterate,
     PassCount,
-    check_count,
     per_sample_step_size,
     project_onto,
     rows_of,
@@ -72,8 +72,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         ``steps`` forward+backward passes and at most one forward (on few rows once most samples
         are fooled).
     """
-    check_count("steps", steps)
-    check_count("restarts", restarts)
+    check_int("steps", steps)
+    check_int("restarts", restarts)
     targeted = target is not None
     loss_fn = get_loss(loss, targeted=targeted)
     goal = y if target is None else target  # the labels the loss and the success test take
@@ -89,7 +89,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             if index.numel() == 0:
                 break
             x_orig = x[index]
-            x_start = threat.select(index).random_init(x_orig, generator) if random_start or restart > 0 else x_orig
+            x_start = threat.select(index).random_init(x_orig, generator=generator) if random_start or restart > 0 else x_orig
             _run(model, threat, loss_fn, best, (index, x_orig, goal[index], eps[index], rows_of(step, index)),
                  x_start, steps=steps, targeted=targeted, early_stop=early_stop,
                  from_clean=restart == 0 and not random_start, count=count)

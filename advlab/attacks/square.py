@@ -28,8 +28,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab.attacks._core import finalize, model_guard, prepare, reached, reject_targeted
-from advlab.attacks._iterate import BestIterate, PassCount, check_count
+from advlab.attacks._iterate import BestIterate, PassCount
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
@@ -235,8 +236,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
     if threat.norm not in ("linf", "l2"):
         raise ValueError(f"square supports the linf and l2 threat models, got {threat.norm!r}; "
                          "for l1 use a gradient attack such as apgd")
-    check_count("queries", queries)
-    check_count("restarts", restarts)
+    check_int("queries", queries)
+    check_int("restarts", restarts)
     if not 0.0 < float(p_init) <= 1.0:
         raise ValueError(f"p_init must lie in (0, 1], got {p_init!r}")
     targeted = target is not None

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int, check_number
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
-from advlab.attacks._iterate import check_option
 from advlab.attacks.deepfool import deepfool
 from advlab.attacks.registry import register_attack
 from advlab.threat import ThreatModel
@@ -147,11 +147,11 @@ def _check_options(threat: ThreatModel, delta: float, max_passes: int, batch_siz
         raise ValueError(f"universal supports threat norms 'linf' and 'l2', got {threat.norm!r}")
     if isinstance(threat.eps, Tensor) and threat.eps.numel() != 1:
         raise ValueError("universal needs one radius for all points: pass a float eps")
-    check_option("delta", delta, minimum=0.0)
+    check_number("delta", delta, minimum=0.0)
     if delta > 1:
         raise ValueError(f"delta must lie in [0, 1], got {delta!r}")
-    check_option("max_passes", max_passes, minimum=1, integer=True)
-    check_option("batch_size", batch_size, minimum=1, integer=True)
+    check_int("max_passes", max_passes)
+    check_int("batch_size", batch_size)
 
 
 def _summarise(model: nn.Module, x: Tensor, y: Tensor, v: Tensor, threat: ThreatModel,

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab.attacks._core import is_adversarial, predict
-from advlab.attacks._iterate import check_count
 from advlab.attacks.noise import unit_sphere
 from advlab.threat import lp_norm
 
@@ -79,8 +79,8 @@ def flip_distances(model: nn.Module, x: Tensor, y: Tensor, rays: Tensor, max_nor
 def check_minimal_options(x: Tensor, directions: int | Tensor, bisection_steps: int, scan_steps: int,
                            subspace_dim: int | None, max_norm: float | None) -> None:
     if not isinstance(directions, Tensor):
-        check_count("directions", directions)
-    check_count("scan_steps", scan_steps)
+        check_int("directions", directions)
+    check_int("scan_steps", scan_steps)
     if isinstance(bisection_steps, bool) or not isinstance(bisection_steps, int) or bisection_steps < 0:
         raise ValueError(f"bisection_steps must be an integer >= 0, got {bisection_steps!r}")
     d = x[0].numel() if x.dim() >= 2 else 0

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._checks import check_int
 from advlab._utils import json_safe
 from advlab.attacks._core import input_grad, model_guard, predict, prepare
-from advlab.attacks._iterate import check_count
 from advlab.attacks.losses import margin
 from advlab.attacks.result import AttackResult
 from advlab.evaluation._noise_search import (
@@ -86,7 +86,7 @@ def minimal_noise_norm(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l
     """
     norm = canonical_norm(norm)
     check_minimal_options(x, directions, bisection_steps, scan_steps, subspace_dim, max_norm)
-    check_count("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     low, high = float(bounds[0]), float(bounds[1])
     with model_guard(model), torch.no_grad():
         logits = prepare(model, x, y, ThreatModel(norm, 0.0, (low, high)))

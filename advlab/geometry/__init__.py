@@ -19,6 +19,7 @@ release and are imported on first use (geometry never imports experiments itself
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from advlab.geometry.analysis import GeometrySummary, analyse, store_summary
@@ -106,6 +107,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
+    if name in _MOVED:  # deprecated: the experiments live in advlab.experiments
+        warnings.warn(f"advlab.geometry.{name} moved to {_MOVED[name]}.{name}; the old name goes "
+                      "in the next release", DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module 'advlab.geometry' has no attribute {name!r}")

@@ -18,25 +18,20 @@ below ``tau``).
 Networks come from the model registry (``create_model("random_relu", num_classes=1, ...)``,
 bias-free), seeded from ``generator``; inputs are uniform on the sphere of radius ``sqrt(d)``.
 The sweep over dimensions, widths and depths, its verdicts and its figure are an experiment:
-:mod:`advlab.experiments.random_relu` (the old names here still work for one release).
+:mod:`advlab.experiments.random_relu`.
 """
 
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import model_guard
 from advlab.geometry._common import random_normal
-
-#: Names that moved to :mod:`advlab.experiments.random_relu`, importable from here for one release.
-_MOVED = ("random_relu_experiment", "summarise_claims", "plot_random_relu")
 
 
 def random_relu_network(input_dim: int, widths: Sequence[int], *,
@@ -82,9 +77,3 @@ def one_step_attack(model: nn.Module, x: Tensor, *, tau: float = 0.5) -> dict[st
         "linearity_error": (after - linear).abs() / value.abs().clamp_min(1e-30),
         "gradient_norm": squared.sqrt(),
     }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module("advlab.experiments.random_relu"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -106,7 +106,7 @@ class AdversarialTraining(Defense):
         """The training perturbation ``(B, ...)`` at ``progress`` (eps ramp, step size)."""
         threat = self.crafting.threat(progress)
         with self.crafting.guard(model) as inner:
-            start = threat.random_init(x, self.generator_for(x)) if self.random_start else x
+            start = threat.random_init(x, generator=self.generator_for(x)) if self.random_start else x
             return ascend(inner, x, y, threat, ce_loss, steps=self.steps,
                           step_size=self.step_size_at(progress), start=start)
 

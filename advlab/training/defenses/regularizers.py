@@ -49,7 +49,7 @@ class CURE(Defense):
         h_ramp: with a float ``h``, grow it linearly from 0 over this fraction of training.
         estimator: ``"finite-difference"`` (the paper) or ``"hutchinson"``: ``||H v||^2`` with a
             Rademacher ``v`` by double backpropagation, an unbiased estimate of ``||H||_F^2``
-            (Hutchinson 1989), the whole curvature rather than one direction's.
+            (Hutchinson 1990), the whole curvature rather than one direction's.
         samples: Rademacher vectors per input for ``"hutchinson"``.
         bn_adv_stats: let the penalty's forward pass update BatchNorm running statistics.
 
@@ -172,7 +172,7 @@ class CLIP(Defense):
     def _update_pairs(self, inner: nn.Module, x: Tensor, threat: ThreatModel) -> Tensor:
         """``steps`` sign-ascent steps on the quotients; returns ``cat([u, v])`` ``(2B, ...)``."""
         centres = torch.cat([x, x])  # (2B, ...)
-        pairs = torch.cat([x, threat.random_init(x, self.generator_for(x))])
+        pairs = torch.cat([x, threat.random_init(x, generator=self.generator_for(x))])
         step = self.step_size if self.step_size is not None else threat.eps / 4
         for _ in range(self.steps):
             with torch.enable_grad():

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import model_guard, predict
+from advlab.attacks._iterate import SmallestAdversarial
 from advlab.evaluation.presets import AttackStep
 from advlab.threat import ThreatModel
 
@@ -27,29 +28,38 @@ Progress = Callable[[str, int], None]  # (attack name, points done) -> None
 
 @dataclass
 class Pool:
-    """The best (smallest-distance) verified adversarial example found so far per sample."""
+    """The best (smallest-distance) verified adversarial example found so far per sample: the
+    attacks' :class:`~advlab.attacks._iterate.SmallestAdversarial` plus which attack found it
+    at which eps."""
 
-    x_adv: Tensor  # (N, ...) adversarial example, x where none was found
-    distance: Tensor  # (N,) its distance under the pool's norm, inf where none was found
+    best: SmallestAdversarial  # x (N, ...): x where none was found; norm (N,): inf where none
     attack: list[str | None]  # (N,) name of the attack that found it
     found_at_eps: Tensor  # (N,) eps of the run that found it (nan where none)
 
     @classmethod
     def empty(cls, x: Tensor) -> Pool:
         n = len(x)
-        return cls(x.clone(), torch.full((n,), float("inf"), device=x.device), [None] * n,
+        return cls(SmallestAdversarial.start(x), [None] * n,
                    torch.full((n,), float("nan"), device=x.device))
+
+    @property
+    def x_adv(self) -> Tensor:
+        return self.best.x
+
+    @property
+    def distance(self) -> Tensor:
+        return self.best.norm
 
     def broken(self, eps: Tensor) -> Tensor:
         """``(N,)`` bool: an adversarial example within ``eps`` (``(N,)`` or scalar) is known."""
         return self.distance <= eps * (1 + 1e-5) + 1e-6
 
     def update(self, index: Tensor, x_adv: Tensor, distance: Tensor, name: str, eps: Tensor) -> None:
-        better = distance < self.distance[index]
-        index, x_adv, distance, eps = index[better], x_adv[better], distance[better], eps[better]
-        self.x_adv[index] = x_adv
-        self.distance[index] = distance
-        self.found_at_eps[index] = eps
+        """Offer verified examples ``x_adv`` ``(A, ...)`` for the sorted rows ``index`` ``(A,)``."""
+        verified = torch.ones_like(index, dtype=torch.bool)
+        better = self.best.update(x_adv, distance, verified, index=index)
+        index = index[better]
+        self.found_at_eps[index] = eps[better]
         for i in index.tolist():
             self.attack[i] = name
 

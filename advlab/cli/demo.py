@@ -88,19 +88,10 @@ def _train_models(plan: DemoPlan, root: Path, retrain: bool, device: str, seed: 
 
 def _print_run(run: Any) -> None:
     """What ``advlab train`` prints about a finished run (an ``experiments.runs.TrainedRun``)."""
-    if run.summary is None:
-        return
-    result = run.result
-    echo(f"run        {run.run_dir}  (store {run.store_path}, name {run.run_name!r})", bold=True)
-    best = result.history[result.best_epoch - 1] if result.best_epoch else None
-    if best is not None:
-        extra = (f", adv_val_acc {best['adv_val_acc']:.4f}" if "adv_val_acc" in best else "")
-        echo(f"best epoch {result.best_epoch}: val_acc {best.get('val_acc', float('nan')):.4f}"
-             f"{extra}")
-    for event in result.events:
-        echo(f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
-             f"{event['action']}")
-    echo(f"test acc   {run.test_acc:.4f}  ({len(result.history)} epochs, {run.summary['time_s']:.1f} s)")
+    from advlab.experiments.runs import describe_run
+
+    for k, line in enumerate(describe_run(run)):
+        echo(line, bold=k == 0)
 
 
 def _test_acc(run_dir: Path) -> float:

@@ -20,7 +20,6 @@ parent of ``--out``, else ``$ADVLAB_RUNS`` or ``./runs``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,51 +78,35 @@ def train(
 ) -> None:
     """Train a classifier (optionally with a robust-training defense) with checkpoints and resume."""
     setup_logging()
-    from advlab.data import load_dataset
-    from advlab.training import fit, get_objective
+    seed_everything(seed)  # the command seeds once; the library draws from generators made from seed
+    from advlab.experiments.runs import describe_run, train_run
 
     params = defense_params(param, eps=eps, norm=norm, alpha=alpha, steps=steps,
                             step_size=step_size, beta=beta, lam=lam, h=h, sigma=sigma,
                             eps_ramp=eps_ramp)
-    objective = get_objective(defense, **params)
-    train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, n_train,
-                                                data_dir, init)
-    model_name = net.advlab_spec["name"] if init is not None else model
-    run_dir = Path(out) if out is not None else runs_root() / "-".join(
-        _slug(part) for part in (dataset, model_name, defense))
-    store_path = (run_dir.parent if out is not None else runs_root()) / "advlab.db"
-    run_name = name or run_dir.name
-    info = train_data.info
-    validation = _adversarial_validation(objective, val_data, adv_val, adv_val_eps, adv_val_n,
-                                         seed)
-    config = {"dataset": info.name, "model": model_name, "defense": objective.name,
-              "val_fraction": val_fraction, "n_train": n_train,
-              "data_dir": str(data_dir) if data_dir else None,
-              "adv_val": validation[1] if validation else None}
-    started = time.perf_counter()
-    result = fit(net, train_data, val_data=val_data, objective=objective, epochs=epochs,
-                 batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                 schedule=schedule, seed=seed, device=device, run_dir=run_dir,
-                 checkpoint_every=checkpoint_every, resume=resume, config=config,
-                 progress=progress, store=store_path, run_name=run_name,
-                 epoch_end=validation[0] if validation else None,
-                 select_metric="adv_val_acc" if validation else "val_acc",
-                 early_stopping_patience=patience, init=init)
-    if not is_rank_zero():
-        return
-    elapsed = time.perf_counter() - started
-    test_acc = _test_accuracy(result.model, load_dataset(dataset, "test", data_dir=data_dir), device)
-    summary = _record(store_path, run_name, run_dir, result, test_acc, elapsed)
-    echo(f"run        {run_dir}  (store {store_path}, name {run_name!r})", bold=True)
-    best = result.history[result.best_epoch - 1] if result.best_epoch else None
-    if best is not None:
-        extra = (f", adv_val_acc {best['adv_val_acc']:.4f}" if "adv_val_acc" in best else "")
-        echo(f"best epoch {result.best_epoch}: val_acc {best.get('val_acc', float('nan')):.4f}"
-             f"{extra}")
-    for event in result.events:
-        echo(f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
-             f"{event['action']}")
-    echo(f"test acc   {test_acc:.4f}  ({len(result.history)} epochs, {summary['time_s']:.1f} s)")
+    if out is not None:
+        run_dir, store_path = Path(out), Path(out).parent / "advlab.db"
+    else:
+        run_dir = runs_root() / "-".join(_slug(part) for part in (dataset, _model_name(model, init), defense))
+        store_path = runs_root() / "advlab.db"
+    run = train_run(run_dir, dataset=dataset, model=model, defense=defense, defense_params=params,
+                    epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                    schedule=schedule, weight_decay=weight_decay, seed=seed, device=device,
+                    init=init, val_fraction=val_fraction, n_train=n_train, data_dir=data_dir,
+                    run_name=name, store_path=store_path, resume=resume,
+                    checkpoint_every=checkpoint_every, adv_val=adv_val, adv_val_eps=adv_val_eps,
+                    adv_val_n=adv_val_n, patience=patience, progress=progress)
+    for k, line in enumerate(describe_run(run) if is_rank_zero() else []):
+        echo(line, bold=k == 0)
+
+
+def _model_name(model: str, init: Path | None) -> str:
+    """The architecture's name: ``model``, or that of the run ``init`` fine-tunes."""
+    if init is None:
+        return model
+    from advlab.models import load_model
+
+    return load_model(init).advlab_spec["name"]
 
 
 def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:
@@ -136,93 +119,3 @@ def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:
                              f"{value!r})")
         params[key] = value
     return params
-
-
-def _adversarial_validation(objective: Any, val_data: Any, enabled: bool | None,
-                            eps: float | None, n: int,
-                            seed: int) -> tuple[Any, dict[str, Any]] | None:
-    """The adversarial-validation hook and its config entry, or None when off."""
-    from advlab.threat import ThreatModel
-    from advlab.training import adversarial_validation
-
-    settings = getattr(objective.function, "settings", None) or {}
-    if enabled is None:
-        enabled = objective.name != "none"
-    if not enabled:
-        return None
-    if val_data is None:
-        raise ValueError("adversarial validation needs a validation split: use --val-fraction > 0 "
-                         "or --no-adv-val")
-    eps = eps if eps is not None else settings.get("eps")
-    if eps is None:
-        raise ValueError(f"give --adv-val-eps: the defense {objective.name!r} has no eps to "
-                         "validate at (or use --no-adv-val)")
-    threat = ThreatModel(settings.get("norm", "linf"), float(eps))
-    hook = adversarial_validation(val_data, threat, n=n, seed=seed)
-    return hook, {"norm": threat.norm, "eps": threat.eps, "n": n, "preset": "fast"}
-
-
-def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
-                    n_train: int | None, data_dir: Path | None,
-                    init: Path | None = None) -> tuple[Any, Any, Any]:
-    """The train / validation splits and the model: freshly initialised (seeded once here) or,
-    with ``init``, the model of that run (fit loads its weights again and records it)."""
-    from advlab.data import load_dataset
-    from advlab.models import create_model, load_model
-
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    options: dict[str, Any] = {"data_dir": data_dir, "seed": seed, "val_fraction": val_fraction}
-    train_data = load_dataset(dataset, "train", n=n_train, **options)
-    val_data = load_dataset(dataset, "val", **options) if val_fraction > 0 else None
-    info = train_data.info
-    if init is not None:
-        net = load_model(init).train()
-        spec = getattr(net, "advlab_spec", {})
-        shape, classes = tuple(spec.get("input_shape", ())), spec.get("num_classes")
-        if shape != tuple(info.input_shape) or classes != info.num_classes:
-            raise ValueError(f"--init {init}: its model takes {shape} inputs and {classes} "
-                             f"classes, but {info.name} has {tuple(info.input_shape)} and "
-                             f"{info.num_classes}")
-        return train_data, val_data, net
-    seed_everything(seed)  # the model initialisation; fit draws its own randomness from seed
-    net = create_model(model, info.num_classes, info.input_shape, normalize=(info.mean, info.std))
-    return train_data, val_data, net
-
-
-def _test_accuracy(model: Any, test_data: Any, device: str) -> float:
-    """Clean accuracy of ``model`` on a Dataset, batched on ``device``."""
-    import torch
-
-    from advlab._utils import resolve_device
-
-    target = resolve_device(device)
-    model = model.to(target).eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in test_data.loader(batch_size=1024):
-            correct += int((model(x.to(target)).argmax(dim=1).cpu() == y).sum())
-    return correct / len(test_data)
-
-
-def _record(store_path: Path, run_name: str, run_dir: Path, result: Any, test_acc: float,
-            elapsed: float) -> dict[str, Any]:
-    """Store the test accuracy with the run and write ``train_result.json``."""
-    from advlab._utils import atomic_write_json
-    from advlab.store import Store
-
-    last = result.history[-1] if result.history else {}
-    best = result.history[result.best_epoch - 1] if result.best_epoch else last
-    summary = {"test_acc": test_acc, "best_epoch": result.best_epoch,
-               "epochs_done": len(result.history), "time_s": elapsed,
-               "val_acc": best.get("val_acc"), "adv_val_acc": best.get("adv_val_acc"),
-               "events": result.events}
-    with Store(store_path) as store:
-        run = store.get_run(run_name)
-        metadata = {**(run["metadata"] if run else {}), **summary}
-        store.add_run(run_name, run_dir.resolve(), result.config, metadata)
-        store.add_evaluation(run_name, "clean-accuracy", {"split": "test"},
-                             {"accuracy": test_acc})
-    atomic_write_json(run_dir / "train_result.json", {**summary, "run_name": run_name,
-                                                      "store": str(store_path)})
-    return summary

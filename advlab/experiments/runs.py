@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TrainedRun", "clean_accuracy", "train_run"]
+__all__ = ["TrainedRun", "clean_accuracy", "describe_run", "train_run"]
 
 
 @dataclass
@@ -41,21 +41,32 @@ class TrainedRun:
 
 def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str = "small_cnn",
               defense: str = "none", defense_params: dict[str, Any] | None = None,
-              epochs: int = 2, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
+              epochs: int = 2, lr: float = 1e-3, batch_size: int = 128, optimizer: str = "adam",
+              schedule: str = "onecycle", weight_decay: float = 0.0, seed: int = 0,
               device: str = "auto", init: str | Path | None = None, val_fraction: float = 0.1,
-              adv_val_n: int = 500, progress: bool = True) -> TrainedRun:
+              n_train: int | None = None, data_dir: str | Path | None = None,
+              run_name: str | None = None, store_path: str | Path | None = None,
+              resume: bool = False, checkpoint_every: int = 0, adv_val: bool | None = None,
+              adv_val_eps: float | None = None, adv_val_n: int = 500, patience: int | None = None,
+              progress: bool = True) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
     Args:
-        run_dir: the run directory; the store is ``run_dir.parent / "advlab.db"`` and the run's
-            name in it is the directory's name.
+        run_dir: the run directory.
         defense, defense_params: a registered training objective and its parameters
             (:func:`advlab.training.get_objective`; e.g. ``"fgsm-rs"``, ``{"eps": 0.1}``).
-        epochs, lr, batch_size: Adam with the one-cycle schedule, as ``advlab train``'s defaults.
+        epochs, lr, batch_size, optimizer, schedule, weight_decay: as
+            :func:`advlab.training.fit` (Adam with the one-cycle schedule by default).
         seed: the model initialisation, the validation split, the data order and the attacks of
             the adversarial validation.
         init: fine-tune the model of this run (its architecture; ``model`` is ignored).
-        adv_val_n: validation points attacked per epoch when there is a defense.
+        n_train: train on a seeded random subset of this many samples.
+        run_name, store_path: the run's name in the store (default: the directory's name) and the
+            store (default: ``run_dir.parent / "advlab.db"``).
+        resume, checkpoint_every: as :func:`advlab.training.fit`.
+        adv_val: validate adversarially every epoch and keep the most robust epoch (Goodfellow et
+            al. 2015); default: on when there is a defense. ``adv_val_eps`` (default: the
+            defense's eps) and ``adv_val_n`` points; ``patience`` stops early.
 
     Returns:
         the :class:`TrainedRun`.
@@ -65,37 +76,63 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
 
     run_dir = Path(run_dir)
     objective = get_objective(defense, **(defense_params or {}))
-    train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, init)
-    store_path, run_name = run_dir.parent / "advlab.db", run_dir.name
-    validation = _adversarial_validation(objective, val_data, adv_val_n, seed)
+    train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, init,
+                                                n_train=n_train, data_dir=data_dir)
+    store_path = Path(store_path) if store_path is not None else run_dir.parent / "advlab.db"
+    run_name = run_name or run_dir.name
+    validation = _adversarial_validation(objective, val_data, adv_val_n, seed, enabled=adv_val,
+                                         eps=adv_val_eps)
     config = {"dataset": train_data.info.name,
               "model": net.advlab_spec["name"] if init is not None else model,
-              "defense": objective.name, "val_fraction": val_fraction, "n_train": None,
-              "data_dir": None, "adv_val": validation[1] if validation else None}
+              "defense": objective.name, "val_fraction": val_fraction, "n_train": n_train,
+              "data_dir": str(data_dir) if data_dir else None,
+              "adv_val": validation[1] if validation else None}
     started = time.perf_counter()
     result = fit(net, train_data, val_data=val_data, objective=objective, epochs=epochs,
-                 batch_size=batch_size, lr=lr, seed=seed, device=device, run_dir=run_dir,
-                 config=config, progress=progress, store=store_path, run_name=run_name,
+                 batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                 schedule=schedule, seed=seed, device=device, run_dir=run_dir,
+                 checkpoint_every=checkpoint_every, resume=resume, config=config,
+                 progress=progress, store=store_path, run_name=run_name,
                  epoch_end=validation[0] if validation else None,
-                 select_metric="adv_val_acc" if validation else "val_acc", init=init)
+                 select_metric="adv_val_acc" if validation else "val_acc",
+                 early_stopping_patience=patience, init=init)
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
     elapsed = time.perf_counter() - started
-    test_acc = clean_accuracy(result.model, load_dataset(dataset, "test"), device)
+    test_acc = clean_accuracy(result.model, load_dataset(dataset, "test", data_dir=data_dir), device)
     summary = _record(store_path, run_name, run_dir, result, test_acc, elapsed)
     return TrainedRun(run_dir, run_name, store_path, result, test_acc, summary)
 
 
+def describe_run(run: TrainedRun) -> list[str]:
+    """The lines ``advlab train`` prints about a finished run (none on the non-zero ranks)."""
+    if run.summary is None:
+        return []
+    result = run.result
+    lines = [f"run        {run.run_dir}  (store {run.store_path}, name {run.run_name!r})"]
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    if best is not None:
+        extra = f", adv_val_acc {best['adv_val_acc']:.4f}" if "adv_val_acc" in best else ""
+        lines.append(f"best epoch {result.best_epoch}: val_acc "
+                     f"{best.get('val_acc', float('nan')):.4f}{extra}")
+    lines += [f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
+              f"{event['action']}" for event in result.events]
+    lines.append(f"test acc   {run.test_acc:.4f}  ({len(result.history)} epochs, "
+                 f"{run.summary['time_s']:.1f} s)")
+    return lines
+
+
 def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
-                    init: str | Path | None) -> tuple[Any, Any, nn.Module]:
+                    init: str | Path | None, *, n_train: int | None = None,
+                    data_dir: str | Path | None = None) -> tuple[Any, Any, nn.Module]:
     """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
     from advlab.data import load_dataset
     from advlab.models import create_model, load_model
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    options: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction}
-    train_data = load_dataset(dataset, "train", **options)
+    options: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction, "data_dir": data_dir}
+    train_data = load_dataset(dataset, "train", n=n_train, **options)
     val_data = load_dataset(dataset, "val", **options) if val_fraction > 0 else None
     info = train_data.info
     if init is None:
@@ -111,20 +148,25 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
     return train_data, val_data, net
 
 
-def _adversarial_validation(objective: Any, val_data: Any, n: int,
-                            seed: int) -> tuple[Any, dict[str, Any]] | None:
-    """The adversarial-validation hook (APGD-CE at the defense's eps) and its config entry."""
+def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,
+                            enabled: bool | None = None,
+                            eps: float | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """The adversarial-validation hook (APGD-CE at the defense's eps) and its config entry, or
+    None when off (by default: on exactly when there is a defense)."""
     from advlab.threat import ThreatModel
     from advlab.training import adversarial_validation
 
     settings = getattr(objective.function, "settings", None) or {}
-    if objective.name == "none":
+    if not (objective.name != "none" if enabled is None else enabled):
         return None
     if val_data is None:
-        raise ValueError("adversarial validation needs a validation split: use val_fraction > 0")
-    if settings.get("eps") is None:
-        raise ValueError(f"the defense {objective.name!r} has no eps to validate at")
-    threat = ThreatModel(settings.get("norm", "linf"), float(settings["eps"]))
+        raise ValueError("adversarial validation needs a validation split: use val_fraction > 0 "
+                         "(--val-fraction) or turn it off (--no-adv-val)")
+    eps = eps if eps is not None else settings.get("eps")
+    if eps is None:
+        raise ValueError(f"the defense {objective.name!r} has no eps to validate at: give "
+                         "adv_val_eps (--adv-val-eps) or turn it off (--no-adv-val)")
+    threat = ThreatModel(settings.get("norm", "linf"), float(eps))
     hook = adversarial_validation(val_data, threat, n=n, seed=seed)
     return hook, {"norm": threat.norm, "eps": threat.eps, "n": n, "preset": "fast"}
 

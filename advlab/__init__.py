@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from advlab.threat import ThreatModel
 
@@ -30,6 +30,7 @@ _LAZY = {
     "training": "advlab.training",
     "evaluation": "advlab.evaluation",
     "geometry": "advlab.geometry",
+    "experiments": "advlab.experiments",
     "store": "advlab.store",
 }
 

@@ -13,12 +13,14 @@ same numbers come from bisection on the binomial tail, summed in log space in fl
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
 import torch
+from torch import Tensor
 
 BACKENDS = ("auto", "scipy", "torch")
 
@@ -53,28 +55,38 @@ def _check_level(name: str, value: float) -> float:
     return value
 
 
+def _log_tail_terms(k: int, n: int) -> tuple[Tensor, Tensor]:
+    """``j = k..n`` and ``log C(n, j)`` in float64, for :func:`log_binomial_tail`."""
+    j = torch.arange(k, n + 1, dtype=torch.float64)
+    return j, math.lgamma(n + 1) - torch.lgamma(j + 1) - torch.lgamma(n - j + 1)
+
+
+def _log_tail(j: Tensor, log_coef: Tensor, n: int, p: float) -> float:
+    p_t = torch.tensor(p, dtype=torch.float64)
+    return float(torch.logsumexp(log_coef + j * torch.log(p_t) + (n - j) * torch.log1p(-p_t), dim=0))
+
+
 def log_binomial_tail(k: int, n: int, p: float) -> float:
     """``log P(X >= k)`` for ``X ~ Binomial(n, p)``, summed in log space (float64)."""
     k, n = _check_counts(k, n)
-    if k == 0:
+    if k == 0 or p >= 1.0:
         return 0.0
     if p <= 0.0:
         return -math.inf
-    if p >= 1.0:
-        return 0.0
-    j = torch.arange(k, n + 1, dtype=torch.float64)
-    p_t = torch.tensor(p, dtype=torch.float64)
-    log_pmf = (math.lgamma(n + 1) - torch.lgamma(j + 1) - torch.lgamma(n - j + 1)
-               + j * torch.log(p_t) + (n - j) * torch.log1p(-p_t))
-    return float(torch.logsumexp(log_pmf, dim=0))
+    return _log_tail(*_log_tail_terms(k, n), n, p)
 
 
+@functools.lru_cache(maxsize=4096)
 def _bisect_tail(k: int, n: int, log_level: float, bisection_steps: int = 64) -> float:
-    """The ``p`` in (0, 1) with ``log P(X >= k; n, p) = log_level`` (the tail increases in p)."""
+    """The ``p`` in (0, 1) with ``log P(X >= k; n, p) = log_level`` (the tail increases in p).
+
+    Needs ``1 <= k <= n``; 64 halvings of [0, 1] reach float64 resolution.
+    """
+    j, log_coef = _log_tail_terms(k, n)
     low, high = 0.0, 1.0
     for _ in range(bisection_steps):
         mid = 0.5 * (low + high)
-        if log_binomial_tail(k, n, mid) < log_level:
+        if _log_tail(j, log_coef, n, mid) < log_level:
             low = mid
         else:
             high = mid

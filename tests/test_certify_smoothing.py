@@ -103,7 +103,16 @@ def test_clopper_pearson_and_binomial_test_match_scipy():
             scipy_stats.binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-12)
 
 
-def test_statistics_without_scipy_are_sane():
+def test_statistics_without_scipy_are_sane(monkeypatch, linear):
+    monkeypatch.setattr(stats, "_scipy_stats", lambda: None)
+    with pytest.raises(ImportError, match="needs scipy"):
+        stats.clopper_pearson_lower(1, 2, 0.1, backend="scipy")
+    model, _ = linear
+    cert = smooth_certify(model, torch.rand(3, D), sigma=0.25, n=200,
+                          generator=torch.Generator().manual_seed(0))
+    for p_lower, counts, c in zip(cert.p_lower.tolist(), cert.counts, cert.prediction.tolist()):
+        if c != ABSTAIN:  # the fallback gave the bound
+            assert p_lower == stats.clopper_pearson_lower(int(counts[c]), 200, 0.001, backend="torch")
     low, high = stats.clopper_pearson_interval(30, 100, backend="torch")
     assert 0.2 < low < 0.3 < high < 0.41
     assert stats.clopper_pearson_lower(100, 100, 0.001, backend="torch") == pytest.approx(

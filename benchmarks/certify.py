@@ -1,0 +1,191 @@
+"""Certified robustness on Fashion-MNIST: randomized smoothing of a noise-trained small_cnn.
+
+Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): for each ``sigma`` in ``--sigmas``
+(0.25, 0.5) a ``small_cnn`` is trained with Gaussian noise of that ``sigma`` (advlab's ``noise``
+objective, which clips ``x + noise`` to [0, 1]; ``--unclipped-noise`` trains on ``x + noise`` as
+Cohen et al. do, matching the unclipped noise of certification) and cached under
+``--cache-dir``. The first ``--points`` test points (500) are certified with CERTIFY (n0 = 100,
+N = ``--n`` = 10 000, alpha = 0.001); the script prints the certified accuracy at L2 radii
+0.25 / 0.5 / 0.75 / 1.0 with 95 % Clopper-Pearson intervals, the abstention rate and the
+time. Where ``adversarial-robustness-toolbox`` is importable (the benchmark environment,
+``benchmarks/.venv-peers``), ART's ``PyTorchRandomizedSmoothing`` certifies the same model and
+points for comparison (certified accuracies should agree within the Monte-Carlo intervals);
+otherwise it is skipped and the script says so.
+
+    python benchmarks/certify.py                                   # the full run (~1 h on 2 cores)
+    python benchmarks/certify.py --points 50 --n 1000              # a few minutes
+    python benchmarks/certify.py --sigmas 0.25 --threads 2 --json certify.json
+
+``--part`` selects what runs; each part is one entry of :data:`PARTS` (``smoothing`` today;
+further certification methods are added there). Never part of the test suite; timings only
+mean something on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import advlab
+from advlab.certify import RADII, certified_accuracy_table, smooth_certify
+from advlab.data import load_dataset
+from advlab.models import create_model, load_model
+from advlab.training import fit, get_objective
+
+LOG = logging.getLogger("benchmarks.certify")
+REPORTED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _gaussian_objective(sigma: float) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
+    """Cross-entropy on ``x + N(0, sigma^2 I)`` without clipping (Cohen et al. 2019, Sec. 4)."""
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
+
+    return objective
+
+
+def noise_trained_model(args: argparse.Namespace, sigma: float, device: str) -> tuple[nn.Module, float | None]:
+    """The cached noise-trained small_cnn for ``sigma``, trained first if absent (seed 0).
+
+    Returns ``(model, training seconds)``; ``None`` seconds when it came from the cache.
+    """
+    kind = "unclipped" if args.unclipped_noise else "noise"
+    run_dir = (Path(args.cache_dir) / "certify"
+               / f"small_cnn-{kind}-{sigma:g}-{args.train_samples}-{args.epochs}ep")
+    if (run_dir / "model.safetensors").exists():
+        LOG.info("loading %s", run_dir)
+        return load_model(run_dir, device=device), None
+    train = load_dataset("fashion-mnist", split="train", n=args.train_samples or None, seed=0)
+    model = create_model("small_cnn", train.num_classes, train.input_shape, seed=0)
+    objective = (_gaussian_objective(sigma) if args.unclipped_noise
+                 else get_objective("noise", sigma=sigma))
+    LOG.info("training %s on %d images for %d epochs -> %s", kind, len(train), args.epochs, run_dir)
+    start = time.perf_counter()
+    result = fit(model, train, objective=objective, epochs=args.epochs, lr=2e-3, seed=0,
+                 device=device, run_dir=run_dir, progress=False,
+                 config={"dataset": "fashion-mnist", "sigma": sigma, "noise": kind})
+    return result.model.eval(), time.perf_counter() - start
+
+
+def _art_certify(model: nn.Module, x: Tensor, sigma: float, args: argparse.Namespace) -> dict[str, Any]:
+    """ART's randomized smoothing on the same model and points (only where ART is importable)."""
+    try:
+        from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+    except ImportError:
+        return {"skipped": "adversarial-robustness-toolbox is not importable here"}
+    clf = PyTorchRandomizedSmoothing(
+        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=10,
+        sample_size=args.n, scale=sigma, alpha=args.alpha, clip_values=(0.0, 1.0),
+        device_type="gpu" if x.is_cuda else "cpu")
+    start = time.perf_counter()
+    prediction, radius = clf.certify(x.cpu().numpy(), n=args.n, batch_size=args.batch_size)
+    return {"seconds": time.perf_counter() - start,
+            "prediction": torch.as_tensor(prediction).long(), "radius": torch.as_tensor(radius).float()}
+
+
+def _art_rows(art: dict[str, Any], y: Tensor) -> list[dict[str, float]]:
+    rows = []
+    for r in REPORTED_RADII:
+        correct = (art["prediction"] == y.cpu()) & (art["radius"] >= r)
+        rows.append({"radius": r, "accuracy": correct.float().mean().item()})
+    return rows
+
+
+def smoothing_part(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """Certify the first ``--points`` test points for every sigma; print and return the figures."""
+    test = load_dataset("fashion-mnist", split="test")
+    x, y = test.x[: args.points].to(device), test.y[: args.points].to(device)
+    figures: dict[str, Any] = {}
+    for sigma in args.sigmas:
+        model, train_seconds = noise_trained_model(args, sigma, device)
+        start = time.perf_counter()
+        cert = smooth_certify(model, x, sigma=sigma, n0=args.n0, n=args.n, alpha=args.alpha,
+                              batch_size=args.batch_size,
+                              generator=torch.Generator(device=device).manual_seed(0))
+        seconds = time.perf_counter() - start
+        rows = certified_accuracy_table(cert, y, sorted({*REPORTED_RADII, *RADII}))
+        entry: dict[str, Any] = {
+            "train_seconds": train_seconds, "certify_seconds": seconds,
+            "seconds_per_point": seconds / len(x),
+            "abstain": (cert.prediction == -1).float().mean().item(),
+            "rows": [row.to_dict() for row in rows]}
+        print(f"\nsigma = {sigma:g}: {cert!r}")
+        print(f"  certify {len(x)} points x (n0={args.n0} + N={args.n}) draws: {seconds:.1f} s "
+              f"({seconds / len(x):.3f} s per point)"
+              + (f"; training {train_seconds:.0f} s" if train_seconds is not None else "; cached model"))
+        for row in rows:
+            if row.radius in REPORTED_RADII:
+                print(f"  radius {row.radius:4.2f}: certified accuracy {row.accuracy:.3f} "
+                      f"[{row.low:.3f}, {row.high:.3f}]  ({row.correct}/{row.total})")
+        if not args.no_art:
+            art = _art_certify(model, x, sigma, args)
+            if "skipped" in art:
+                print(f"  ART: skipped ({art['skipped']})")
+                entry["art"] = art
+            else:
+                entry["art"] = {"seconds": art["seconds"], "rows": _art_rows(art, y)}
+                print(f"  ART: {art['seconds']:.1f} s; " + ", ".join(
+                    f"r={r['radius']:g}: {r['accuracy']:.3f}" for r in entry["art"]["rows"]))
+        figures[f"{sigma:g}"] = entry
+    return figures
+
+
+PARTS: dict[str, Callable[[argparse.Namespace, str], dict[str, Any]]] = {
+    "smoothing": smoothing_part,
+}
+"""The benchmark's parts, run in this order by ``--part all``; each returns its JSON figures."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    parser.add_argument("--points", type=int, default=500, help="test points certified")
+    parser.add_argument("--n", type=int, default=10_000, help="estimation draws N per point")
+    parser.add_argument("--n0", type=int, default=100, help="selection draws per point")
+    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    parser.add_argument("--sigmas", type=lambda s: [float(v) for v in s.split(",")],
+                        default=[0.25, 0.5], help="comma-separated noise levels")
+    parser.add_argument("--batch-size", type=int, default=1000, help="noisy inputs per forward pass")
+    parser.add_argument("--epochs", type=int, default=3, help="noise-training epochs")
+    parser.add_argument("--train-samples", type=int, default=0, help="training images (0: all)")
+    parser.add_argument("--unclipped-noise", action="store_true",
+                        help="train on x + noise without clipping (as Cohen et al.)")
+    parser.add_argument("--no-art", action="store_true", help="skip the ART comparison")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--cache-dir", default="runs/benchmarks", help="where trained models are cached")
+    parser.add_argument("--json", default=None, help="write all figures and settings to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    print(f"advlab {advlab.__version__}, torch {torch.__version__}, {platform.machine()}, "
+          f"{torch.get_num_threads()} threads, device {args.device}; settings {settings}")
+    result: dict[str, Any] = {"settings": settings, "torch": torch.__version__}
+    for name, part in PARTS.items():
+        if args.part in (name, "all"):
+            start = time.perf_counter()
+            result[name] = part(args, args.device)
+            print(f"part {name}: {time.perf_counter() - start:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ _LAZY = {
     "evaluation": "advlab.evaluation",
     "geometry": "advlab.geometry",
     "experiments": "advlab.experiments",
+    "certify": "advlab.certify",
     "store": "advlab.store",
 }
 

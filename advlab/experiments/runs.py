@@ -161,7 +161,7 @@ def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,
         return None
     if val_data is None:
         raise ValueError("adversarial validation needs a validation split: use val_fraction > 0 "
-                         "(--val-fraction) or turn it off (--no-adv-val)")
+                         "(--val-fraction) or turn it off (--no-adv-val, adv_val=False)")
     eps = eps if eps is not None else settings.get("eps")
     if eps is None:
         raise ValueError(f"the defense {objective.name!r} has no eps to validate at: give "

@@ -20,7 +20,7 @@ defense     epochs   parameters                                                 
 ==========  =======  ==========================================================  =========
 none        3        --                                                            3
 noise       3        Gaussian sigma 0.1 (= eps)                                    3
-fgsm-mix    3        eps 0.1, alpha 0.5 (Goodfellow et al.)                        7.5
+fgsm-mix    3        eps 0.1, clean_weight 0.5 (Goodfellow et al.)                 7.5
 fgsm-rs     5        eps 0.1, step 1.25 eps, random start, CO watch (Wong et al.)  7.5
 pgd-at      4        eps 0.1, 10 steps of 0.025, random start (Madry et al.)      22
 trades      2        eps 0.1, beta 6, 5 steps of 0.05 (Zhang et al.)               9
@@ -91,7 +91,7 @@ def budgets(eps: float, epoch_scale: int = 1) -> dict[str, Budget]:
     table = {
         "none": Budget(3),
         "noise": Budget(3, {"sigma": eps}),
-        "fgsm-mix": Budget(3, {"eps": eps, "alpha": 0.5, **RAMP}),
+        "fgsm-mix": Budget(3, {"eps": eps, "clean_weight": 0.5, **RAMP}),
         "fgsm-rs": Budget(5, {"eps": eps, **RAMP, **FAST}),
         "pgd-at": Budget(4, {"eps": eps, "steps": 10, **RAMP, **FAST}),
         "trades": Budget(2, {"eps": eps, "steps": 5, "beta": 6.0, **RAMP}),
@@ -242,7 +242,7 @@ def goodfellow(rows: dict[str, dict[str, Any]], eps: float) -> str:
         return ""
     lines = [f"Goodfellow et al. 2015 comparison (FGSM examples at eps {eps:g}):",
              "| model | clean error | error on FGSM examples |", "|---|---|---|"]
-    for name, label in (("none", "standard"), ("fgsm-mix", "fgsm-mix (alpha 0.5)")):
+    for name, label in (("none", "standard"), ("fgsm-mix", "fgsm-mix (clean_weight 0.5)")):
         r = rows[name]
         lines.append(f"| {label} | {1 - r['clean_acc']:.1%} | {r['fgsm_error']:.1%} |")
     return "\n".join(lines)

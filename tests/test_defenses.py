@@ -65,8 +65,8 @@ def test_registry_and_parameter_checks():
     assert settings["eps"] == 0.1 and settings["random_start"] is True and settings["norm"] == "linf"
     with pytest.raises(ValueError, match="'trades' takes the parameters eps, beta.*; got alpha"):
         get_objective("trades", alpha=0.5)
-    with pytest.raises(ValueError, match="alpha .* must lie in \\[0, 1\\]"):
-        get_objective("fgsm-mix", alpha=1.5)
+    with pytest.raises(ValueError, match="clean_weight .* must lie in \\[0, 1\\]"):
+        get_objective("fgsm-mix", clean_weight=1.5)
     with pytest.raises(ValueError, match="eps must be finite and > 0"):
         get_objective("pgd-at", eps=-0.1)
     with pytest.raises(ValueError, match="unknown norm"):

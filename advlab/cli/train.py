@@ -60,7 +60,7 @@ def train(
     defense: Annotated[str, typer.Option(help="Training objective: none, fgsm-mix, pgd-at, fgsm-rs, trades, cure, clip, noise.")] = "none",
     eps: Annotated[float | None, typer.Option(help="Defense: training radius (inputs in [0, 1]).")] = None,
     norm: Annotated[str | None, typer.Option(help="Defense: threat norm, linf or l2.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="fgsm-mix: weight of the clean loss (0.5).")] = None,
+    clean_weight: Annotated[float | None, typer.Option(help="fgsm-mix / noise: weight of the clean loss (Goodfellow et al.'s alpha; fgsm-mix 0.5, noise 0).")] = None,
     steps: Annotated[int | None, typer.Option(help="pgd-at / trades / clip: inner steps.")] = None,
     step_size: Annotated[float | None, typer.Option(help="Defense: inner step size.")] = None,
     beta: Annotated[float | None, typer.Option(help="trades: weight of the KL term (6).")] = None,
@@ -81,7 +81,7 @@ def train(
     seed_everything(seed)  # the command seeds once; the library draws from generators made from seed
     from advlab.experiments.runs import describe_run, train_run
 
-    params = defense_params(param, eps=eps, norm=norm, alpha=alpha, steps=steps,
+    params = defense_params(param, eps=eps, norm=norm, clean_weight=clean_weight, steps=steps,
                             step_size=step_size, beta=beta, lam=lam, h=h, sigma=sigma,
                             eps_ramp=eps_ramp)
     if out is not None:

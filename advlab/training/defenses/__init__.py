@@ -2,7 +2,7 @@
 
 ==============  ===========================================================================
 ``none``        standard training (:func:`advlab.training.standard_objective`)
-``fgsm-mix``    Goodfellow et al. 2015: ``alpha J(x) + (1 - alpha) J(x_fgsm)``
+``fgsm-mix``    Goodfellow et al. 2015: ``w J(x) + (1 - w) J(x_fgsm)``, ``w = clean_weight``
 ``pgd-at``      Madry et al. 2018: PGD with random start as the inner maximisation
 ``fgsm-rs``     Wong, Rice & Kolter 2020: FGSM from a random start, step 1.25 eps, with the
                 catastrophic-overfitting watch (rollback, lower step or stop)

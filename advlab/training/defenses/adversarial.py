@@ -38,26 +38,27 @@ def _crafting(eps: float, norm: str, eps_ramp: float, craft_train: bool,
 
 
 @register_objective("fgsm-mix",
-                    description="Goodfellow et al. 2015: alpha J(x) + (1 - alpha) J(x_fgsm)")
+                    description="Goodfellow et al. 2015: w J(x) + (1 - w) J(x_fgsm), w = clean_weight")
 class FGSMMix(Defense):
     """Goodfellow, Shlens & Szegedy (2015), "Explaining and Harnessing Adversarial Examples":
-    ``alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J(x, y)), y)``.
+    ``w * J(x, y) + (1 - w) * J(x + eps * sign(grad_x J(x, y)), y)`` with ``w = clean_weight``
+    (the paper's alpha; the ``noise`` defense has the same ``clean_weight``).
 
-    The paper's MNIST setting: eps = 0.25, alpha = 0.5 (and early stopping on the adversarial
+    The paper's MNIST setting: eps = 0.25, clean_weight = 0.5 (and early stopping on the adversarial
     validation error, see :func:`advlab.training.adversarial_validation`). Under an L2 threat
     the inner step is the fast gradient method. Costs one input-gradient pass and two training
     forward passes per batch.
     """
 
-    def __init__(self, *, eps: float = 0.25, alpha: float = 0.5, norm: str = "linf",
+    def __init__(self, *, eps: float = 0.25, clean_weight: float = 0.5, norm: str = "linf",
                  eps_ramp: float = 0.0, craft_train: bool = False,
                  bn_adv_stats: bool = False) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the weight of the clean loss) must lie in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
+        if not 0.0 <= clean_weight <= 1.0:
+            raise ValueError(f"clean_weight (the weight of the clean loss) must lie in [0, 1], got {clean_weight}")
+        self.clean_weight = float(clean_weight)
         self.crafting = _crafting(eps, norm, eps_ramp, craft_train, bn_adv_stats)
-        self.settings = {"alpha": self.alpha, **self.crafting.settings()}
+        self.settings = {"clean_weight": self.clean_weight, **self.crafting.settings()}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
         threat = self.crafting.threat(self.progress)
@@ -65,8 +66,8 @@ class FGSMMix(Defense):
             x_adv = ascend(inner, x, y, threat, ce_loss, steps=1, step_size=threat.eps, start=x)
         logits = model(x)  # (B, K), train mode
         adv_logits = self.crafting.forward_adversarial(model, x_adv)  # (B, K)
-        loss = (self.alpha * F.cross_entropy(logits, y)
-                + (1.0 - self.alpha) * F.cross_entropy(adv_logits, y))
+        loss = (self.clean_weight * F.cross_entropy(logits, y)
+                + (1.0 - self.clean_weight) * F.cross_entropy(adv_logits, y))
         return ObjectiveOutput(loss, logits, adv_logits)
 
 

@@ -48,7 +48,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
               run_name: str | None = None, store_path: str | Path | None = None,
               resume: bool = False, checkpoint_every: int = 0, adv_val: bool | None = None,
               adv_val_eps: float | None = None, adv_val_n: int = 500, patience: int | None = None,
-              progress: bool = True) -> TrainedRun:
+              progress: bool = True, model_options: dict[str, Any] | None = None,
+              ema_decay: float | None = None) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
     Args:
@@ -67,6 +68,10 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
         adv_val: validate adversarially every epoch and keep the most robust epoch (Goodfellow et
             al. 2015); default: on when there is a defense. ``adv_val_eps`` (default: the
             defense's eps) and ``adv_val_n`` points; ``patience`` stops early.
+        model_options: keyword options of the model builder (e.g. small_cnn's ``channels``
+            and ``hidden``); recorded in the config.
+        ema_decay: validate, save and return an exponential moving average of the weights
+            (:func:`advlab.training.fit`'s ``ema_decay``).
 
     Returns:
         the :class:`TrainedRun`.
@@ -77,7 +82,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
     run_dir = Path(run_dir)
     objective = get_objective(defense, **(defense_params or {}))
     train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, init,
-                                                n_train=n_train, data_dir=data_dir)
+                                                n_train=n_train, data_dir=data_dir,
+                                                model_options=model_options)
     store_path = Path(store_path) if store_path is not None else run_dir.parent / "advlab.db"
     run_name = run_name or run_dir.name
     validation = _adversarial_validation(objective, val_data, adv_val_n, seed, enabled=adv_val,
@@ -85,6 +91,7 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
     config = {"dataset": train_data.info.name,
               "model": net.advlab_spec["name"] if init is not None else model,
               "defense": objective.name, "val_fraction": val_fraction, "n_train": n_train,
+              **({"model_options": dict(model_options)} if model_options else {}),
               "data_dir": str(data_dir) if data_dir else None,
               "adv_val": validation[1] if validation else None}
     started = time.perf_counter()
@@ -95,7 +102,7 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
                  progress=progress, store=store_path, run_name=run_name,
                  epoch_end=validation[0] if validation else None,
                  select_metric="adv_val_acc" if validation else "val_acc",
-                 early_stopping_patience=patience, init=init)
+                 early_stopping_patience=patience, init=init, ema_decay=ema_decay)
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
     elapsed = time.perf_counter() - started
@@ -124,7 +131,8 @@ def describe_run(run: TrainedRun) -> list[str]:
 
 def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                     init: str | Path | None, *, n_train: int | None = None,
-                    data_dir: str | Path | None = None) -> tuple[Any, Any, nn.Module]:
+                    data_dir: str | Path | None = None,
+                    model_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
     """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
     from advlab.data import load_dataset
     from advlab.models import create_model, load_model
@@ -137,7 +145,7 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
     info = train_data.info
     if init is None:
         net = create_model(model, info.num_classes, info.input_shape, normalize=(info.mean, info.std),
-                           seed=seed)
+                           seed=seed, **(model_options or {}))
         return train_data, val_data, net
     net = load_model(init).train()
     spec = getattr(net, "advlab_spec", {})

@@ -1,12 +1,15 @@
 """Callbacks of the fit loop: behaviour that not every run needs, outside the generic loop.
 
 :class:`LoopCallback` lists the hooks :class:`~advlab.training.loop.Trainer` calls; fit installs
-:class:`~advlab.training.rollback.RollbackOnCollapse` for objectives that watch for a collapse.
+:class:`~advlab.training.rollback.RollbackOnCollapse` for objectives that watch for a collapse and
+:class:`~advlab.training.ema.ModelEMA` when asked for weight averaging.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from torch import nn
 
 #: The :class:`~advlab.training.loop.Trainer` calling the hooks (not imported: the loop imports
 #: this module).
@@ -19,6 +22,14 @@ class LoopCallback:
 
     def on_train_begin(self, trainer: Trainer) -> None:
         """Before the first epoch of :meth:`Trainer.run` (also when resuming)."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After each optimiser (and scheduler) step, e.g. to update a weight average."""
+
+    def evaluation_model(self) -> nn.Module | None:
+        """The model to validate and save as the run's model instead of the training model
+        (e.g. :class:`~advlab.training.ema.ModelEMA`'s average), or None."""
+        return None
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> bool:
         """After an epoch's record is complete; return True to discard the epoch (the callback

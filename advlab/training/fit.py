@@ -52,6 +52,7 @@ from advlab.training.optim import (
     build_optimizer,
     build_scheduler,
 )
+from advlab.training.ema import ModelEMA, check_ema_decay
 from advlab.training.rollback import RollbackOnCollapse
 from advlab.training.run_files import RunRecorder
 
@@ -85,7 +86,8 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         progress: bool = True, store: Store | str | Path | None = None,
         run_name: str | None = None, epoch_end: EpochEnd | None = None,
         select_metric: str = "val_acc", early_stopping_patience: int | None = None,
-        num_workers: int = 0, init: str | Path | None = None) -> FitResult:
+        num_workers: int = 0, init: str | Path | None = None,
+        ema_decay: float | None = None) -> FitResult:
     """Train ``model`` on ``train_data`` by minimising ``objective`` (default cross-entropy).
 
     Args:
@@ -113,6 +115,9 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         num_workers: DataLoader workers for datasets that are not in-memory tensors.
         init: fine-tune: start from the weights of this run directory (``model.safetensors``,
             its best epoch; the architectures must match); recorded in the config as ``init``.
+        ema_decay: keep an exponential moving average of the weights with this decay per step
+            (e.g. 0.999, with warm-up; :class:`~advlab.training.ema.ModelEMA`) and make it the
+            run's model: validated, saved and returned instead of the raw weights.
 
     Returns:
         :class:`FitResult`. Under torchrun every rank returns it; only rank 0 writes files.
@@ -127,13 +132,15 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
     if resume and run_path is None:
         raise ValueError("resume=True needs run_dir= (the directory of the run to continue)")
     extra = dict(config or {})
+    if ema_decay is not None:
+        extra["ema"] = {"decay": check_ema_decay(ema_decay), "warmup": True}
     if init is not None:
         extra["init"] = load_init(model, init)
     context, resolved = setup_distributed(device)
     try:
         with _forked_rng(resolved, seed, context.rank):
             return _fit(model, train_data, val_data, objective, settings, extra, resolved,
-                        context, run_path, resume, store, run_name, epoch_end)
+                        context, run_path, resume, store, run_name, epoch_end, ema_decay)
     finally:
         teardown_distributed(context)
 
@@ -217,7 +224,7 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
          settings: dict[str, Any], extra: dict[str, Any], device: torch.device,
          context: DistContext, run_dir: Path | None, resume: bool,
          store: Store | str | Path | None, run_name: str | None,
-         epoch_end: EpochEnd | None) -> FitResult:
+         epoch_end: EpochEnd | None, ema_decay: float | None = None) -> FitResult:
     per_rank = settings["batch_size"] // context.world_size
     if per_rank < 1:
         raise ValueError(f"batch_size {settings['batch_size']} is smaller than the number of "
@@ -250,9 +257,11 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
 
     def on_epoch(trainer: Trainer, record: dict[str, Any], improved: bool) -> None:
         select = trainer.state.best_epoch is not None
-        recorder.epoch(model, record, improved, select, trainer.state.history)
+        recorder.epoch(trainer.evaluation_model, record, improved, select, trainer.state.history)
 
-    callbacks = (RollbackOnCollapse(objective),) if watches_collapse(objective) else ()
+    callbacks: tuple[Any, ...] = (RollbackOnCollapse(objective),) if watches_collapse(objective) else ()
+    if ema_decay is not None:
+        callbacks += (ModelEMA(model, decay=ema_decay),)
     trainer = Trainer(model, wrapped, objective, optimizer, scheduler, train, val, device,
                       context, loop_settings, on_epoch, recorder.checkpoint, callbacks)
     if checkpoint is not None:
@@ -273,6 +282,8 @@ def _finish(model: nn.Module, trainer: Trainer, recorder: RunRecorder, run_dir: 
     elif state.best_epoch is not None:
         logger.warning("the best weights (epoch %d) are not available; returning the last ones",
                        state.best_epoch)
+    if best is None and trainer.evaluation_model is not model:  # the last weight average
+        model.load_state_dict(trainer.evaluation_model.state_dict())
     history = [dict(record) for record in state.history]
     summary = {"epochs_done": state.epoch, "best_epoch": state.best_epoch,
                "best_metric": state.best_value, "stopped_early": state.stopped,

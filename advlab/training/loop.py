@@ -141,6 +141,8 @@ class Trainer:
         self._last_lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None:
             self.scheduler.step()
+        for callback in self.callbacks:
+            callback.on_step_end(self)
         with torch.no_grad():
             batch = float(len(y))
             sums[0] += loss.detach().double() * batch
@@ -153,6 +155,16 @@ class Trainer:
                 sums[5] += batch
 
     # -- end of epoch --------------------------------------------------------------------
+    @property
+    def evaluation_model(self) -> nn.Module:
+        """The model validated and saved as the run's model: the training model, or a
+        callback's replacement (the weight average of :class:`~advlab.training.ema.ModelEMA`)."""
+        for callback in self.callbacks:
+            replacement = callback.evaluation_model()
+            if replacement is not None:
+                return replacement
+        return self.model
+
     def _epoch_record(self, sums: Tensor, train_time: float) -> dict[str, Any]:
         """The epoch's metrics (identical on every rank)."""
         epoch = self.state.epoch + 1
@@ -172,8 +184,8 @@ class Trainer:
         if self.val is not None:
             record["val_loss"], record["val_acc"] = self._validate()
         if self.settings.epoch_end is not None:
-            self.model.eval()
-            extra = self.settings.epoch_end(self.model, epoch) or {}
+            self.evaluation_model.eval()
+            extra = self.settings.epoch_end(self.evaluation_model, epoch) or {}
             record.update({k: _to_float(v) for k, v in extra.items()})
         self.model.eval()  # the objective's report comes last: CLIP adapts to train_acc
         metrics, collapse = objective_epoch_end(self.objective, self.model, record)
@@ -186,11 +198,11 @@ class Trainer:
     def _validate(self) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on the validation data, sharded over ranks."""
         assert self.val is not None
-        self.model.eval()
+        model = self.evaluation_model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         batches = shard_batches(len(self.val), max(self.settings.batch_size, 256), self.context)
         for x, y in self.val.iterate(batches):
-            logits = self.model(x)  # (B, K)
+            logits = model(x)  # (B, K)
             sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").double()
             sums[1] += (logits.argmax(dim=1) == y).sum()
             sums[2] += len(y)

@@ -29,9 +29,11 @@ from advlab.training.defenses.adversarial import (
     fgsm_rs,
     pgd_at,
 )
+from advlab.training.defenses.fast import NFGSM, GradAlign, grad_align, n_fgsm
 from advlab.training.defenses.noise import Noise
 from advlab.training.defenses.overfitting import CollapseWatch
 from advlab.training.defenses.regularizers import CLIP, CURE
 
-__all__ = ["CLIP", "CURE", "TRADES", "AdversarialTraining", "CollapseWatch", "Crafting",
-           "Defense", "FGSMMix", "Noise", "ascend", "fgsm_rs", "frozen_bn_stats", "pgd_at"]
+__all__ = ["CLIP", "CURE", "NFGSM", "TRADES", "AdversarialTraining", "CollapseWatch", "Crafting",
+           "Defense", "FGSMMix", "GradAlign", "Noise", "ascend", "fgsm_rs", "frozen_bn_stats",
+           "grad_align", "n_fgsm", "pgd_at"]

@@ -1,0 +1,82 @@
+"""Training recipes (named sets of train_run options) and the robust-training schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.experiments.runs import train_run
+from advlab.training.optim import build_scheduler, schedule_factor
+from advlab.training.recipes import (
+    NOT_MEASURED,
+    describe_recipe,
+    expand_recipe,
+    get_recipe,
+    recipe_names,
+)
+
+
+def test_the_issue_recipes_exist_and_are_documented():
+    assert {"digits-linf-0.1", "fmnist-linf-0.1-fast", "fmnist-linf-0.1-best"} <= set(recipe_names())
+    for name in recipe_names():
+        recipe = get_recipe(name)
+        assert recipe.description and recipe.expected and recipe.measured
+        assert {"dataset", "model", "defense", "defense_params", "epochs", "schedule"} <= set(recipe.options)
+        assert any(line.startswith("  measured:") for line in describe_recipe(name))
+    assert get_recipe("fmnist-linf-0.1-fast").budget_minutes == 30
+    assert get_recipe("fmnist-linf-0.1-best").budget_minutes == 120
+    assert get_recipe("fmnist-linf-0.1-best").measured == NOT_MEASURED
+
+
+def test_a_recipe_expands_to_its_documented_options():
+    options = expand_recipe("fmnist-linf-0.1-fast")
+    assert options == get_recipe("fmnist-linf-0.1-fast").options
+    assert options["defense"] == "n-fgsm" and options["defense_params"] == {"eps": 0.1}
+    options["defense_params"]["eps"] = 0.3  # a copy: the registered recipe is unchanged
+    assert get_recipe("fmnist-linf-0.1-fast").options["defense_params"] == {"eps": 0.1}
+
+
+def test_explicit_options_override_the_recipe():
+    options = expand_recipe("fmnist-linf-0.1-fast", epochs=3, lr=None, seed=7,
+                            defense_params={"noise_ratio": 1.5})
+    assert options["epochs"] == 3 and options["seed"] == 7  # given: overrides / adds
+    assert options["lr"] == get_recipe("fmnist-linf-0.1-fast").options["lr"]  # None: the recipe's
+    assert options["defense_params"] == {"eps": 0.1, "noise_ratio": 1.5}  # merged, same defense
+    other = expand_recipe("fmnist-linf-0.1-fast", defense="trades", defense_params={"eps": 0.2})
+    assert other["defense"] == "trades" and other["defense_params"] == {"eps": 0.2}
+    assert "defense_params" not in expand_recipe("fmnist-linf-0.1-fast", defense="none")
+    assert "model_options" not in expand_recipe("digits-linf-0.1", model="small_cnn")
+    with pytest.raises(ValueError, match="unknown recipe 'fmnist-fast'.*available"):
+        expand_recipe("fmnist-fast")
+
+
+def test_the_digits_recipe_trains_in_seconds(tmp_path):
+    run = train_run(tmp_path / "recipe", **expand_recipe("digits-linf-0.1", progress=False))
+    config = run.result.config
+    assert config["model_options"] == {"widths": [64]} and config["objective"]["name"] == "n-fgsm"
+    assert len(run.result.history) == 4 and "adv_val_acc" in run.result.history[-1]
+    assert run.test_acc > 0.8
+
+
+def _lrs(name: str, total: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    scheduler = build_scheduler(optimizer, name, 0.2, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_cyclic_and_multistep_schedules():
+    cyclic = _lrs("cyclic", 10)  # Wong et al.: up to lr at 2/5 of training, down to 0
+    assert cyclic[3] == pytest.approx(0.2) and max(cyclic) == pytest.approx(0.2)
+    assert cyclic[0] == pytest.approx(0.05) and cyclic[-1] == pytest.approx(0.0)
+    assert all(a < b for a, b in zip(cyclic[:4], cyclic[1:4])) and cyclic[4] > cyclic[5]
+    multistep = _lrs("multistep", 8)  # Madry / Rice et al.: x 0.1 at 1/2, x 0.01 at 3/4
+    assert multistep == pytest.approx([0.2] * 4 + [0.02] * 2 + [0.002] * 2)
+    with pytest.raises(ValueError, match="schedule_factor knows"):
+        schedule_factor("cosine", 10)
+    with pytest.raises(ValueError, match="schedule"):
+        _lrs("triangle", 4)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from weights import assert_same_weights, snapshot
 
 from advlab import ThreatModel

@@ -36,6 +36,7 @@ from advlab.training.distributed import (
     teardown_distributed,
     wrap_model,
 )
+from advlab.training.ema import ModelEMA, check_ema_decay
 from advlab.training.loop import EpochEnd, LoopSettings, Trainer
 from advlab.training.objectives import (
     Objective,
@@ -52,7 +53,6 @@ from advlab.training.optim import (
     build_optimizer,
     build_scheduler,
 )
-from advlab.training.ema import ModelEMA, check_ema_decay
 from advlab.training.rollback import RollbackOnCollapse
 from advlab.training.run_files import RunRecorder
 

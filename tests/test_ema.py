@@ -8,7 +8,13 @@ import torch
 from weights import assert_same_weights, snapshot
 
 from advlab.models import create_model, load_model
-from advlab.training import fit, load_checkpoint, standard_objective, unwrap_model
+from advlab.training import (
+    fit,
+    get_objective,
+    load_checkpoint,
+    standard_objective,
+    unwrap_model,
+)
 from advlab.training.ema import ema_decay_at
 
 DECAY = 0.9
@@ -87,3 +93,28 @@ def test_bad_decay_and_the_warm_up():
         with pytest.raises(ValueError, match="ema_decay must be a number in"):
             fit(_mlp(), (torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)),
                 ema_decay=bad, progress=False)
+
+
+def test_a_rollback_restores_the_average(digits):
+    """After a (forced) catastrophic-overfitting collapse in epoch 2 with on_collapse="stop",
+    the run ends at epoch 1 -- and so does its weight average."""
+    train = (digits[0][:256], digits[1][:256])
+    options = dict(batch_size=64, lr=1e-2, schedule="constant", progress=False, ema_decay=0.9)
+
+    def objective(force_at=None):
+        defense = get_objective("fgsm-rs", eps=0.1, check_size=32, on_collapse="stop")
+        watch, calls = defense.function.watch, []
+        original = watch.check
+
+        def check(*args):
+            metrics, collapse = original(*args)
+            calls.append(1)
+            return metrics, ("forced" if len(calls) == force_at else collapse)
+
+        watch.check = check
+        return defense
+
+    one_epoch = fit(_mlp(), train, objective=objective(), epochs=1, **options)
+    stopped = fit(_mlp(), train, objective=objective(force_at=2), epochs=3, **options)
+    assert stopped.events[0]["action"] == "stopped" and len(stopped.history) == 1
+    assert_same_weights(snapshot(stopped.model), snapshot(one_epoch.model))

@@ -194,7 +194,8 @@ def flat(model):
 
 for name in ("n-fgsm", "grad-align"):
     params = {"eps": 0.1, "check_size": 32}
-    options = dict(epochs=2, batch_size=64, lr=1e-2, progress=False, checkpoint_every=3)
+    options = dict(epochs=2, batch_size=64, lr=1e-2, progress=False, checkpoint_every=3,
+                   ema_decay=0.9)  # the weight average resumes per rank too
     model = lambda: create_model("mlp", 10, (1, 8, 8), widths=(32,), seed=0)
     reference = fit(model(), train, objective=Crash(get_objective(name, **params)), **options)
     run_dir = sys.argv[1] + "/" + name

@@ -205,7 +205,7 @@ def test_bad_arguments_are_clear(small):
         fit(_dropout_mlp(), train, batch_size=0)
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd, got 'rmsprop'"):
         fit(_dropout_mlp(), train, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="schedule must be one of onecycle, cosine, constant"):
+    with pytest.raises(ValueError, match="schedule must be one of onecycle, cyclic, multistep, cosine, constant"):
         fit(_dropout_mlp(), train, schedule="step")
     with pytest.raises(ValueError, match="an \\(x, y\\) pair of tensors of the same length"):
         fit(_dropout_mlp(), (train[0], train[1][:10]), progress=False)

@@ -8,7 +8,9 @@ finding that robustness grows with capacity, measured on Fashion-MNIST at Linf e
   width 16, with BatchNorm);
 * defenses: ``fgsm-rs`` (Wong et al. 2020), ``n-fgsm`` (de Jorge et al. 2022), ``trades``
   (Zhang et al. 2019, 5 steps) and ``pgd-at`` (Madry et al. 2018, PGD-10);
-* budgets: epoch counts (``--epochs 2,5,10``); the CPU budget of a cell is what it *measured*.
+* budgets: epoch counts (``--epochs 2,5,10``); the CPU budget of a cell is what it *measured*;
+* options under test, each a set of cells of its own: ``--schedule cyclic|multistep`` and
+  ``--ema-decay 0.999`` (kept in the recipes only if they help).
 
 Every cell trains with :func:`advlab.experiments.runs.train_run` (adversarial validation keeps
 the most robust epoch) into ``--cache/<cell>``: a finished cell (``cell.json``) is skipped, a
@@ -68,15 +70,23 @@ def defenses(eps: float) -> dict[str, dict[str, Any]]:
             "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False}}
 
 
+def cell_dir(args: argparse.Namespace, model_key: str, defense: str, epochs: int) -> Path:
+    """``--cache/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>]``."""
+    extra = (f"-{args.schedule}" if args.schedule != "onecycle" else "") + (
+        f"-ema{args.ema_decay:g}" if args.ema_decay else "")
+    return Path(args.cache) / f"{args.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
+
+
 def train_cell(args: argparse.Namespace, model_key: str, defense: str, epochs: int) -> dict[str, Any]:
     """Train (or resume) one cell; its training figures."""
     model, options = (QUICK_MODELS if args.quick else MODELS)[model_key]
-    run_dir = Path(args.cache) / f"{args.dataset}-{model_key}-{defense}-{epochs}ep"
+    run_dir = cell_dir(args, model_key, defense, epochs)
     resumed = (run_dir / "checkpoint.pt").exists()
     load_before, cpu_before, wall_before = os.getloadavg(), time.process_time(), time.perf_counter()
     run = train_run(run_dir, dataset=args.dataset, model=model, model_options=options,
                     defense=defense, defense_params=defenses(args.eps)[defense], epochs=epochs,
-                    lr=args.lr, batch_size=128, seed=args.seed, device=args.device,
+                    lr=args.lr, batch_size=128, schedule=args.schedule, ema_decay=args.ema_decay,
+                    seed=args.seed, device=args.device,
                     n_train=args.n_train, data_dir=args.data_dir, resume=True,
                     checkpoint_every=100, adv_val_n=args.adv_val_n, progress=False)
     wall, cpu = time.perf_counter() - wall_before, time.process_time() - cpu_before
@@ -85,7 +95,8 @@ def train_cell(args: argparse.Namespace, model_key: str, defense: str, epochs: i
         cpu, wall = cpu * epoch_time / max(wall, 1e-9), epoch_time
     best = run.result.history[run.result.best_epoch - 1]
     return {"model": model_key, "architecture": model, "model_options": options,
-            "defense": defense, "epochs": epochs, "run_dir": str(run_dir), "resumed": resumed,
+            "defense": defense, "epochs": epochs, "schedule": args.schedule,
+            "ema_decay": args.ema_decay, "run_dir": str(run_dir), "resumed": resumed,
             "train_wall_s": wall, "train_cpu_s": cpu, "threads": torch.get_num_threads(),
             "load_before": list(load_before), "load_after": list(os.getloadavg()),
             "best_epoch": run.result.best_epoch, "adv_val_acc": best.get("adv_val_acc"),
@@ -109,7 +120,7 @@ def evaluate_cell(model: Any, x: torch.Tensor, y: torch.Tensor, args: argparse.N
 def run_cell(args: argparse.Namespace, model_key: str, defense: str, epochs: int,
              data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
     """One cell's figures: cached in ``cell.json`` once finished."""
-    cache = Path(args.cache) / f"{args.dataset}-{model_key}-{defense}-{epochs}ep" / "cell.json"
+    cache = cell_dir(args, model_key, defense, epochs) / "cell.json"
     if cache.exists():
         cell = json.loads(cache.read_text())
         if cell.get("n_test") == len(data[1]) and cell.get("preset") == args.preset:
@@ -232,6 +243,9 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=None, help="peak lr (default 1e-3; quick 1e-2)")
     parser.add_argument("--adv-val-n", type=int, default=None)
+    parser.add_argument("--schedule", default="onecycle", help="lr schedule of every cell")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="train every cell with model EMA (cells of their own: -ema<decay>)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)

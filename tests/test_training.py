@@ -66,7 +66,7 @@ def test_fit_learns_and_writes_run_dir(digits, tmp_path):
     assert result.best_epoch == best
     # the files: config, history, checkpoint (weights-only loadable), best and last models
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["checkpoint.pt", "config.json", "history.json", "last.json",
+    assert names == ["checkpoint.pt", "config.json", "finished.json", "history.json", "last.json",
                      "last.safetensors", "model.json", "model.safetensors"]  # no temp files
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits" and config["seed"] == 0 and config["epochs"] == 3

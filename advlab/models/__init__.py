@@ -5,6 +5,9 @@
     save_model(model, "runs/x", dataset="fashion-mnist", metrics={"accuracy": 0.91})
     model = load_model("runs/x")          # eval mode; safetensors + JSON, never pickle
 
+Any other model (your own code, TorchScript, ``torch.export``): :func:`load_any_model`;
+``save_model(model, path, factory="file.py:Name", model_args={...})`` saves any module.
+
 Zoo: ``mlp``, ``small_cnn``, ``lenet``, ``preact_resnet18``, ``random_relu``.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 from advlab.models import resnet, zoo  # noqa: F401
 from advlab.models.io import ModelFileError, ModelNotFoundError, load_model, save_model
 from advlab.models.normalize import Normalize
+from advlab.models.user import LogitsAdapter, load_any_model
 from advlab.models.registry import (
     MODELS,
     create_model,
@@ -24,10 +28,12 @@ from advlab.models.registry import (
 
 __all__ = [
     "MODELS",
+    "LogitsAdapter",
     "ModelFileError",
     "ModelNotFoundError",
     "Normalize",
     "create_model",
+    "load_any_model",
     "load_model",
     "model_names",
     "model_summary",

@@ -149,3 +149,14 @@ def test_fit_and_evaluate_take_every_data_form(digits, form):
         text = repr(separate)
         assert "\n" not in text and text.startswith("EvaluationResult(linf eps=0.02, n=32")
         assert len(text) < 200
+
+
+def test_info_counts_runs_with_api_evaluations_only(tmp_path):
+    from advlab.store import Store
+
+    with Store(tmp_path / "advlab.db") as store:
+        store.add_evaluation("my-api-model", "evaluate", {"eps": 0.1}, {"robust_accuracy": 0.4})
+    result = invoke("info", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "runs in" in result.output and ": 1 (0 trained here, 1 with evaluations only" in result.output
+    assert "my-api-model" in result.output

@@ -267,3 +267,16 @@ def test_help_says_a_py_factory_runs_its_code():
     for command in ("evaluate", "attack"):
         result = invoke(command, "--help")
         assert "RUNS that file's code" in " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_train_init_fine_tunes_a_factory_saved_model(user, tmp_path):
+    factory = f"{user['root'] / 'gated.py'}:GatedNet"
+    save_model(user["model"], tmp_path / "saved", factory=factory, model_args={"width": 24})
+    result = invoke("train", "--init", tmp_path / "saved", "--dataset", "digits", "--epochs", "1",
+                    "--lr", "1e-4", "--out", tmp_path / "runs" / "ft", "--no-progress")
+    assert result.exit_code == 0, result.output
+    tuned = load_model(tmp_path / "runs" / "ft")
+    assert _accuracy(tuned, user["x"], user["y"]) > 0.8
+    result = invoke("evaluate", tmp_path / "runs" / "ft", "--eps", "0.02", "--preset", "fast",
+                    "--n", "10", "--no-progress")
+    assert result.exit_code == 0, result.output

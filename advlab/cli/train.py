@@ -92,7 +92,7 @@ def train(
     sigma: Annotated[float | None, typer.Option(help="noise: noise scale.")] = None,
     eps_ramp: Annotated[float | None, typer.Option(help="Defense: fraction of training over which eps grows from 0.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Any other defense parameter, KEY=VALUE (repeatable).")] = None,
-    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this run's model (its architecture; --model is ignored).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this model, a run directory or a saved model (also your own architecture saved with save_model(..., factory=...), whose code then runs); --model is ignored.")] = None,
     adv_val: Annotated[bool | None, typer.Option("--adv-val/--no-adv-val", help="Validate adversarially each epoch and keep the most robust epoch (default: on with a defense).")] = None,
     adv_val_eps: Annotated[float | None, typer.Option(help="Radius of the adversarial validation (default: the defense's eps).")] = None,
     adv_val_n: Annotated[int, typer.Option(help="Validation points attacked per epoch.")] = 500,
@@ -170,7 +170,9 @@ def _model_name(model: str, init: Path | None) -> str:
         return model
     from advlab.models import load_model
 
-    return load_model(init).advlab_spec["name"]
+    loaded = load_model(init)
+    spec = getattr(loaded, "advlab_spec", None) or getattr(loaded, "advlab_factory", None) or {}
+    return str(spec.get("name", "model"))
 
 
 def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:

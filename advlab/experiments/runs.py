@@ -129,7 +129,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
     validation = _adversarial_validation(objective, val_data, args["adv_val_n"], seed,
                                          enabled=args["adv_val"], eps=args["adv_val_eps"])
     config = {"dataset": train_data.info.name,
-              "model": net.advlab_spec["name"] if init is not None else args["model"],
+              "model": _architecture(net) if init is not None else args["model"],
               "defense": objective.name, "val_fraction": args["val_fraction"],
               "n_train": args["n_train"], "data_dir": str(data_dir) if data_dir else None,
               "dataset_options": options, "test_split": test_data.info.test_split,
@@ -228,12 +228,23 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                            seed=seed)
         return train_data, val_data, net
     net = load_model(init).train()
+    if not hasattr(net, "advlab_spec"):  # the user's code (saved with a factory): one forward
+        from advlab.models.checks import check_model_data
+
+        check_model_data(net, train_data.x[:2], train_data.y, what=info.name)
+        return train_data, val_data, net
     spec = getattr(net, "advlab_spec", {})
     shape, classes = tuple(spec.get("input_shape", ())), spec.get("num_classes")
     if shape != tuple(info.input_shape) or classes != info.num_classes:
         raise ValueError(f"init {init}: its model takes {shape} inputs and {classes} classes, but "
                          f"{info.name} has {tuple(info.input_shape)} and {info.num_classes}")
     return train_data, val_data, net
+
+
+def _architecture(net: nn.Module) -> str:
+    """The architecture's name: the registry name, or the factory's."""
+    spec = getattr(net, "advlab_spec", None) or getattr(net, "advlab_factory", None) or {}
+    return str(spec.get("name", type(net).__name__))
 
 
 def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,

@@ -77,6 +77,9 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], *, name: str = "m
     if factory is not None:
         model = model.model if type(model) is LogitsAdapter else model
         spec = _factory_spec(model, factory, model_args)
+    elif isinstance(getattr(model, "advlab_factory", None), dict):  # loaded from a factory save
+        spec = dict(model.advlab_factory)
+        model = model.model if type(model) is LogitsAdapter else model
     else:
         spec = getattr(model, "advlab_spec", None)
     if spec is None:

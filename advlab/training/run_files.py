@@ -85,8 +85,9 @@ class RunRecorder:
         """Write config.json and register the run (clearing metrics that will be redone)."""
         if not self.is_main:
             return
-        if self.run_dir is not None and not hasattr(model, "advlab_spec"):
-            logger.warning("the model has no advlab_spec (build it with advlab.create_model): "
+        if self.run_dir is not None and not has_recipe(model):
+            logger.warning("the model has no advlab_spec (build it with advlab.create_model, or "
+                           "load a model saved with save_model(..., factory=...)): "
                            "%s gets checkpoint.pt and history.json but no model.safetensors",
                            self.run_dir)
         if self.run_dir is not None:
@@ -109,7 +110,7 @@ class RunRecorder:
         if not self.is_main:
             return
         logger.info("epoch %d: %s", record["epoch"], _format_record(record))
-        if self.run_dir is not None and hasattr(model, "advlab_spec"):
+        if self.run_dir is not None and has_recipe(model):
             metadata = {"epoch": record["epoch"], "metrics": record, "run_name": self.run_name}
             _save_weights(model, self.run_dir, LAST_NAME, metadata)
             if improved or not select:
@@ -149,9 +150,20 @@ class RunRecorder:
                 self.store.close()
 
 
+def has_recipe(model: nn.Module) -> bool:
+    """Whether :func:`advlab.save_model` can save ``model`` without being told how to build it:
+    a ``create_model`` spec, or the factory of a model loaded from a factory-saved file."""
+    return hasattr(model, "advlab_spec") or isinstance(getattr(model, "advlab_factory", None), dict)
+
+
 def _save_weights(model: nn.Module, run_dir: Path, name: str, metadata: dict[str, Any]) -> None:
     from advlab.models import save_model
 
+    factory = getattr(model, "advlab_factory", None)
+    if isinstance(factory, dict) and not hasattr(model, "advlab_spec"):
+        save_model(model, run_dir, name=name, factory=factory["factory"],
+                   model_args=factory.get("model_args"), **metadata)
+        return
     save_model(model, run_dir, name=name, **metadata)
 
 

@@ -323,7 +323,7 @@ def test_train_command(tmp_path, monkeypatch):
     again = CliRunner().invoke(app, ["train", *args, "--resume"])  # finished run: nothing more to do
     assert again.exit_code == 0, again.output
     refused = CliRunner().invoke(app, ["train", *args, "--resume", "--lr", "1e-2"])
-    assert refused.exit_code == 2 and "config differs in lr" in refused.output, refused.output
+    assert refused.exit_code == 2 and "lr: the run has 0.003, given 0.01" in refused.output, refused.output
 
 
 # -- the rollback callback ------------------------------------------------------------------

@@ -264,7 +264,8 @@ def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,
     eps = eps if eps is not None else settings.get("eps")
     if eps is None:
         raise ValueError(f"the defense {objective.name!r} has no eps to validate at: give "
-                         "adv_val_eps (--adv-val-eps) or turn it off (--no-adv-val)")
+                         "--adv-val-eps (adv_val_eps=) or turn it off (--no-adv-val, "
+                         "adv_val=False)")
     threat = ThreatModel(settings.get("norm", "linf"), float(eps))
     hook = adversarial_validation(val_data, threat, n=n, seed=seed)
     return hook, {"norm": threat.norm, "eps": threat.eps, "n": n, "preset": "fast"}

@@ -181,9 +181,9 @@ def test_registered_model_from_the_cli_with_import(tmp_path, monkeypatch):
         "def tinynet(num_classes, input_shape):\n"
         "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from advlab.models import MODELS, create_model
-
     import mypkg.models  # noqa: F401
+
+    from advlab.models import MODELS, create_model
 
     save_model(create_model("tinynet_for_tests", 10, (1, 8, 8), seed=0), tmp_path / "m",
                dataset="digits")

@@ -70,6 +70,8 @@ def evaluate(
     with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
                                  batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
+    for r in results:  # what the points are: "test" only for a split the model never saw
+        r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
     _print_table(results, ctx.split_label, ctx.split_note)
     target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)

@@ -120,7 +120,7 @@ def train(
     else:
         run_dir = runs_root() / "-".join(_slug(part) for part in (dataset, _model_name(model, init), defense))
         store_path = runs_root() / "advlab.db"
-    arguments = dict(dataset=dataset, model=model, defense=defense, defense_params=params,
+    arguments: dict[str, Any] = dict(dataset=dataset, model=model, defense=defense, defense_params=params,
                      epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                      schedule=schedule, weight_decay=weight_decay, seed=seed, device=device,
                      init=str(init) if init is not None else None, val_fraction=val_fraction,

@@ -75,7 +75,9 @@ def _class_folders(root: Path) -> list[Path]:
 def _read_images(root: Path, classes: list[str], image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
 
-    images, labels, modes = [], [], set()
+    images: list[tuple[Path, Any]] = []
+    labels: list[int] = []
+    modes: set[str] = set()
     for label, name in enumerate(classes):
         folder = root / name
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
@@ -95,7 +97,7 @@ def _read_images(root: Path, classes: list[str], image_size: int | None) -> tupl
     for _, img in images:
         img = img.convert(mode)
         if image_size is not None and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BILINEAR)
+            img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
         arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     return np.stack(arrays), np.asarray(labels, dtype=np.int64)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from advlab.models import resnet, zoo  # noqa: F401
 from advlab.models.io import ModelFileError, ModelNotFoundError, load_model, save_model
 from advlab.models.normalize import Normalize
-from advlab.models.user import LogitsAdapter, load_any_model
 from advlab.models.registry import (
     MODELS,
     create_model,
@@ -25,6 +24,7 @@ from advlab.models.registry import (
     model_summary,
     register_model,
 )
+from advlab.models.user import LogitsAdapter, load_any_model
 
 __all__ = [
     "MODELS",

@@ -74,6 +74,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], *, name: str = "m
 
     _check_name(name)
     model = unwrap(model)
+    spec: dict[str, Any] | None
     if factory is not None:
         model = model.model if type(model) is LogitsAdapter else model
         spec = _factory_spec(model, factory, model_args)

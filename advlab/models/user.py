@@ -248,7 +248,7 @@ def load_any_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[s
     if path.exists():
         kind = sniff_model_file(path)
         model = _load_file_model(path, kind, Path(weights) if weights is not None else None)
-        source = {"kind": "advlab" if kind in ("json", "safetensors", "directory") else kind,
+        source: dict[str, Any] = {"kind": "advlab" if kind in ("json", "safetensors", "directory") else kind,
                   "path": str(path.resolve())}
     elif _split_factory(text) is not None:
         model = build_from_factory(text, model_args)

@@ -21,6 +21,7 @@ _LAZY = {
     "create_model": "advlab.models",
     "save_model": "advlab.models",
     "load_model": "advlab.models",
+    "load_any_model": "advlab.models",
     "evaluate": "advlab.evaluation",
     "fit": "advlab.training",
     "Store": "advlab.store",

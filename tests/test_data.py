@@ -369,7 +369,11 @@ def test_npz_round_trip(tmp_path):
     np.testing.assert_allclose(test.x.numpy(), x_test, atol=1e-7)
     only = tmp_path / "only.npz"
     np.savez(only, x=rng.random((8, 5)), y=np.arange(8) % 2)
-    assert torch.equal(load_dataset("npz", "test", path=only).x, load_dataset("npz", path=only).x)
+    held_out, rest = load_dataset("npz", "test", path=only), load_dataset("npz", path=only)
+    assert len(held_out) == 2 and len(rest) == 6 and "held-out" in held_out.info.test_split
+    assert not set(map(tuple, held_out.x.tolist())) & set(map(tuple, rest.x.tolist()))
+    whole = load_dataset("npz", "test", path=only, test_fraction=0)
+    assert len(whole) == 8 and "not a held-out" in whole.info.test_split
     assert len(load_dataset("npz", "val", path=only, val_fraction=0.25)) == 2
 
 

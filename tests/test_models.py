@@ -251,7 +251,7 @@ def test_refuses_bad_json_and_missing_files(saved, tmp_path):
 
 
 def test_save_model_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"without advlab_spec: build it with advlab\.create_model"):
+    with pytest.raises(ValueError, match=r"without a recipe: build it with advlab\.create_model.*factory="):
         save_model(nn.Linear(2, 2), tmp_path)
     model = create_model("mlp", input_shape=(2,), widths=(4,))
     with pytest.raises(TypeError, match="metadata must be JSON-serialisable"):
@@ -263,7 +263,7 @@ def test_save_model_errors(tmp_path):
     assert loaded.advlab_spec["name"] == "mlp"
     holder = nn.Module()
     holder.module = model  # not a wrapper: a module that merely has a child called "module"
-    with pytest.raises(ValueError, match="without advlab_spec"):
+    with pytest.raises(ValueError, match="without a recipe"):
         save_model(holder, tmp_path / "holder")
 
 

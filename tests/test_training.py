@@ -66,7 +66,7 @@ def test_fit_learns_and_writes_run_dir(digits, tmp_path):
     assert result.best_epoch == best
     # the files: config, history, checkpoint (weights-only loadable), best and last models
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["checkpoint.pt", "config.json", "history.json", "last.json",
+    assert names == ["checkpoint.pt", "config.json", "finished.json", "history.json", "last.json",
                      "last.safetensors", "model.json", "model.safetensors"]  # no temp files
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits" and config["seed"] == 0 and config["epochs"] == 3
@@ -323,7 +323,7 @@ def test_train_command(tmp_path, monkeypatch):
     again = CliRunner().invoke(app, ["train", *args, "--resume"])  # finished run: nothing more to do
     assert again.exit_code == 0, again.output
     refused = CliRunner().invoke(app, ["train", *args, "--resume", "--lr", "1e-2"])
-    assert refused.exit_code == 2 and "config differs in lr" in refused.output, refused.output
+    assert refused.exit_code == 2 and "lr: the run has 0.003, given 0.01" in refused.output, refused.output
 
 
 # -- the rollback callback ------------------------------------------------------------------

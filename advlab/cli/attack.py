@@ -2,6 +2,7 @@
 
     advlab attack runs/x --attack deepfool --out adv.npz
     advlab attack runs/x --attack pgd --norm linf --eps 0.1 --param steps=40 --param random_start=true
+    advlab attack exported.pt2 --dataset digits --attack fgsm --eps 0.1
 """
 
 from __future__ import annotations
@@ -12,11 +13,32 @@ from typing import Annotated, Any
 
 import typer
 
-from advlab.cli._common import echo, parse_key_values, setup_logging
+from advlab.cli._common import (
+    MODEL_HELP,
+    DataOption,
+    ImageSizeOption,
+    ImportOption,
+    MeanOption,
+    ModelArgsOption,
+    StdOption,
+    WeightsOption,
+    echo,
+    model_options,
+    parse_key_values,
+    setup_logging,
+)
 
 
 def attack(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    run: Annotated[str | None, typer.Argument(metavar="MODEL", help=MODEL_HELP)] = None,
+    weights: WeightsOption = None,
+    model_args: ModelArgsOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    imports: ImportOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the run's).")] = None,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
     attack_name: Annotated[str, typer.Option("--attack", help="Attack name (advlab info lists them).")] = "pgd",
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[float, typer.Option(help="Radius (bounded and universal attacks).")] = 0.1,
@@ -27,7 +49,7 @@ def attack(
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output .npz (default: <run>/adv-<attack>.npz).")] = None,
 ) -> None:
-    """Run one attack on the run's test split; print success and perturbation statistics."""
+    """Run one attack on the model's test points; print success and perturbation statistics."""
     setup_logging()
     import numpy as np
     import torch
@@ -39,7 +61,9 @@ def attack(
     from advlab.cli._runs import load_run, test_points
     from advlab.store import Store
 
-    ctx = load_run(run, data_dir=data_dir, device=device)
+    ctx = load_run(run, dataset=dataset, data_dir=data_dir, device=device,
+                   model_options=model_options(weights, model_args, mean, std, imports),
+                   data=data, image_size=image_size)
     fn = get_attack(attack_name, **parse_key_values(param))
     kind = ATTACK_KINDS[attack_name.replace("-", "_").lower()]
     x, y = test_points(ctx, n, seed=seed)
@@ -58,6 +82,8 @@ def attack(
     with torch.no_grad():
         clean_pred, adv_pred = ctx.model(x).argmax(1), ctx.model(x_adv).argmax(1)
     stats = _statistics(x, x_adv, y, clean_pred, adv_pred, threat.norm, elapsed)
+    if ctx.split_label != "test":
+        echo(f"points: {ctx.split_note}", fg="yellow")
     for key, value in stats.items():
         echo(f"{key:<22} {value:.4g}" if isinstance(value, float) else f"{key:<22} {value}")
     target = out or ctx.run_dir / f"adv-{attack_name}.npz"

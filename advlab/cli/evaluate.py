@@ -2,6 +2,8 @@
 verdict (``reliable`` or ``suspicious: <flag codes>``).
 
     advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --n 1000
+    advlab evaluate mynet.py:Net --weights w.safetensors --data mine.npz --eps 0.03
+    advlab evaluate scripted.pt --dataset cifar10 --mean 0.49 0.48 0.45 --std 0.25 0.24 0.26
 """
 
 from __future__ import annotations
@@ -11,13 +13,33 @@ from typing import Annotated
 
 import typer
 
-from advlab.cli._common import attack_progress, echo, setup_logging
+from advlab.cli._common import (
+    MODEL_HELP,
+    DataOption,
+    ImageSizeOption,
+    ImportOption,
+    MeanOption,
+    ModelArgsOption,
+    StdOption,
+    WeightsOption,
+    attack_progress,
+    echo,
+    model_options,
+    setup_logging,
+)
 
 
 def evaluate(
-    run: Annotated[Path | None, typer.Argument(help="Run directory (advlab train --out ...).")] = None,
-    model_file: Annotated[Path | None, typer.Option(help="A saved model (.safetensors/.json) instead of a run.")] = None,
+    run: Annotated[str | None, typer.Argument(metavar="MODEL", help=MODEL_HELP)] = None,
+    model_file: Annotated[Path | None, typer.Option(help="Older spelling of MODEL.")] = None,
+    weights: WeightsOption = None,
+    model_args: ModelArgsOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    imports: ImportOption = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the run's).")] = None,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[list[float], typer.Option(help="One or more radii: --eps 0.05 0.1 0.2.")] = [0.1],  # noqa: B006
     preset: Annotated[str, typer.Option(help="fast, standard or thorough.")] = "standard",
@@ -39,22 +61,43 @@ def evaluate(
     from advlab.evaluation import evaluate as run_evaluation
     from advlab.store import Store
 
-    ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device)
+    ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device,
+                   model_options=model_options(weights, model_args, mean, std, imports),
+                   data=data, image_size=image_size)
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, max(eps))
-    with Store(ctx.store_path) as store, attack_progress(enabled=progress) as tick:
+    total = _progress_total(ctx.model, x, preset, threat.norm, len(eps))
+    with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
                                  batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
-    _print_table(results)
+    for r in results:  # what the points are: "test" only for a split the model never saw
+        r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
+    _print_table(results, ctx.split_label, ctx.split_note)
     target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")
     echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
 
 
-def _print_table(results: list) -> None:
+def _progress_total(model, x, preset: str, norm: str, n_eps: int) -> int | None:
+    """Upper bound of the attack work in points (every attack on every point at every eps)."""
+    import torch
+
+    from advlab.evaluation.presets import resolve_ensemble
+    from advlab.models.user import unwrap_logits
+
+    try:
+        with torch.no_grad():
+            classes = unwrap_logits(model(x[:1])).shape[1]
+        return len(x) * len(resolve_ensemble(preset, classes, norm)) * n_eps
+    except Exception:  # the evaluation itself reports a bad preset clearly
+        return None
+
+
+def _print_table(results: list, label: str = "test", note: str = "") -> None:
     first = results[0]
-    echo(f"{first.n} test points, preset {first.preset}, seed {first.seed}, clean accuracy "
+    what = f"{label} points" if label == "test" else f"{label} ({note})"
+    echo(f"{first.n} {what}, preset {first.preset}, seed {first.seed}, clean accuracy "
          f"{first.clean_accuracy:.1%}", bold=True)
     names = list(first.per_attack)
     echo(f"{'eps':>8} {'robust':>8} " + " ".join(f"{n:>9}" for n in names) + f" {'time':>8}")

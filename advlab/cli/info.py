@@ -39,8 +39,14 @@ def info(out: Path = typer.Option(None, "--out", help="Runs directory (default $
 
         with Store(db) as store:
             runs = store.list_runs()
-        echo(f"\nruns in {db}: {len(runs)}")
+            evaluations = store.get_evaluations()
+        trained = {run["name"] for run in runs}
+        api_only = sorted({e["run_name"] or "(unnamed)" for e in evaluations} - trained)
+        echo(f"\nruns in {db}: {len(runs) + len(api_only)} ({len(runs)} trained here, "
+             f"{len(api_only)} with evaluations only; {len(evaluations)} evaluations)")
         for run in runs[-10:]:
             echo(f"  {run['name']:<30} {run['path']}")
+        for name in api_only[-10:]:
+            echo(f"  {name:<30} (evaluations only)")
     else:
         echo(f"\nno results store yet at {db}")

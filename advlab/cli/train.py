@@ -26,6 +26,8 @@ from typing import Annotated, Any
 import typer
 
 from advlab.cli._common import (
+    DataOption,
+    ImageSizeOption,
     echo,
     is_rank_zero,
     parse_key_values,
@@ -35,12 +37,32 @@ from advlab.cli._common import (
 )
 
 
+def _defense_help() -> str:
+    """Every defense with every default, from the objectives registry (shown in --help)."""
+    import inspect
+
+    from advlab.training import OBJECTIVES
+
+    parts = []
+    for name in OBJECTIVES.names():
+        defaults = {p.name: p.default for p in inspect.signature(OBJECTIVES.get(name)).parameters.values()
+                    if p.default is not inspect.Parameter.empty}
+        shown = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        parts.append(f"{name} ({shown})" if shown else name)
+    return ("Training objective. Defaults (override with the options below or --param "
+            "KEY=VALUE; the settings used are printed): " + "; ".join(parts) + ".")
+
+
 def _slug(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
 def train(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset name (advlab info lists them).")] = "fashion-mnist",
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
+    test_fraction: Annotated[float, typer.Option(help="With --data holding only x, y: share held out as the test split (never trained on).")] = 0.2,
     model: Annotated[str, typer.Option(help="Model name: mlp, small_cnn, lenet, preact_resnet18, ...")] = "small_cnn",
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Global batch size (split over torchrun processes).")] = 128,
@@ -54,10 +76,11 @@ def train(
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default <runs root>/<dataset>-<model>-<defense>).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name in the store (default: the run directory's name).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in the run directory from its checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint, with the arguments stored in its config.json (any given again must agree).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a run already in --out (its files and store records). Without it such a run is refused and left untouched.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N optimiser steps (0: per epoch).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    defense: Annotated[str, typer.Option(help="Training objective: none, fgsm-mix, pgd-at, fgsm-rs, trades, cure, clip, noise.")] = "none",
+    defense: Annotated[str, typer.Option(help=_defense_help())] = "none",
     eps: Annotated[float | None, typer.Option(help="Defense: training radius (inputs in [0, 1]).")] = None,
     norm: Annotated[str | None, typer.Option(help="Defense: threat norm, linf or l2.")] = None,
     clean_weight: Annotated[float | None, typer.Option(help="fgsm-mix / noise: weight of the clean loss (Goodfellow et al.'s alpha; fgsm-mix 0.5, noise 0).")] = None,
@@ -69,35 +92,76 @@ def train(
     sigma: Annotated[float | None, typer.Option(help="noise: noise scale.")] = None,
     eps_ramp: Annotated[float | None, typer.Option(help="Defense: fraction of training over which eps grows from 0.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Any other defense parameter, KEY=VALUE (repeatable).")] = None,
-    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this run's model (its architecture; --model is ignored).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this model, a run directory or a saved model (also your own architecture saved with save_model(..., factory=...), whose code then runs); --model is ignored.")] = None,
     adv_val: Annotated[bool | None, typer.Option("--adv-val/--no-adv-val", help="Validate adversarially each epoch and keep the most robust epoch (default: on with a defense).")] = None,
     adv_val_eps: Annotated[float | None, typer.Option(help="Radius of the adversarial validation (default: the defense's eps).")] = None,
     adv_val_n: Annotated[int, typer.Option(help="Validation points attacked per epoch.")] = 500,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better (adversarial) validation accuracy.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
-    """Train a classifier (optionally with a robust-training defense) with checkpoints and resume."""
+    """Train a classifier (optionally with a robust-training defense) with checkpoints and resume.
+
+    A run directory that already holds a run is never overwritten without --force; --resume
+    --out DIR continues one with its stored arguments; Ctrl-C says how to resume.
+    """
     setup_logging()
-    seed_everything(seed)  # the command seeds once; the library draws from generators made from seed
-    from advlab.experiments.runs import describe_run, train_run
+    from advlab.experiments.runs import describe_run, resume_arguments, train_run
 
     params = defense_params(param, eps=eps, norm=norm, clean_weight=clean_weight, steps=steps,
                             step_size=step_size, beta=beta, lam=lam, h=h, sigma=sigma,
                             eps_ramp=eps_ramp)
+    options: dict[str, Any] | None = None
+    if data is not None:
+        dataset, options = "file", {"path": str(Path(data).resolve()), "test_fraction": test_fraction}
+        if image_size is not None:
+            options["image_size"] = image_size
     if out is not None:
         run_dir, store_path = Path(out), Path(out).parent / "advlab.db"
     else:
         run_dir = runs_root() / "-".join(_slug(part) for part in (dataset, _model_name(model, init), defense))
         store_path = runs_root() / "advlab.db"
-    run = train_run(run_dir, dataset=dataset, model=model, defense=defense, defense_params=params,
-                    epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                    schedule=schedule, weight_decay=weight_decay, seed=seed, device=device,
-                    init=init, val_fraction=val_fraction, n_train=n_train, data_dir=data_dir,
-                    run_name=name, store_path=store_path, resume=resume,
-                    checkpoint_every=checkpoint_every, adv_val=adv_val, adv_val_eps=adv_val_eps,
-                    adv_val_n=adv_val_n, patience=patience, progress=progress)
+    arguments: dict[str, Any] = dict(dataset=dataset, model=model, defense=defense, defense_params=params,
+                     epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                     schedule=schedule, weight_decay=weight_decay, seed=seed, device=device,
+                     init=str(init) if init is not None else None, val_fraction=val_fraction,
+                     n_train=n_train, data_dir=str(data_dir) if data_dir else None,
+                     checkpoint_every=checkpoint_every, adv_val=adv_val,
+                     adv_val_eps=adv_val_eps, adv_val_n=adv_val_n, patience=patience,
+                     progress=progress, dataset_options=options)
+    if resume:
+        arguments = resume_arguments(run_dir, {k: arguments[k] for k in _given(ctx)})
+    seed_everything(arguments["seed"])  # the command seeds once; the library uses generators
+    try:
+        run = train_run(run_dir, **arguments, run_name=name, store_path=store_path,
+                        resume=resume, force=force)
+    except KeyboardInterrupt:
+        typer.secho(f"\ninterrupted: {run_dir} keeps its last checkpoint; continue with\n"
+                    f"  advlab train --resume --out {run_dir}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     for k, line in enumerate(describe_run(run) if is_rank_zero() else []):
         echo(line, bold=k == 0)
+
+
+#: command-line options -> the train_run argument they set
+_DEFENSE_OPTIONS = {"eps", "norm", "alpha", "steps", "step_size", "beta", "lam", "h", "sigma",
+                    "eps_ramp", "param"}
+_DATA_OPTIONS = {"data", "image_size", "test_fraction"}
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The train_run arguments set on the command line (not left at their defaults)."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":
+            continue
+        if name in _DEFENSE_OPTIONS:
+            given.add("defense_params")
+        elif name in _DATA_OPTIONS:
+            given |= {"dataset", "dataset_options"}
+        elif name not in ("out", "name", "resume", "force"):
+            given.add(name)
+    return given
 
 
 def _model_name(model: str, init: Path | None) -> str:
@@ -106,7 +170,9 @@ def _model_name(model: str, init: Path | None) -> str:
         return model
     from advlab.models import load_model
 
-    return load_model(init).advlab_spec["name"]
+    loaded = load_model(init)
+    spec = getattr(loaded, "advlab_spec", None) or getattr(loaded, "advlab_factory", None) or {}
+    return str(spec.get("name", "model"))
 
 
 def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:

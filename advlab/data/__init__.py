@@ -6,13 +6,14 @@
 
 Names: ``fashion-mnist``, ``mnist`` (IDX files), ``cifar10`` (python batches, read without
 unpickling arbitrary objects), ``digits`` (scikit-learn), ``spirals``, ``moons`` (generated),
-``npz`` (your arrays). ``dataset_status()`` says which are available on this machine.
+``npz`` (your arrays), ``file`` (your npz, .pt, .safetensors or image folder, by content:
+``load_dataset("file", path=...)``). ``dataset_status()`` says which are available on this machine.
 """
 
 from __future__ import annotations
 
 # Importing the loader modules registers them in DATASETS.
-from advlab.data import cifar, idx, npz, synthetic  # noqa: F401
+from advlab.data import cifar, files, idx, npz, synthetic  # noqa: F401
 from advlab.data.base import Dataset, DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from advlab.data.cifar import SafeUnpickler, read_batch
 from advlab.data.idx import read_idx_images, read_idx_labels

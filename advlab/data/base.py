@@ -47,6 +47,9 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    #: how the test split was formed: ``"given"`` (the dataset's own test set) or, for a user
+    #: file with a single set, ``"held-out 20% of the file (seed 0), never trained on"``.
+    test_split: str = "given"
 
 
 @dataclass(eq=False)
@@ -165,10 +168,12 @@ def validate(dataset: Dataset) -> Dataset:
     where = f"{info.name} ({info.source})"
     if len(x) == 0:
         return dataset
+    check_finite(x, where)
     lo, hi = torch.aminmax(x)
-    if not (lo >= 0 and hi <= 1):  # also false for NaN and inf
+    if not (lo >= 0 and hi <= 1):
         raise DatasetFormatError(
-            f"{where}: inputs must be finite and in [0, 1], found min {lo.item()} max {hi.item()}"
+            f"{where}: inputs must lie in [0, 1], found min {lo.item()} max {hi.item()}; "
+            "rescale them (normalisation belongs in the model: --mean/--std)"
         )
     y_lo, y_hi = torch.aminmax(y)
     if y_lo < 0 or y_hi >= info.num_classes:
@@ -183,6 +188,24 @@ def validate(dataset: Dataset) -> Dataset:
     return dataset
 
 
+def check_finite(x: Tensor | np.ndarray, where: str) -> None:
+    """Raise DatasetFormatError naming how many NaN and inf values ``x`` holds, if any."""
+    t = torch.as_tensor(x)
+    if not t.is_floating_point():
+        return
+    nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    if nan or inf:
+        raise DatasetFormatError(
+            f"{where}: inputs contain {nan} NaN and {inf} inf value(s) (of {t.numel()}); "
+            "replace or drop those samples first (e.g. np.nan_to_num, or a mask)"
+        )
+
+
 def source_name(path: str | Path) -> str:
     """The ``source`` string recorded for a file or directory."""
     return str(Path(path).resolve())
+
+
+def replace_info(dataset: Dataset, **changes: Any) -> Dataset:
+    """The same samples with some :class:`DatasetInfo` fields changed."""
+    return replace(dataset, info=replace(dataset.info, **changes))

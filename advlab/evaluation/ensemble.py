@@ -40,7 +40,7 @@ class Pool:
     def empty(cls, x: Tensor) -> Pool:
         n = len(x)
         return cls(SmallestAdversarial.start(x), [None] * n,
-                   torch.full((n,), float("nan"), device=x.device))
+                   torch.full((n,), float("nan"), device=x.device, dtype=x.dtype))
 
     @property
     def x_adv(self) -> Tensor:

@@ -48,19 +48,46 @@ class EOT(nn.Module):
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(dim=0)
 
 
+def _as_tensor(value: Any) -> Any:
+    import numpy as np
+
+    return torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+
+
+def _labels(y: Any) -> Tensor:
+    y = _as_tensor(y)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"labels must be a tensor or numpy array of class indices, got {type(y).__name__}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot: y.argmax(1))")
+    return y.long()
+
+
 def collect_data(data: Any, y: Any = None) -> tuple[Tensor, Tensor]:
-    """``(x, y)`` tensors from tensors, a ``(x, y)`` pair, an advlab Dataset or a DataLoader."""
+    """``(x, y)`` tensors, y int64, from tensors or numpy arrays, a ``(x, y)`` pair, an advlab
+    Dataset, a ``TensorDataset``, any map-style Dataset returning ``(x, y)`` or a DataLoader."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
+    data = _as_tensor(data)
     if isinstance(data, Tensor):
-        if not isinstance(y, Tensor):
+        if y is None:
             raise ValueError("evaluate(model, x, y, threat): y (a (N,) label tensor) is missing")
-        return data, y
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        return data[0], data[1]
-    if isinstance(data, Iterable):
-        xs, ys = zip(*((batch[0], batch[1]) for batch in data))
-        return torch.cat(xs), torch.cat(ys)
+        return data, _labels(y)
+    if isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
+        return data.x, _labels(data.y)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(_as_tensor(data[0]), Tensor):
+        return _as_tensor(data[0]), _labels(data[1])
+    if isinstance(getattr(data, "tensors", None), tuple) and len(data.tensors) == 2:
+        return data.tensors[0], _labels(data.tensors[1])
+    if isinstance(data, TorchDataset) and hasattr(data, "__len__"):
+        data = DataLoader(data, batch_size=256)
+    if isinstance(data, (Iterable, DataLoader)):
+        batches = [(batch[0], batch[1]) for batch in data]
+        if not batches:
+            raise ValueError("evaluate got empty data")
+        xs, ys = zip(*batches)
+        return torch.cat(xs), _labels(torch.cat([torch.as_tensor(v) for v in ys]))
     raise TypeError(f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
 
 
@@ -144,6 +171,9 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     x, labels = collect_data(data, y)
     if n is not None:
         x, labels = x[:n], labels[:n]
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)  # inputs follow the model's dtype (a float64 model gets float64)
     check_inputs(x, labels, threat)
     target = _model_device(model) if device is None else resolve_device(device)
     model = model.to(target) if device is not None else model

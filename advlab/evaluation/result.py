@@ -52,6 +52,12 @@ class EvaluationResult:
     extras: dict[str, Any] = field(default_factory=dict)
     x_adv: Tensor | None = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """One line: the threat, n, clean and robust accuracy, the preset and the verdict."""
+        return (f"EvaluationResult({self.norm} eps={self.eps:g}, n={self.n}, clean "
+                f"{self.clean_accuracy:.1%}, robust {self.robust_accuracy:.1%}, preset "
+                f"{self.preset!r}, verdict {self.verdict!r})")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (tensors become lists, inf becomes null); no adversarial images."""
         record = {k: v for k, v in asdict(self).items() if k != "x_adv"}

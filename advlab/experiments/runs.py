@@ -10,6 +10,7 @@ run in the store next to the run directory and writes ``train_result.json``. The
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TrainedRun", "clean_accuracy", "describe_run", "train_run"]
+from advlab._utils import json_safe
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainedRun", "clean_accuracy", "describe_run", "resume_arguments", "train_run"]
+
+#: train_run arguments that a resumed run may change (they do not change what is computed).
+RESUME_CHANGEABLE = frozenset({"device", "progress", "checkpoint_every", "patience", "data_dir",
+                               "run_name", "store_path", "force"})
+#: train_run arguments not stored with the run (where it is, how it was asked for).
+_NOT_STORED = RESUME_CHANGEABLE | {"resume"}
 
 
 @dataclass
@@ -48,7 +59,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
               run_name: str | None = None, store_path: str | Path | None = None,
               resume: bool = False, checkpoint_every: int = 0, adv_val: bool | None = None,
               adv_val_eps: float | None = None, adv_val_n: int = 500, patience: int | None = None,
-              progress: bool = True, model_options: dict[str, Any] | None = None,
+              progress: bool = True, dataset_options: dict[str, Any] | None = None,
+              force: bool = False, model_options: dict[str, Any] | None = None,
               ema_decay: float | None = None) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
@@ -65,49 +77,87 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
         run_name, store_path: the run's name in the store (default: the directory's name) and the
             store (default: ``run_dir.parent / "advlab.db"``).
         resume, checkpoint_every: as :func:`advlab.training.fit`.
+        dataset_options: options of the dataset (e.g. ``{"path": "mine.npz"}`` for ``"file"``);
+            a file with a single set gets a seeded held-out test split that training never
+            sees (recorded in the config as ``test_split``).
+        force: replace a run already in ``run_dir`` (else it is refused, untouched).
+        model_options: keyword options of the model builder (e.g. small_cnn's ``channels``
+            and ``hidden``, for width studies).
+        ema_decay: keep an exponential moving average of the weights as the run's model
+            (:func:`advlab.training.fit`).
         adv_val: validate adversarially every epoch and keep the most robust epoch (Goodfellow et
             al. 2015); default: on when there is a defense. ``adv_val_eps`` (default: the
             defense's eps) and ``adv_val_n`` points; ``patience`` stops early.
-        model_options: keyword options of the model builder (e.g. small_cnn's ``channels``
-            and ``hidden``); recorded in the config.
-        ema_decay: validate, save and return an exponential moving average of the weights
-            (:func:`advlab.training.fit`'s ``ema_decay``).
 
     Returns:
         the :class:`TrainedRun`.
     """
+    arguments = {k: v for k, v in locals().items() if k not in _NOT_STORED and k != "run_dir"}
+    from advlab.training.run_files import forget_run, guard_run_dir, run_lock
+
+    run_dir = Path(run_dir)
+    store_path = Path(store_path) if store_path is not None else run_dir.parent / "advlab.db"
+    run_name = run_name or run_dir.name
+    if os.environ.get("RANK", "0") != "0":
+        return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
+                      progress, patience, data_dir)
+    with run_lock(run_dir):
+        guard_run_dir(run_dir, resume=resume, overwrite=force)
+        if force:
+            from advlab.store import Store
+
+            with Store(store_path) as store:
+                forget_run(store, run_name)
+        return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
+                      progress, patience, data_dir)
+
+
+def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str, resume: bool,
+           device: str, checkpoint_every: int, progress: bool, patience: int | None,
+           data_dir: str | Path | None) -> TrainedRun:
+    """The body of :func:`train_run` (``args``: its stored arguments)."""
     from advlab.data import load_dataset
     from advlab.training import fit, get_objective
 
-    run_dir = Path(run_dir)
-    objective = get_objective(defense, **(defense_params or {}))
-    train_data, val_data, net = _data_and_model(dataset, model, seed, val_fraction, init,
-                                                n_train=n_train, data_dir=data_dir,
-                                                model_options=model_options)
-    store_path = Path(store_path) if store_path is not None else run_dir.parent / "advlab.db"
-    run_name = run_name or run_dir.name
-    validation = _adversarial_validation(objective, val_data, adv_val_n, seed, enabled=adv_val,
-                                         eps=adv_val_eps)
+    dataset, options, seed, init = args["dataset"], dict(args["dataset_options"] or {}), args["seed"], args["init"]
+    objective = get_objective(args["defense"], **(args["defense_params"] or {}))
+    _log_defense(objective)
+    train_data, val_data, net = _data_and_model(dataset, args["model"], seed, args["val_fraction"],
+                                                init, n_train=args["n_train"], data_dir=data_dir,
+                                                options=options,
+                                                model_options=args["model_options"])
+    test_data = load_dataset(dataset, "test", data_dir=data_dir, **options)
+    if test_data.info.test_split.startswith("the whole file"):
+        raise ValueError(f"{dataset}: test_fraction=0 leaves no test split (the test points "
+                         "would be the training points); keep a held-out split")
+    if test_data.info.test_split != "given":
+        logger.info("test split: %s", test_data.info.test_split)
+    validation = _adversarial_validation(objective, val_data, args["adv_val_n"], seed,
+                                         enabled=args["adv_val"], eps=args["adv_val_eps"])
     config = {"dataset": train_data.info.name,
-              "model": net.advlab_spec["name"] if init is not None else model,
-              "defense": objective.name, "val_fraction": val_fraction, "n_train": n_train,
-              **({"model_options": dict(model_options)} if model_options else {}),
-              "data_dir": str(data_dir) if data_dir else None,
-              "adv_val": validation[1] if validation else None}
+              "model": _architecture(net) if init is not None else args["model"],
+              "defense": objective.name, "val_fraction": args["val_fraction"],
+              "n_train": args["n_train"], "data_dir": str(data_dir) if data_dir else None,
+              "dataset_options": options, "test_split": test_data.info.test_split,
+              **({"model_options": dict(args["model_options"])} if args["model_options"] else {}),
+              "adv_val": validation[1] if validation else None,
+              "train_args": json_safe(args)}
     started = time.perf_counter()
-    result = fit(net, train_data, val_data=val_data, objective=objective, epochs=epochs,
-                 batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                 schedule=schedule, seed=seed, device=device, run_dir=run_dir,
-                 checkpoint_every=checkpoint_every, resume=resume, config=config,
-                 progress=progress, store=store_path, run_name=run_name,
+    result = fit(net, train_data, val_data=val_data, objective=objective, epochs=args["epochs"],
+                 batch_size=args["batch_size"], lr=args["lr"], optimizer=args["optimizer"],
+                 weight_decay=args["weight_decay"], schedule=args["schedule"], seed=seed,
+                 device=device, run_dir=run_dir, checkpoint_every=checkpoint_every, resume=resume,
+                 config=config, progress=progress, store=store_path, run_name=run_name,
                  epoch_end=validation[0] if validation else None,
                  select_metric="adv_val_acc" if validation else "val_acc",
-                 early_stopping_patience=patience, init=init, ema_decay=ema_decay)
+                 early_stopping_patience=patience, init=init, overwrite=True,
+                 ema_decay=args["ema_decay"])
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
     elapsed = time.perf_counter() - started
-    test_acc = clean_accuracy(result.model, load_dataset(dataset, "test", data_dir=data_dir), device)
-    summary = _record(store_path, run_name, run_dir, result, test_acc, elapsed)
+    test_acc = clean_accuracy(result.model, test_data, device)
+    summary = _record(store_path, run_name, run_dir, result, test_acc, elapsed,
+                      test_data.info.test_split, len(test_data))
     return TrainedRun(run_dir, run_name, store_path, result, test_acc, summary)
 
 
@@ -124,14 +174,53 @@ def describe_run(run: TrainedRun) -> list[str]:
                      f"{best.get('val_acc', float('nan')):.4f}{extra}")
     lines += [f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
               f"{event['action']}" for event in result.events]
-    lines.append(f"test acc   {run.test_acc:.4f}  ({len(result.history)} epochs, "
+    split = run.summary.get("test_split", "given")
+    n_test = run.summary.get("n_test")
+    if split != "given":
+        lines.append(f"test split {split}")
+    lines.append(f"test acc   {run.test_acc:.4f}  (n={n_test}, {len(result.history)} epochs, "
                  f"{run.summary['time_s']:.1f} s)")
     return lines
+
+
+def _log_defense(objective: Any) -> None:
+    """Log every setting of the defense, defaults included (nothing is used silently)."""
+    settings = getattr(objective.function, "settings", None)
+    if objective.name != "none" and isinstance(settings, dict):
+        given = set(objective.params)
+        shown = ", ".join(f"{k}={v!r}" + ("" if k in given else " (default)")
+                          for k, v in settings.items())
+        logger.info("defense %s: %s", objective.name, shown)
+
+
+def resume_arguments(run_dir: str | Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`train_run` arguments of the run in ``run_dir`` (its ``config.json``), with the
+    ``given`` ones checked: a given argument must agree with the stored one unless it is in
+    :data:`RESUME_CHANGEABLE`; otherwise ValueError naming every difference."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume (no config.json); "
+                                "start it without --resume")
+    stored = json.loads(path.read_text()).get("train_args")
+    if not isinstance(stored, dict):
+        raise ValueError(f"--resume: {path} does not record its arguments (written by an older "
+                         "advlab); give every original argument again, or use the Python API")
+    differences = [f"{key}: the run has {stored[key]!r}, given {value!r}"
+                   for key, value in json_safe(given).items()
+                   if key in stored and key not in RESUME_CHANGEABLE and stored[key] != value]
+    if differences:
+        raise ValueError(f"--resume {run_dir}: the given arguments differ from the run's -- "
+                         + "; ".join(differences) + ". Drop them (the run's own are used), or "
+                         "train a new run into another --out")
+    return {**stored, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}}
 
 
 def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                     init: str | Path | None, *, n_train: int | None = None,
                     data_dir: str | Path | None = None,
+                    options: dict[str, Any] | None = None,
                     model_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
     """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
     from advlab.data import load_dataset
@@ -139,7 +228,7 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    options: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction, "data_dir": data_dir}
+    options = {**(options or {}), "seed": seed, "val_fraction": val_fraction, "data_dir": data_dir}
     train_data = load_dataset(dataset, "train", n=n_train, **options)
     val_data = load_dataset(dataset, "val", **options) if val_fraction > 0 else None
     info = train_data.info
@@ -148,12 +237,23 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                            seed=seed, **(model_options or {}))
         return train_data, val_data, net
     net = load_model(init).train()
+    if not hasattr(net, "advlab_spec"):  # the user's code (saved with a factory): one forward
+        from advlab.models.checks import check_model_data
+
+        check_model_data(net, train_data.x[:2], train_data.y, what=info.name)
+        return train_data, val_data, net
     spec = getattr(net, "advlab_spec", {})
     shape, classes = tuple(spec.get("input_shape", ())), spec.get("num_classes")
     if shape != tuple(info.input_shape) or classes != info.num_classes:
         raise ValueError(f"init {init}: its model takes {shape} inputs and {classes} classes, but "
                          f"{info.name} has {tuple(info.input_shape)} and {info.num_classes}")
     return train_data, val_data, net
+
+
+def _architecture(net: nn.Module) -> str:
+    """The architecture's name: the registry name, or the factory's."""
+    spec = getattr(net, "advlab_spec", None) or getattr(net, "advlab_factory", None) or {}
+    return str(spec.get("name", type(net).__name__))
 
 
 def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,
@@ -169,11 +269,12 @@ def _adversarial_validation(objective: Any, val_data: Any, n: int, seed: int, *,
         return None
     if val_data is None:
         raise ValueError("adversarial validation needs a validation split: use val_fraction > 0 "
-                         "(--val-fraction) or turn it off (--no-adv-val, adv_val=False)")
+                         "(--val-fraction) or turn it off (--no-adv-val)")
     eps = eps if eps is not None else settings.get("eps")
     if eps is None:
         raise ValueError(f"the defense {objective.name!r} has no eps to validate at: give "
-                         "--adv-val-eps (adv_val_eps=) or turn it off (--no-adv-val, adv_val=False)")
+                         "--adv-val-eps (adv_val_eps=) or turn it off (--no-adv-val, "
+                         "adv_val=False)")
     threat = ThreatModel(settings.get("norm", "linf"), float(eps))
     hook = adversarial_validation(val_data, threat, n=n, seed=seed)
     return hook, {"norm": threat.norm, "eps": threat.eps, "n": n, "preset": "fast"}
@@ -193,7 +294,7 @@ def clean_accuracy(model: nn.Module, data: Any, device: str = "auto") -> float:
 
 
 def _record(store_path: Path, run_name: str, run_dir: Path, result: Any, test_acc: float,
-            elapsed: float) -> dict[str, Any]:
+            elapsed: float, test_split: str = "given", n_test: int | None = None) -> dict[str, Any]:
     """Store the test accuracy with the run and write ``train_result.json``; the summary."""
     from advlab._utils import atomic_write_json
     from advlab.store import Store
@@ -203,12 +304,13 @@ def _record(store_path: Path, run_name: str, run_dir: Path, result: Any, test_ac
     summary = {"test_acc": test_acc, "best_epoch": result.best_epoch,
                "epochs_done": len(result.history), "time_s": elapsed,
                "val_acc": best.get("val_acc"), "adv_val_acc": best.get("adv_val_acc"),
-               "events": result.events}
+               "events": result.events, "test_split": test_split, "n_test": n_test}
     with Store(store_path) as store:
         run = store.get_run(run_name)
         metadata = {**(run["metadata"] if run else {}), **summary}
         store.add_run(run_name, run_dir.resolve(), result.config, metadata)
-        store.add_evaluation(run_name, "clean-accuracy", {"split": "test"}, {"accuracy": test_acc})
+        store.add_evaluation(run_name, "clean-accuracy", {"split": "test", "test_split": test_split,
+                                                          "n": n_test}, {"accuracy": test_acc})
     atomic_write_json(run_dir / "train_result.json", {**summary, "run_name": run_name,
                                                       "store": str(store_path)})
     return summary

@@ -5,6 +5,9 @@
     save_model(model, "runs/x", dataset="fashion-mnist", metrics={"accuracy": 0.91})
     model = load_model("runs/x")          # eval mode; safetensors + JSON, never pickle
 
+Any other model (your own code, TorchScript, ``torch.export``): :func:`load_any_model`;
+``save_model(model, path, factory="file.py:Name", model_args={...})`` saves any module.
+
 Zoo: ``mlp``, ``small_cnn``, ``lenet``, ``preact_resnet18``, ``random_relu``.
 """
 
@@ -21,13 +24,16 @@ from advlab.models.registry import (
     model_summary,
     register_model,
 )
+from advlab.models.user import LogitsAdapter, load_any_model
 
 __all__ = [
     "MODELS",
+    "LogitsAdapter",
     "ModelFileError",
     "ModelNotFoundError",
     "Normalize",
     "create_model",
+    "load_any_model",
     "load_model",
     "model_names",
     "model_summary",

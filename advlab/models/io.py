@@ -39,23 +39,56 @@ def _check_name(name: str) -> None:
         raise ValueError(f"model file name must be a plain name such as 'model', got {name!r}")
 
 
+def _factory_spec(model: nn.Module, factory: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec of a model built by a factory ``file.py:Name`` / ``package.module:Name``."""
+    from advlab.models.user import _split_factory
+
+    parts = _split_factory(factory)
+    if parts is None:
+        raise ValueError(f"factory must read path/to/file.py:Name or package.module:Name, got {factory!r}")
+    where, attr = parts
+    if where.endswith(".py"):  # an absolute path, so the JSON works from any directory
+        factory = f"{Path(where).expanduser().resolve()}:{attr}"
+    args = json_safe(dict(model_args or {}))
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"model_args must be JSON-serialisable: {err}") from err
+    return {"name": attr, "factory": factory, "model_args": args}
+
+
 def save_model(model: nn.Module, path: str | os.PathLike[str], *, name: str = "model",
+               factory: str | None = None, model_args: dict[str, Any] | None = None,
                **metadata: Any) -> Path:
     """Write ``<path>/<name>.safetensors`` and ``<path>/<name>.json`` atomically.
 
-    The JSON holds the model's ``advlab_spec`` (so :func:`load_model` can rebuild it), the
-    advlab version, the sha256 of the weights file and ``metadata`` (dataset, training config,
-    metrics, ...; must be JSON-serialisable). Returns the directory ``path``.
+    The JSON holds the model's recipe -- its ``advlab_spec`` (models of
+    :func:`~advlab.models.create_model`) or, for any other module, the ``factory``
+    (``"path/to/file.py:Name"`` or ``"package.module:Name"``, called with ``model_args``) --
+    so :func:`load_model` can rebuild it, the advlab version, the sha256 of the weights file
+    and ``metadata`` (dataset, training config, metrics, ...; JSON-serialisable).
+    Loading a model saved with a ``.py`` factory runs that file. Returns the directory ``path``.
     """
     from advlab import __version__
+    from advlab.models.user import LogitsAdapter
 
     _check_name(name)
     model = unwrap(model)
-    spec = getattr(model, "advlab_spec", None)
+    spec: dict[str, Any] | None
+    if factory is not None:
+        model = model.model if type(model) is LogitsAdapter else model
+        spec = _factory_spec(model, factory, model_args)
+    elif isinstance(getattr(model, "advlab_factory", None), dict):  # loaded from a factory save
+        spec = dict(model.advlab_factory)
+        model = model.model if type(model) is LogitsAdapter else model
+    else:
+        spec = getattr(model, "advlab_spec", None)
     if spec is None:
         raise ValueError(
-            f"cannot save a {type(model).__name__} without advlab_spec: build it with "
-            "advlab.create_model(...) so that load_model can rebuild the architecture"
+            f"cannot save a {type(model).__name__} without a recipe: build it with "
+            "advlab.create_model(...), or name the code that builds it: "
+            f"save_model(model, path, factory='path/to/file.py:{type(model).__name__}', "
+            "model_args={...})"
         )
     safe_metadata = json_safe(metadata)
     try:
@@ -111,8 +144,8 @@ def _read_document(json_path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         document = {"format": None}
     spec = document.get("spec")
-    if document.get("format", FORMAT) != FORMAT or not isinstance(spec, dict) \
-            or not {"name", "num_classes", "input_shape"} <= set(spec):
+    if document.get("format", FORMAT) != FORMAT or not isinstance(spec, dict) or not (
+            {"name", "num_classes", "input_shape"} <= set(spec) or "factory" in spec):
         raise ModelFileError(f"{json_path}: not an advlab model description (no valid 'spec')")
     if not isinstance(document.get("sha256"), str):
         raise ModelFileError(f"{json_path}: no 'sha256' of the weights; re-save with save_model")
@@ -143,15 +176,25 @@ def _read_weights(weights_path: Path, sha256: str) -> dict[str, Tensor]:
 
 
 def _rebuild(spec: dict[str, Any], json_path: Path) -> nn.Module:
+    if "factory" in spec:  # the user's code (a .py factory runs that file)
+        from advlab.models.user import build_from_factory
+
+        return build_from_factory(str(spec["factory"]), spec.get("model_args") or {},
+                                  base=json_path.parent)
     normalize = spec.get("normalize")
     try:
         return create_model(
             str(spec["name"]), int(spec["num_classes"]), tuple(spec["input_shape"]),
             normalize=tuple(normalize) if normalize else None, seed=0, **spec.get("kwargs", {}),
         )
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, KeyError) as err:
+        hint = ""
+        if "unknown model" in str(err):
+            hint = (" -- a model registered with @register_model in your code must be imported "
+                    "first: `--import your_package.models` on the command line, `import "
+                    "your_package.models` in Python, or save it with factory=")
         raise ModelFileError(
-            f"{json_path}: cannot rebuild architecture {spec.get('name')!r}: {err}"
+            f"{json_path}: cannot rebuild architecture {spec.get('name')!r}: {err}{hint}"
         ) from err
 
 
@@ -186,6 +229,11 @@ def load_model(path: str | os.PathLike[str], *, name: str = "model",
     tensors = _read_weights(weights_path, document["sha256"])
     model = _rebuild(document["spec"], json_path)
     _load_weights(model, tensors, weights_path)
+    if "factory" in document["spec"]:
+        from advlab.models.user import LogitsAdapter
+
+        model = LogitsAdapter(model)
+        model.advlab_factory = dict(document["spec"])  # type: ignore[assignment]
     model.to(resolve_device(device)).eval()
     model.advlab_metadata = document.get("metadata") or {}  # type: ignore[assignment]
     return model

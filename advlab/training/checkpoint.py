@@ -70,12 +70,39 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, truncated, pickled objects, or not advlab's."""
+
+
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    head = path.read_bytes()[:4] if path.exists() else b""
+    text = str(err)
+    if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        return "it holds pickled Python objects, which advlab never unpickles"
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return f"truncated or corrupt: {type(err).__name__}"
+    return f"not a torch.save file at all ({path.stat().st_size if path.exists() else 0} bytes)"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code) on the CPU."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code) on the CPU.
+
+    Raises :class:`CheckpointError` -- ``"checkpoint.pt is not an advlab checkpoint (...)"``
+    saying why (pickled objects, truncated, foreign) and what to do -- instead of torch's error.
+    """
+    path = Path(path)
+    advice = ("; delete it to start the run over (--force), or restore it from a backup")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, zipfile errors, ...
+        raise CheckpointError(f"{path} is not an advlab checkpoint ({_why_unreadable(path, err)})"
+                              f"{advice}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an advlab training checkpoint "
-                         f"(format {CHECKPOINT_FORMAT})")
+        found = f"format {state.get('format')!r}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not an advlab checkpoint (it holds {found}, expected a "
+                              f"training checkpoint of format {CHECKPOINT_FORMAT}){advice}")
     return state
 
 

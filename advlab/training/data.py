@@ -24,6 +24,29 @@ from advlab.training.distributed import DistContext
 _GPU_RESIDENT_BYTES = 2 * 1024**3
 
 
+def as_training_data(data: Any) -> Any:
+    """fit's data in one of the forms :class:`BatchSource` reads: a ``DataLoader`` becomes its
+    dataset (fit batches and orders it itself, from ``seed``, so a resume repeats the run),
+    numpy arrays ``(x, y)`` become tensors; other inputs are returned as they are."""
+    import numpy as np
+
+    if data is None:
+        return None
+    if isinstance(data, DataLoader):
+        return data.dataset
+    if isinstance(data, (tuple, list)) and len(data) == 2 and any(isinstance(v, np.ndarray) for v in data):
+        return tuple(torch.as_tensor(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                     for v in data)
+    return data
+
+
+def _check_labels(y: Tensor) -> Tensor:
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot or "
+                         "float labels: use y.argmax(1) or y.long())")
+    return y.long()
+
+
 def as_tensors(data: Any) -> tuple[Tensor, Tensor] | None:
     """``(x, y)`` tensors of an ``(x, y)`` tuple, an ``advlab`` Dataset (``.x``/``.y``) or a
     ``TensorDataset`` of two tensors; ``None`` for other (map-style) datasets."""
@@ -44,16 +67,20 @@ def as_tensors(data: Any) -> tuple[Tensor, Tensor] | None:
 class BatchSource:
     """Batches ``(x, y)`` on ``device`` for lists of sample indices."""
 
-    def __init__(self, data: Any, device: torch.device, num_workers: int = 0) -> None:
+    def __init__(self, data: Any, device: torch.device, num_workers: int = 0,
+                 dtype: torch.dtype = torch.float32) -> None:
         if data is None or not hasattr(data, "__len__"):
             raise ValueError("training/validation data must be a Dataset or an (x, y) tuple of "
                              f"tensors, got {type(data).__name__}")
         self.data = data
         self.device = device
         self.num_workers = num_workers
+        self.dtype = dtype  # the model's: inputs follow it
         self.tensors = as_tensors(data)
         if self.tensors is not None:
             x, y = self.tensors
+            x = x.to(dtype) if x.is_floating_point() else x
+            y = _check_labels(y)
             if device.type != "cpu" and x.element_size() * x.nelement() <= _GPU_RESIDENT_BYTES:
                 x, y = x.to(device), y.to(device)
             self.tensors = (x, y)
@@ -83,7 +110,8 @@ class BatchSource:
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed))
         for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield (x.to(self.device, self.dtype, non_blocking=True),
+                   _check_labels(y).to(self.device, non_blocking=True))
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,

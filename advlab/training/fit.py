@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from torch import nn
 from advlab._checks import check_choice, check_int
 from advlab.store import Store
 from advlab.training.checkpoint import normalise_config
-from advlab.training.data import BatchSource, steps_per_epoch
+from advlab.training.data import BatchSource, as_training_data, steps_per_epoch
 from advlab.training.distributed import (
     DistContext,
     setup_distributed,
@@ -54,7 +54,7 @@ from advlab.training.optim import (
     build_scheduler,
 )
 from advlab.training.rollback import RollbackOnCollapse
-from advlab.training.run_files import RunRecorder
+from advlab.training.run_files import RunRecorder, guard_run_dir, run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         run_name: str | None = None, epoch_end: EpochEnd | None = None,
         select_metric: str = "val_acc", early_stopping_patience: int | None = None,
         num_workers: int = 0, init: str | Path | None = None,
-        ema_decay: float | None = None) -> FitResult:
+        ema_decay: float | None = None, overwrite: bool = False) -> FitResult:
     """Train ``model`` on ``train_data`` by minimising ``objective`` (default cross-entropy).
 
     Args:
@@ -118,6 +118,14 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         ema_decay: keep an exponential moving average of the weights with this decay per step
             (e.g. 0.999, with warm-up; :class:`~advlab.training.ema.ModelEMA`) and make it the
             run's model: validated, saved and returned instead of the raw weights.
+        overwrite: replace a run already in ``run_dir`` (finished or interrupted); without it
+            (and without ``resume``) such a directory is refused and left untouched. While fit
+            runs, ``run_dir/.advlab.lock`` keeps a second process from writing the same run.
+
+    Data: tensors (or numpy arrays) ``(x, y)``, an advlab Dataset, any map-style Dataset
+    returning ``(x, y)`` (``TensorDataset`` too) or a ``DataLoader`` (its dataset is used, in
+    fit's own seeded order). Inputs follow the model's dtype (a float64 model gets float64
+    batches) and labels of any integer dtype become int64, once, at the entry.
 
     Returns:
         :class:`FitResult`. Under torchrun every rank returns it; only rank 0 writes files.
@@ -136,9 +144,13 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         extra["ema"] = {"decay": check_ema_decay(ema_decay), "warmup": True}
     if init is not None:
         extra["init"] = load_init(model, init)
+    train_data, val_data = as_training_data(train_data), as_training_data(val_data)
     context, resolved = setup_distributed(device)
+    lock = run_lock(run_path) if run_path is not None and context.is_main else nullcontext()
     try:
-        with _forked_rng(resolved, seed, context.rank):
+        with lock, _forked_rng(resolved, seed, context.rank):
+            if run_path is not None and context.is_main:
+                guard_run_dir(run_path, resume=resume, overwrite=overwrite)
             return _fit(model, train_data, val_data, objective, settings, extra, resolved,
                         context, run_path, resume, store, run_name, epoch_end, ema_decay)
     finally:
@@ -233,8 +245,9 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
         logger.warning("batch_size %d is not a multiple of %d processes: each takes %d",
                        settings["batch_size"], context.world_size, per_rank)
     model = unwrap_model(model).to(device)
-    train = BatchSource(train_data, device, settings["num_workers"])
-    val = BatchSource(val_data, device, settings["num_workers"]) if val_data is not None else None
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    train = BatchSource(train_data, device, settings["num_workers"], dtype)
+    val = BatchSource(val_data, device, settings["num_workers"], dtype) if val_data is not None else None
     config = _run_config(settings, extra, model, objective, train, val, context)
     recorder = RunRecorder(run_dir, store, run_name, config, context.is_main)
     checkpoint = recorder.load_resume_checkpoint() if resume else None

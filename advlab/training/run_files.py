@@ -10,7 +10,13 @@ and every epoch record is logged as metrics.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +85,13 @@ class RunRecorder:
         """Write config.json and register the run (clearing metrics that will be redone)."""
         if not self.is_main:
             return
-        if self.run_dir is not None and not hasattr(model, "advlab_spec"):
-            logger.warning("the model has no advlab_spec (build it with advlab.create_model): "
+        if self.run_dir is not None and not has_recipe(model):
+            logger.warning("the model has no advlab_spec (build it with advlab.create_model, or "
+                           "load a model saved with save_model(..., factory=...)): "
                            "%s gets checkpoint.pt and history.json but no model.safetensors",
                            self.run_dir)
         if self.run_dir is not None:
-            checkpoint_path = self.run_dir / CHECKPOINT_NAME
-            if resumed_epoch is None and checkpoint_path.exists():
-                logger.warning("%s already holds a run; starting over (resume=True continues it)",
-                               self.run_dir)
-                checkpoint_path.unlink()
+            (self.run_dir / FINISHED_NAME).unlink(missing_ok=True)  # resumed: running again
             atomic_write_json(self.run_dir / "config.json", self.config)
         if self.store is not None:
             self.store.add_run(self.run_name, self._run_path(), self.config,
@@ -107,7 +110,7 @@ class RunRecorder:
         if not self.is_main:
             return
         logger.info("epoch %d: %s", record["epoch"], _format_record(record))
-        if self.run_dir is not None and hasattr(model, "advlab_spec"):
+        if self.run_dir is not None and has_recipe(model):
             metadata = {"epoch": record["epoch"], "metrics": record, "run_name": self.run_name}
             _save_weights(model, self.run_dir, LAST_NAME, metadata)
             if improved or not select:
@@ -133,7 +136,10 @@ class RunRecorder:
         return None
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Record the outcome in the store and close it if we opened it."""
+        """Mark the run directory finished; record the outcome in the store (closing it if we
+        opened it)."""
+        if self.is_main and self.run_dir is not None:
+            atomic_write_json(self.run_dir / FINISHED_NAME, summary)
         if self.store is None:
             return
         try:
@@ -144,7 +150,132 @@ class RunRecorder:
                 self.store.close()
 
 
+def has_recipe(model: nn.Module) -> bool:
+    """Whether :func:`advlab.save_model` can save ``model`` without being told how to build it:
+    a ``create_model`` spec, or the factory of a model loaded from a factory-saved file."""
+    return hasattr(model, "advlab_spec") or isinstance(getattr(model, "advlab_factory", None), dict)
+
+
 def _save_weights(model: nn.Module, run_dir: Path, name: str, metadata: dict[str, Any]) -> None:
     from advlab.models import save_model
 
+    factory = getattr(model, "advlab_factory", None)
+    if isinstance(factory, dict) and not hasattr(model, "advlab_spec"):
+        save_model(model, run_dir, name=name, factory=factory["factory"],
+                   model_args=factory.get("model_args"), **metadata)
+        return
     save_model(model, run_dir, name=name, **metadata)
+
+
+# ----------------------------------------------------------------------------- never lose work
+LOCK_NAME = ".advlab.lock"
+#: What a training run writes into its directory (removed by :func:`clear_run_dir`).
+FINISHED_NAME = "finished.json"
+RUN_FILES = ("config.json", "history.json", CHECKPOINT_NAME, "train_result.json", FINISHED_NAME,
+             f"{BEST_NAME}.json", f"{BEST_NAME}.safetensors", f"{LAST_NAME}.json",
+             f"{LAST_NAME}.safetensors")
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing this run directory."""
+
+    advlab_user_error = True  # the command line shows it as one clear line
+
+
+class RunExistsError(FileExistsError):
+    """The run directory already holds a run, and neither resume nor overwrite was asked for."""
+
+    advlab_user_error = True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.advlab.lock`` (pid, host, start time) while writing the run.
+
+    A second process is refused with :class:`RunLockedError` naming the holder; a lock left by
+    a dead process on this host (a kill, a crash) is taken over with a warning. Re-entrant in
+    one process (the CLI locks before ``fit`` does).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    owned = False
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                break  # this process holds it already
+            if holder.get("host") not in (None, me["host"]) or _pid_alive(int(holder.get("pid") or 0)):
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+                raise RunLockedError(
+                    f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {since}); wait for it to finish, or use another "
+                    f"--out. If that process is gone, delete {path}") from None
+            logger.warning("taking over the stale lock of %s (pid %s is not running)", run_dir,
+                           holder.get("pid"))
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        owned = True
+        break
+    try:
+        yield
+    finally:
+        if owned:
+            path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def existing_run(run_dir: Path) -> str | None:
+    """``"finished"``, ``"interrupted"`` or None: what ``run_dir`` holds."""
+    if (run_dir / "train_result.json").exists() or (run_dir / FINISHED_NAME).exists():
+        return "finished"
+    if any((run_dir / name).exists() for name in RUN_FILES):
+        return "interrupted"
+    return None
+
+
+def guard_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over a run unless ``resume`` (continue it) or ``overwrite`` (replace it:
+    its run files are deleted first). The old files are untouched when refused."""
+    state = existing_run(run_dir)
+    if state is None or resume:
+        return
+    if not overwrite:
+        what = ("a finished run" if state == "finished" else
+                "an interrupted run (resume it with --resume / resume=True)")
+        raise RunExistsError(f"{run_dir} already holds {what}; nothing was changed. Use another "
+                             "--out, --resume to continue it, or --force (overwrite=True) to "
+                             "replace it")
+    logger.warning("replacing the run in %s (--force)", run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for stale in list(run_dir.glob("evaluate-*.json")) + list(run_dir.glob("adv-*.npz")):
+        stale.unlink()
+
+
+def forget_run(store: Store, run_name: str) -> None:
+    """Delete a replaced run's metrics and evaluations from the store (its name is reused)."""
+    with store.conn:
+        store.conn.execute("DELETE FROM metrics WHERE run_name = ?", (run_name,))
+        store.conn.execute("DELETE FROM evaluations WHERE run_name = ?", (run_name,))

@@ -80,3 +80,27 @@ def test_cyclic_and_multistep_schedules():
         schedule_factor("cosine", 10)
     with pytest.raises(ValueError, match="schedule"):
         _lrs("triangle", 4)
+
+
+def test_train_command_with_a_recipe_and_an_override(tmp_path, monkeypatch):
+    """``advlab train --recipe NAME`` expands the recipe; an option given explicitly wins."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advlab.cli import app
+
+    monkeypatch.setenv("ADVLAB_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "runs" / "r"
+    done = CliRunner().invoke(app, ["train", "--recipe", "digits-linf-0.1", "--epochs", "1",
+                                    "--eps", "0.05", "--n-train", "300", "--adv-val-n", "64",
+                                    "--out", str(out), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    config = json.loads((out / "config.json").read_text())
+    recipe = expand_recipe("digits-linf-0.1")
+    assert config["objective"]["name"] == recipe["defense"]
+    assert config["objective"]["params"]["eps"] == 0.05  # the explicit option
+    assert config["model_options"] == recipe["model_options"]  # from the recipe
+    assert len(json.loads((out / "train_result.json").read_text())["events"]) >= 0
+    info = CliRunner().invoke(app, ["info"])
+    assert "digits-linf-0.1" in info.output and "fmnist-linf-0.1-fast" in info.output

@@ -32,6 +32,11 @@ def info(out: Path = typer.Option(None, "--out", help="Runs directory (default $
     echo("\ndefenses (advlab train --defense NAME):", bold=True)
     for name in OBJECTIVES.names():
         echo(f"  {name:<14} {OBJECTIVES.metadata(name)['description']}")
+    from advlab.training.recipes import RECIPES
+
+    echo("\nrecipes (advlab train --recipe NAME; options given explicitly override it):", bold=True)
+    for name in RECIPES.names():
+        echo(f"  {name:<22} {RECIPES.metadata(name)['description']}")
     root = runs_root(out)
     db = root / "advlab.db"
     if db.exists():

@@ -63,12 +63,13 @@ def train(
     data: DataOption = None,
     image_size: ImageSizeOption = None,
     test_fraction: Annotated[float, typer.Option(help="With --data holding only x, y: share held out as the test split (never trained on).")] = 0.2,
+    recipe: Annotated[str | None, typer.Option(help="A named, documented recipe (model, defense, schedule, budget; advlab info lists them); the options given explicitly override it.")] = None,
     model: Annotated[str, typer.Option(help="Model name: mlp, small_cnn, lenet, preact_resnet18, ...")] = "small_cnn",
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Global batch size (split over torchrun processes).")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate (the peak for onecycle).")] = 1e-3,
     optimizer: Annotated[str, typer.Option(help="adam or sgd (momentum 0.9).")] = "adam",
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant (stepped per batch).")] = "onecycle",
+    schedule: Annotated[str, typer.Option(help="onecycle, cosine, cyclic (Wong et al.), multistep (Madry / Rice et al.) or constant (stepped per batch).")] = "onecycle",
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seeds the model init, the validation split and the data order.")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of the training set held out for validation (0: none).")] = 0.1,
@@ -97,6 +98,7 @@ def train(
     adv_val_eps: Annotated[float | None, typer.Option(help="Radius of the adversarial validation (default: the defense's eps).")] = None,
     adv_val_n: Annotated[int, typer.Option(help="Validation points attacked per epoch.")] = 500,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better (adversarial) validation accuracy.")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help="Keep an exponential moving average of the weights with this decay per step (e.g. 0.999) as the run's model.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Train a classifier (optionally with a robust-training defense) with checkpoints and resume.
@@ -127,7 +129,11 @@ def train(
                      n_train=n_train, data_dir=str(data_dir) if data_dir else None,
                      checkpoint_every=checkpoint_every, adv_val=adv_val,
                      adv_val_eps=adv_val_eps, adv_val_n=adv_val_n, patience=patience,
-                     progress=progress, dataset_options=options)
+                     progress=progress, dataset_options=options, ema_decay=ema_decay)
+    if recipe is not None and not resume:
+        arguments.update(_with_recipe(recipe, arguments, _given(ctx)))
+        if out is None:
+            run_dir = runs_root() / _slug(recipe)
     if resume:
         arguments = resume_arguments(run_dir, {k: arguments[k] for k in _given(ctx)})
     seed_everything(arguments["seed"])  # the command seeds once; the library uses generators
@@ -143,9 +149,17 @@ def train(
 
 
 #: command-line options -> the train_run argument they set
-_DEFENSE_OPTIONS = {"eps", "norm", "alpha", "steps", "step_size", "beta", "lam", "h", "sigma",
+_DEFENSE_OPTIONS = {"eps", "norm", "clean_weight", "steps", "step_size", "beta", "lam", "h", "sigma",
                     "eps_ramp", "param"}
 _DATA_OPTIONS = {"data", "image_size", "test_fraction"}
+
+
+def _with_recipe(recipe: str, arguments: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The recipe's train_run options, overridden by the options given on the command line."""
+    from advlab.training.recipes import expand_recipe
+
+    explicit = {key: arguments[key] for key in given if key in arguments}
+    return expand_recipe(recipe, **explicit)
 
 
 def _given(ctx: typer.Context) -> set[str]:
@@ -159,7 +173,7 @@ def _given(ctx: typer.Context) -> set[str]:
             given.add("defense_params")
         elif name in _DATA_OPTIONS:
             given |= {"dataset", "dataset_options"}
-        elif name not in ("out", "name", "resume", "force"):
+        elif name not in ("out", "name", "resume", "force", "recipe"):
             given.add(name)
     return given
 

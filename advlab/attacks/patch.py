@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab._checks import check_choice, check_int, check_number
-from advlab.attacks._core import input_grad, is_adversarial, model_guard, predict, prepare
+from advlab.attacks._core import input_grad, is_adversarial, model_guard, predict, prepare, reject_targeted
 from advlab.attacks.losses import ce_loss
 from advlab.attacks.occlusion import _search, grid_positions, paste
 from advlab.attacks.patch_threat import MaskThreat, l0_pixels
@@ -127,6 +127,7 @@ def _place(model: nn.Module, x: Tensor, y: Tensor, values: Tensor, positions: st
 
 
 @register_attack("patch", kind="patch")
+@reject_targeted
 def patch(model: nn.Module, x: Tensor, y: Tensor, *, size: int, positions: str = "fixed",
           location: tuple[int, int] = (0, 0), steps: int = 100, step_size: float = 0.05,
           universal: bool = False, eot_positions: int = 4, stride: int = 1,

@@ -136,3 +136,78 @@ def test_cli_certify_prints_json_and_store_rows(trained, tmp_path):
     bad = runner.invoke(app, ["certify", "--model-file", str(run_dir / "model.safetensors"),
                               "--dataset", "digits", "--method", "deepz"])
     assert bad.exit_code == 2 and "smoothing or ibp" in bad.output
+
+
+_DDP_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from sklearn.datasets import load_digits
+from advlab.models import create_model
+from advlab.training import fit, get_objective
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+bunch = load_digits()
+x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)[:256]
+y = torch.tensor(bunch.target)[:256]
+
+class Crash:
+    def __init__(self, objective, at=None):
+        self.objective, self.at, self.calls = objective, at, 0
+    def __call__(self, model, x, y):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.objective(model, x, y)
+    def __getattr__(self, name):
+        return getattr(self.objective.function, name)
+
+def flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+params = {"eps": 0.1, "warmup": 0.1, "ramp": 0.5}
+options = dict(epochs=2, batch_size=64, lr=1e-2, progress=False, checkpoint_every=1)
+model = lambda: create_model("mlp", 10, (1, 8, 8), widths=(32,), seed=0)
+reference = fit(model(), (x, y), objective=Crash(get_objective("ibp", **params)), **options)
+try:
+    fit(model(), (x, y), objective=Crash(get_objective("ibp", **params), at=3), run_dir=sys.argv[1], **options)
+except KeyboardInterrupt:
+    pass
+dist.barrier()  # rank 0 has written its last checkpoint before any rank reads it
+resumed = fit(model(), (x, y), objective=Crash(get_objective("ibp", **params)), run_dir=sys.argv[1],
+              resume=True, **options)
+weights = flat(resumed.model)
+ranks = [torch.zeros_like(weights) for _ in range(2)]
+dist.all_gather(ranks, weights)
+exact = [None, None]
+dist.all_gather_object(exact, torch.allclose(weights, flat(reference.model), atol=1e-6))
+if dist.get_rank() == 0:
+    print(f"RESULT resume_exact={all(exact)} ranks_agree={torch.equal(ranks[0], ranks[1])}", flush=True)
+dist.barrier()
+dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # torch 2.13 + gloo may abort in static destructors at exit (see test_defenses)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_ibp_trains_and_resumes_under_torchrun(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_ibp.py"
+    script.write_text(_DDP_SCRIPT)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(tmp_path / "run")]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RESULT resume_exact=True ranks_agree=True" in done.stdout, done.stdout + done.stderr
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["world_size"] == 2 and len(checkpoint["objective"]) == 2

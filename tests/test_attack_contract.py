@@ -23,30 +23,33 @@ from torch import nn
 from advlab import ThreatModel
 from advlab.attacks import ATTACKS, AttackInputError, AttackResult, MinimalNormResult
 from advlab.attacks.registry import ATTACK_KINDS
+from advlab.attacks.patch_threat import PatchThreat, l0_pixels
 from advlab.threat import lp_norm
 
 NORMS = ["linf", "l2", "l1"]
-EPS_SCALE = {"linf": 0.5, "l2": 2.0, "l1": 4.0}
-DOCUMENTED = {"fgsm", "fgm", "pgd", "apgd", "square", "noise", "deepfool", "cw", "fmn", "universal", "spatial"}
+EPS_SCALE = {"linf": 0.5, "l2": 2.0, "l1": 4.0, "l0": 0.0}
+DOCUMENTED = {"fgsm", "fgm", "pgd", "apgd", "square", "noise", "deepfool", "cw", "fmn", "universal", "spatial",
+              "occlusion", "patch"}
 #: The norms each attack supports; any other norm must be a ValueError naming it.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "apgd": ("linf", "l2", "l1"), "cw": ("l2",), "deepfool": ("linf", "l2"),
     "fgm": ("linf", "l2", "l1"), "fgsm": ("linf", "l2", "l1"), "fmn": ("linf", "l2", "l1"),
     "noise": ("linf", "l2", "l1"), "pgd": ("linf", "l2", "l1"), "spatial": ("linf", "l2", "l1"),
     "square": ("linf", "l2"), "universal": ("linf", "l2"),
+    "occlusion": ("l0",), "patch": ("l0",),  # kind "patch": a square anywhere, L0 = changed pixels
 }
 #: Options that keep every attack fast; only those an attack's signature names are passed, and
 #: every key is taken by at least one attack (test_small_options_reach_the_attacks).
 SMALL_OPTIONS: dict[str, Any] = {
     "steps": 3, "queries": 20, "binary_steps": 2, "samples": 3, "grid": (3, 2, 2), "lp_steps": 2,
-    "max_passes": 1, "deepfool_steps": 2, "n_target_classes": 2,
+    "max_passes": 1, "deepfool_steps": 2, "n_target_classes": 2, "size": 2, "stride": 2,
 }
 #: Attacks that take ``target=`` (classes to reach).
-TARGETED = {"apgd", "cw", "fgm", "fgsm", "pgd", "square"}
+TARGETED = {"apgd", "cw", "fgm", "fgsm", "patch", "pgd", "square"}
 PER_INPUT = sorted(name for name, kind in ATTACK_KINDS.items() if kind != "universal")
 CASES = [(name, norm) for name in sorted(ATTACKS) for norm in SUPPORTED.get(name, NORMS)]
 UNSUPPORTED = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS
-               if norm not in SUPPORTED.get(name, NORMS)]
+               if norm not in SUPPORTED.get(name, NORMS) and ATTACK_KINDS[name] != "patch"]
 SHAPES = [(1, 4, 4), (16,), (2, 2, 4)]
 PROPERTY_SETTINGS = settings(max_examples=10, deadline=None)
 
@@ -63,6 +66,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, no
     options = {**_options(fn), **extra, "generator": torch.Generator().manual_seed(seed)}
     if kind == "minimal":
         return fn(model, x, y, norm=norm, **options)
+    if kind == "patch":  # no Lp threat: the square of SMALL_OPTIONS["size"] is the threat
+        return fn(model, x, y, **options)
     return fn(model, x, y, ThreatModel(norm, eps), **options)
 
 
@@ -87,6 +92,8 @@ def check_result(name: str, out: Any, x: torch.Tensor, y: torch.Tensor, model: n
     assert out.min() >= 0.0 and out.max() <= 1.0
     if kind == "bounded":
         assert ThreatModel(norm, eps).contains(x, out).all()
+    if kind == "patch":
+        assert PatchThreat(SMALL_OPTIONS["size"]).contains(x, out).all()
     return out
 
 
@@ -106,7 +113,7 @@ def check_attack_result(name: str, info: AttackResult, x: torch.Tensor, y: torch
     with torch.no_grad():
         pred = model.eval()(info.x_adv).argmax(dim=1)
     assert torch.equal(info.success, pred == target if target is not None else pred != y)
-    distance = lp_norm(info.x_adv - x, norm)
+    distance = l0_pixels(x, info.x_adv) if kind == "patch" else lp_norm(info.x_adv - x, norm)
     if kind == "minimal":
         ok = info.success
         torch.testing.assert_close(info.norm[ok], distance[ok], atol=1e-4, rtol=1e-4)
@@ -137,7 +144,7 @@ def assert_model_restored(model: nn.Module, flags: list[bool]) -> None:
 # ------------------------------------------------------------------------------ registry
 def test_every_documented_attack_is_registered() -> None:
     assert set(ATTACK_KINDS) == set(ATTACKS)
-    assert set(ATTACK_KINDS.values()) <= {"bounded", "minimal", "universal", "spatial"}
+    assert set(ATTACK_KINDS.values()) <= {"bounded", "minimal", "universal", "spatial", "patch"}
     assert not DOCUMENTED - set(ATTACKS), f"not registered: {sorted(DOCUMENTED - set(ATTACKS))}"
     assert set(SUPPORTED) == set(ATTACKS), "list the norms of every registered attack in SUPPORTED"
 
@@ -147,7 +154,7 @@ def test_small_options_reach_the_attacks() -> None:
     (else it would run its full default in the contract tests)."""
     taken = {key for fn in ATTACKS.values() for key in _options(fn)}
     assert taken == set(SMALL_OPTIONS), f"no attack takes {sorted(set(SMALL_OPTIONS) - taken)}"
-    budget = {"steps", "queries", "samples", "grid", "max_passes"}
+    budget = {"steps", "queries", "samples", "grid", "max_passes", "stride"}
     for name, fn in ATTACKS.items():
         if name not in ("fgsm", "fgm"):  # one step by definition
             assert budget & set(_options(fn)), f"{name} runs with its default budget"
@@ -164,7 +171,7 @@ def test_unsupported_norm_is_a_clear_error(name: str, norm: str, tiny_model: nn.
 @st.composite
 def problems(draw: st.DrawFn, name: str, norm: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
     batch = draw(st.integers(1, 6))
-    shapes = [s for s in SHAPES if len(s) == 3] if ATTACK_KINDS[name] == "spatial" else SHAPES
+    shapes = [s for s in SHAPES if len(s) == 3] if ATTACK_KINDS[name] in ("spatial", "patch") else SHAPES
     shape = (batch, *draw(st.sampled_from(shapes)))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     x = torch.rand(shape, generator=gen)
@@ -223,7 +230,7 @@ def test_batch_of_one_and_flat_inputs(name: str, tiny_model: nn.Module) -> None:
                  tiny_model, norm, 0.3)
     flat = torch.rand(3, 16, generator=torch.Generator().manual_seed(4))
     labels = torch.tensor([0, 3, 4])
-    if ATTACK_KINDS[name] == "spatial":  # rotations need images: a clear error is the contract
+    if ATTACK_KINDS[name] in ("spatial", "patch"):  # rotations and squares need images: a clear error
         with pytest.raises(ValueError, match="image"):
             run_attack(name, tiny_model, flat, labels, norm)
     else:
@@ -317,6 +324,7 @@ TARGETED_CALLS: dict[str, tuple[str, float, dict[str, Any]]] = {
     "fgsm": ("linf", 0.3, {}), "fgm": ("l2", 3.0, {}), "pgd": ("linf", 0.2, {"steps": 10}),
     "apgd": ("linf", 0.2, {"steps": 10}), "square": ("linf", 0.3, {"queries": 200}),
     "cw": ("l2", 0.0, {"steps": 50, "binary_steps": 3}),
+    "patch": ("l0", 0.0, {"steps": 50, "size": 4, "stride": 1, "positions": "grid"}),
 }
 
 

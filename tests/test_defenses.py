@@ -59,7 +59,7 @@ def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = EPS
 def test_registry_and_parameter_checks():
     names = {n.replace("_", "-") for n in OBJECTIVES}
     assert names == {"none", "fgsm-mix", "pgd-at", "fgsm-rs", "trades", "cure", "clip", "noise",
-                     "n-fgsm", "grad-align"}
+                     "n-fgsm", "grad-align", "ibp"}
     objective = get_objective("PGD_AT", eps=0.1, steps=5)
     assert objective.name == "pgd-at" and objective.params == {"eps": 0.1, "steps": 5}
     settings = objective.function.settings

@@ -19,6 +19,9 @@ from advlab.attacks.fgsm import fgm, fgsm  # noqa: E402
 from advlab.attacks.fmn import fmn  # noqa: E402
 from advlab.attacks.losses import get_loss
 from advlab.attacks.noise import noise, random_noise  # noqa: E402
+from advlab.attacks.occlusion import occlusion, occlusion_accuracy  # noqa: E402
+from advlab.attacks.patch import eyeglass_mask, masked_pgd, patch  # noqa: E402
+from advlab.attacks.patch_threat import MaskThreat, PatchThreat  # noqa: E402
 from advlab.attacks.pgd import pgd  # noqa: E402
 from advlab.attacks.registry import ATTACKS, get_attack, register_attack
 from advlab.attacks.result import AttackResult, MinimalNormResult
@@ -26,6 +29,7 @@ from advlab.attacks.spatial import spatial  # noqa: E402
 from advlab.attacks.square import square  # noqa: E402
 from advlab.attacks.universal import universal  # noqa: E402
 
-__all__ = ["ATTACKS", "AttackInputError", "AttackResult", "MinimalNormResult", "apgd", "cw", "deepfool", "fgm",
-           "fgsm", "fmn", "get_attack", "get_loss", "model_guard", "noise",
-           "pgd", "random_noise", "register_attack", "spatial", "square", "universal"]
+__all__ = ["ATTACKS", "AttackInputError", "AttackResult", "MaskThreat", "MinimalNormResult", "PatchThreat",
+           "apgd", "cw", "deepfool", "eyeglass_mask", "fgm", "fgsm", "fmn", "get_attack", "get_loss",
+           "masked_pgd", "model_guard", "noise", "occlusion", "occlusion_accuracy", "patch", "pgd",
+           "random_noise", "register_attack", "spatial", "square", "universal"]

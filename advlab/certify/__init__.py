@@ -5,6 +5,8 @@
   :func:`certified_accuracy_table`.
 * Interval bound propagation (Gowal et al. 2018), certified Linf robustness of the model itself:
   :func:`ibp_bounds`, :func:`ibp_certify`, :func:`certified_accuracy_ibp`.
+* Certified next to empirical robust accuracy at the same radii: :func:`compare_smoothing`,
+  :func:`compare_ibp` (what ``advlab certify`` prints and stores).
 * Exact binomial statistics (Clopper-Pearson) in :mod:`advlab.certify.stats`.
 
     from advlab.certify import smooth_certify, certified_accuracy_table, ibp_certify
@@ -14,6 +16,7 @@
     ibp_certify(model, x, y, eps=0.1)                 # (B,) bool
 """
 
+from advlab.certify.compare import SoftSmoothed, compare_ibp, compare_smoothing
 from advlab.certify.ibp import SUPPORTED, certified_accuracy_ibp, ibp_bounds, ibp_certify
 from advlab.certify.smoothing import (
     ABSTAIN,
@@ -40,6 +43,7 @@ __all__ = [
     "SUPPORTED",
     "CertifiedAccuracy",
     "SmoothingCertificate",
+    "SoftSmoothed",
     "accuracy_with_interval",
     "binomial_test_half",
     "certified_accuracy",
@@ -48,6 +52,8 @@ __all__ = [
     "clopper_pearson_interval",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
+    "compare_ibp",
+    "compare_smoothing",
     "ibp_bounds",
     "ibp_certify",
     "sample_counts",

@@ -11,6 +11,7 @@ import typer
 
 from advlab.cli._common import user_errors
 from advlab.cli.attack import attack
+from advlab.cli.certify import certify
 from advlab.cli.demo import demo
 from advlab.cli.evaluate import evaluate
 from advlab.cli.geometry import geometry
@@ -28,7 +29,8 @@ app = typer.Typer(
 )
 
 for _name, _fn in [("demo", demo), ("info", info), ("train", train), ("attack", attack),
-                   ("evaluate", evaluate), ("geometry", geometry), ("report", report)]:
+                   ("evaluate", evaluate), ("geometry", geometry), ("report", report),
+                   ("certify", certify)]:
     app.command(_name)(user_errors(_fn))
 app.add_typer(theory_app, name="theory", help="Theory experiments: random ReLU networks, spirals.")
 

@@ -76,6 +76,8 @@ def attack(
         x_adv = threat.clip(x + fn(ctx.model, x, y, threat, generator=generator))
     elif kind == "spatial":
         x_adv = fn(ctx.model, x, y, None, generator=generator)
+    elif kind == "patch":  # occlusion, patch: the square is the threat (--param size=8)
+        x_adv = fn(ctx.model, x, y, generator=generator)
     else:
         x_adv = fn(ctx.model, x, y, threat, generator=generator)
     elapsed = time.perf_counter() - start

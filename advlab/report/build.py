@@ -18,6 +18,7 @@ from typing import Any
 import advlab
 from advlab._utils import atomic_write
 from advlab.report import figures as fig
+from advlab.report.certify_section import certify_section
 from advlab.report.html import esc, image, page, paragraph, table
 from advlab.store import Store
 
@@ -148,6 +149,7 @@ def build_report(store_path: str | Path, out: str | Path, title: str = "advlab r
             fig.norm_histograms(stats, tmpdir / "norms.png"),
             "Distribution of minimal adversarial perturbations (DeepFool); rho_adv is DeepFool's "
             "robustness metric.")))
+        sections.append(("Certified robustness", certify_section(by_kind) or paragraph("No certificate stored yet (advlab certify).")))
         for name, parts in _figure_sections(by_kind).items():
             sections.append((name, "".join(parts)))
         subtitle = (f"advlab {advlab.__version__} · generated "

@@ -12,6 +12,7 @@
 ``clip``        Bungert et al. 2021: Lipschitz penalty on adversarially updated input pairs,
                 adaptive lambda
 ``noise``       Gaussian / uniform noise augmentation (the baseline)
+``ibp``         Gowal et al. 2018: interval bound propagation, certified Linf training
 ==============  ===========================================================================
 
     from advlab.training import fit, get_objective
@@ -30,10 +31,11 @@ from advlab.training.defenses.adversarial import (
     pgd_at,
 )
 from advlab.training.defenses.fast import NFGSM, GradAlign, grad_align, n_fgsm
+from advlab.training.defenses.ibp import IBP
 from advlab.training.defenses.noise import Noise
 from advlab.training.defenses.overfitting import CollapseWatch
 from advlab.training.defenses.regularizers import CLIP, CURE
 
-__all__ = ["CLIP", "CURE", "NFGSM", "TRADES", "AdversarialTraining", "CollapseWatch", "Crafting",
+__all__ = ["CLIP", "CURE", "IBP", "NFGSM", "TRADES", "AdversarialTraining", "CollapseWatch", "Crafting",
            "Defense", "FGSMMix", "GradAlign", "Noise", "ascend", "fgsm_rs", "frozen_bn_stats",
            "grad_align", "n_fgsm", "pgd_at"]

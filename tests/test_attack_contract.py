@@ -22,8 +22,8 @@ from torch import nn
 
 from advlab import ThreatModel
 from advlab.attacks import ATTACKS, AttackInputError, AttackResult, MinimalNormResult
-from advlab.attacks.registry import ATTACK_KINDS
 from advlab.attacks.patch_threat import PatchThreat, l0_pixels
+from advlab.attacks.registry import ATTACK_KINDS
 from advlab.threat import lp_norm
 
 NORMS = ["linf", "l2", "l1"]

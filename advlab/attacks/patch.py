@@ -31,7 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from advlab._checks import check_choice, check_int, check_number
-from advlab.attacks._core import input_grad, is_adversarial, model_guard, predict, prepare, reject_targeted
+from advlab.attacks._core import (
+    input_grad,
+    is_adversarial,
+    model_guard,
+    predict,
+    prepare,
+    reject_targeted,
+)
 from advlab.attacks.losses import ce_loss
 from advlab.attacks.occlusion import _search, grid_positions, paste
 from advlab.attacks.patch_threat import MaskThreat, l0_pixels

@@ -12,6 +12,8 @@
 ``clip``        Bungert et al. 2021: Lipschitz penalty on adversarially updated input pairs,
                 adaptive lambda
 ``noise``       Gaussian / uniform noise augmentation (the baseline)
+``n-fgsm``      de Jorge et al. 2022: FGSM from noise of 2 eps, step eps, no projection
+``grad-align``  Andriushchenko & Flammarion 2020: FGSM plus a gradient-alignment penalty
 ``ibp``         Gowal et al. 2018: interval bound propagation, certified Linf training
 ==============  ===========================================================================
 

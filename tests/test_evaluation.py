@@ -84,9 +84,11 @@ def test_quantised_model_flagged_and_broken(digits_mlp, points):
     white_box = evaluate(model, x, y, threat, sanity=False,
                          attacks=[AttackStep("apgd-ce", _apgd(loss="ce", steps=50))])
     assert white_box.robust_accuracy > result.clean_accuracy - 0.05  # gradients are useless
-    assert result.robust_accuracy < white_box.robust_accuracy - 0.3  # but the black box breaks it
-    assert result.per_attack["square"]["breaks"] > 0
-    assert "blackbox_stronger" in codes(result)
+    assert result.robust_accuracy < white_box.robust_accuracy - 0.3  # but BPDA breaks it
+    assert result.per_attack["bpda-apgd-ce"]["breaks"] > 0  # straight-through, verified
+    assert "unavailable_gradients" in codes(result)
+    plain = evaluate(model, x, y, threat, attacks="standard", bpda=False)  # only the black box
+    assert "blackbox_stronger" in codes(plain) and plain.per_attack["square"]["breaks"] > 0
 
 
 def test_saturated_logits_flagged_and_broken(digits_mlp, points):

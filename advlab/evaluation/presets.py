@@ -45,6 +45,9 @@ class AttackStep:
         escalate: a stronger (costlier) version of ``run``. It runs on the points still robust
             when ``run`` broke at least one point, and replaces ``run`` when the sanity checks
             suspect gradient masking.
+        stand_in: the model the step attacks instead of the evaluated one (a BPDA wrapper or a
+            surrogate); its candidates that fool the stand-in but not the model count as
+            transfer failures (the ``transfer_failure`` flag).
     """
 
     name: str
@@ -54,6 +57,7 @@ class AttackStep:
     max_classes: int = 1_000_000
     norms: tuple[str, ...] = ("linf", "l2", "l1")
     escalate: AttackFn | None = None
+    stand_in: nn.Module | None = None
 
 
 def _apgd(**options: object) -> AttackFn:

@@ -7,8 +7,8 @@ The first attack of the ensemble is re-run on a few correctly classified points 
 * **silent success** -- the attack visited a point inside the threat model that the model
   misclassified, yet returned one that is not adversarial (a bug in how it keeps its best point);
 * **incomplete optimisation** -- on the points it did not break, the best margin
-  ``max_{j != y} z_j - z_y`` was still rising over the last 10 % of the passes (more steps would
-  break more points).
+  ``max_{j != y} z_j - z_y`` was still rising over the last 20 % of the passes by more than a
+  tenth of its whole gain (more steps would break more points).
 
 The other indicators are raised elsewhere: unconstrained-attack failure
 (``large_eps_not_broken``, :mod:`advlab.evaluation.evaluate`), transfer failure (candidates
@@ -27,8 +27,9 @@ from advlab.evaluation.presets import AttackFn
 from advlab.evaluation.sanity import Flag
 from advlab.threat import ThreatModel, flat
 
-#: incomplete optimisation: gain over the last 10 % of the passes, as a share of the whole gain
-LATE_GAIN, LATE_SHARE = 0.1, 0.25
+#: incomplete optimisation: the last ``LATE_WINDOW`` of the passes gained more than ``LATE_GAIN``
+#: of the whole gain on at least ``LATE_SHARE`` of the unbroken points
+LATE_WINDOW, LATE_GAIN, LATE_SHARE = 0.2, 0.1, 0.25
 
 
 class Monitor(nn.Module):
@@ -66,7 +67,7 @@ def _incomplete(history: list[Tensor], unbroken: Tensor) -> float:
     if len(history) < 5 or not bool(unbroken.any()):
         return 0.0
     trace = torch.stack(history)[:, unbroken]  # (passes, U)
-    start, late, end = trace[0], trace[int(0.9 * (len(trace) - 1))], trace[-1]
+    start, late, end = trace[0], trace[int((1 - LATE_WINDOW) * (len(trace) - 1))], trace[-1]
     finite = torch.isfinite(start) & torch.isfinite(late)
     total = (end - start).clamp_min(0)
     moving = finite & (total > 1e-3 * (1 + start.abs())) & (end - late > LATE_GAIN * total)
@@ -94,5 +95,5 @@ def indicator_flags(model: nn.Module, name: str, run: AttackFn, x: Tensor, y: Te
     if share >= LATE_SHARE:
         flags.append(Flag("incomplete_optimization", f"{name}: the best margin of {share:.0%} "
                           f"of the {int((~returned).sum())} unbroken checked points still rose over "
-                          "the last 10% of its passes"))
+                          "the last 20% of its passes"))
     return flags

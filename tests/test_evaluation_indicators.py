@@ -71,3 +71,12 @@ def test_transfer_failure_flag_and_silent_with_a_faithful_surrogate(digits_mlp, 
     assert "transfer_failure" not in codes(faithful)
     with torch.no_grad():  # the model and its twin are untouched by the evaluation
         assert torch.equal(twin(points[0]), digits_mlp(points[0]))
+
+
+def test_report_shows_the_verdict_next_to_the_number():
+    from advlab.report.build import _verdict
+
+    assert _verdict({"warnings": []}) == "reliable"
+    record = {"warnings": [{"code": "randomized"}], "draws": 11,
+              "expected_accuracy": {"clean": [0.9, 0.85, 0.95], "robust": [0.5, 0.4, 0.6]}}
+    assert _verdict(record) == "suspicious: randomized (expected over 11 draws 50.0% [40.0%, 60.0%])"

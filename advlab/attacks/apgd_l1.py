@@ -66,6 +66,8 @@ def run_l1(cfg: Any, best: Any, s: State, *, evaluate: Callable, drop: Callable)
         steps = cfg.steps - done if k == len(stages) - 1 else max(1, int(share * cfg.steps))
         done += steps
         eps = s["eps"] * factor
+        if k == 0:  # the random start, spread to the first stage's radius
+            x_adv = s["x"] + factor * (x_adv - s["x"])
         x_adv = cfg.threat.project_l1(s["x"], x_adv, eps)
         final = factor == 1.0
         x_adv = _stage(cfg, best, dict(s), x_adv, eps, steps, final, first=k == 0,

@@ -28,6 +28,10 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file for the records (default: in the run directory).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    draws: Annotated[int, typer.Option(help="Randomised models: forward draws per prediction (majority vote).")] = 11,
+    eot_samples: Annotated[int, typer.Option(help="Randomised models: passes the gradient attacks average (EOT).")] = 20,
+    bpda: Annotated[str, typer.Option(help="Straight-through BPDA: auto (on shattered gradients), on or off.")] = "auto",
+    surrogate: Annotated[Path | None, typer.Option(help="A saved differentiable stand-in model for BPDA and a transfer step.")] = None,
 ) -> None:
     """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
     setup_logging()
@@ -39,17 +43,28 @@ def evaluate(
     from advlab.evaluation import evaluate as run_evaluation
     from advlab.store import Store
 
+    choices = {"auto": None, "on": True, "off": False}
+    if bpda not in choices:
+        raise typer.BadParameter(f"--bpda must be auto, on or off, got {bpda!r}")
     ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device)
+    stand_in = None
+    if surrogate is not None:
+        from advlab.models import load_model
+
+        stand_in = load_model(surrogate, device=next(ctx.model.parameters()).device)
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, max(eps))
     with Store(ctx.store_path) as store, attack_progress(enabled=progress) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
-                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
+                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name,
+                                 draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
+                                 surrogate=stand_in)
     _print_table(results)
     target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")
     echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
+    _print_verdict(results[0])
 
 
 def _print_table(results: list) -> None:
@@ -62,7 +77,14 @@ def _print_table(results: list) -> None:
         breaks = " ".join(f"{int(r.per_attack[n]['breaks']):>9}" for n in names)
         spent = sum(v["time_s"] for v in r.per_attack.values())
         echo(f"{r.eps:>8.4g} {r.robust_accuracy:>8.1%} {breaks} {spent:>7.1f}s")
+        if r.expected_accuracy:
+            mean, low, high = r.expected_accuracy["robust"]
+            echo(f"{'':>8} expected over {r.draws} draws: {mean:.1%} [{low:.1%}, {high:.1%}] (95% interval)")
     for flag in first.warnings:
         echo(f"\nflag [{flag['code']}] {flag['detail']}", fg="yellow")
         echo(f"  {flag['meaning']}\n  {flag['advice']}")
-    echo(f"\nverdict: {first.verdict}", bold=True, fg=None if first.verdict == "reliable" else "yellow")
+
+
+def _print_verdict(first) -> None:  # noqa: ANN001
+    """The last line: ``verdict: reliable`` or ``verdict: suspicious: <flag codes>``."""
+    echo(f"verdict: {first.verdict}", bold=True, fg=None if first.verdict == "reliable" else "yellow")

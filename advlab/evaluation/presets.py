@@ -83,14 +83,30 @@ def _fmn_bounded(steps: int = 100) -> AttackFn:
     return run
 
 
+LP = ("linf", "l2")
+
+
+def _l1_standard() -> list[AttackStep]:
+    """L1 in ``standard``: AutoAttack's L1 version (Croce & Hein 2021: APGD-L1 with 5 restarts and
+    the larger-radii schedule, APGD-T-L1 over 5 target classes) and the minimal-norm FMN-L1
+    (Pintor et al. 2021) in place of FAB-T."""
+    return [
+        AttackStep("apgd-ce", _apgd(loss="ce", steps=100, restarts=5, large_eps=True), norms=("l1",)),
+        AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=5,
+                                   large_eps=True), min_classes=4, norms=("l1",)),
+        AttackStep("fmn", _fmn_bounded(steps=100), norms=("l1",)),
+    ]
+
+
 def _preset(name: str) -> list[AttackStep]:
     if name == "fast":
         return [AttackStep("apgd-ce", _apgd(loss="ce", steps=20))]
     if name == "standard":
         return [
-            AttackStep("apgd-ce", _apgd(loss="ce", steps=100)),
+            AttackStep("apgd-ce", _apgd(loss="ce", steps=100), norms=LP),
             AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=9,
-                                       target_patience=2), min_classes=4),
+                                       target_patience=2), min_classes=4, norms=LP),
+            *_l1_standard(),
             # stands in for the targeted step when a model has exactly 3 classes
             AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100), min_classes=3, max_classes=3),
             AttackStep("square", _square(queries=1000), blackbox=True, norms=("linf", "l2"),

@@ -73,6 +73,7 @@ class _Config:
     early_stop: bool
     count: PassCount
     large_eps: bool = False
+    generator: torch.Generator | None = None
 
 
 def _attack_loss(loss: str | LossFn, targeted: bool) -> AttackLoss:
@@ -158,7 +159,8 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
         check_int("target_patience", target_patience)
     given = target if isinstance(target, Tensor) else None  # a tensor of classes to reach
     cfg = _Config(model, threat, _attack_loss(loss, target is not None), sweep, given is not None,
-                  steps, rho, momentum, early_stop, PassCount(x, return_info), bool(large_eps))
+                  steps, rho, momentum, early_stop, PassCount(x, return_info), bool(large_eps),
+                  generator)
     with model_guard(model):
         clean_logits = prepare(model, x, y, threat, target=given)  # (B, K)
         _check_classes(loss, target is not None, clean_logits.shape[1])

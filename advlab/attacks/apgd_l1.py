@@ -14,8 +14,9 @@ What makes the L1 attack work where a plain sparse step fails:
   restart from the best point) when the sparsity fell by more than 5 %, within
   ``[eps / 10, eps]``;
 * **larger radii first** (``large_eps``, AutoAttack's L1 schedule): 30 % of the steps at
-  ``3 eps``, 30 % at ``2 eps`` and the rest at ``eps``, each stage starting from the previous
-  stage's point projected onto the smaller ball; only iterates of the last stage count.
+  ``3 eps`` from standard Gaussian noise projected onto that ball, 30 % at ``2 eps`` and the
+  rest at ``eps``, each stage starting from the previous stage's point projected onto the
+  smaller ball; only iterates of the last stage count.
 
 Shapes: ``x`` ``(B, ...)``; per-sample quantities ``(B,)``.
 """
@@ -66,8 +67,10 @@ def run_l1(cfg: Any, best: Any, s: State, *, evaluate: Callable, drop: Callable)
         steps = cfg.steps - done if k == len(stages) - 1 else max(1, int(share * cfg.steps))
         done += steps
         eps = s["eps"] * factor
-        if k == 0:  # the random start, spread to the first stage's radius
-            x_adv = s["x"] + factor * (x_adv - s["x"])
+        if k == 0 and cfg.large_eps:  # AutoAttack's start: Gaussian noise projected onto 3 eps
+            noise = torch.randn(x_adv.shape, device=x_adv.device, dtype=x_adv.dtype,
+                                generator=cfg.generator)
+            x_adv = s["x"] + noise
         x_adv = cfg.threat.project_l1(s["x"], x_adv, eps)
         final = factor == 1.0
         x_adv = _stage(cfg, best, dict(s), x_adv, eps, steps, final, first=k == 0,

@@ -164,6 +164,9 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
                     " (escalated)" if escalated else "", len(broken), len(index), elapsed)
         return len(broken)
 
+    if len(eps) == 0 or float(eps.max()) == 0.0:  # nothing can move: no attack can break a point
+        outcome.per_attack = {step.name: StepStats() for step in ensemble}
+        return outcome
     for step in ensemble:
         stats = outcome.per_attack.setdefault(step.name, StepStats())
         escalated = suspicious and step.escalate is not None

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import advlab
+from advlab._checks import check_int
 from advlab._predicates import looks_like_probabilities
 from advlab._utils import resolve_device
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
@@ -100,8 +101,6 @@ def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor) -> t
 
 def _randomness(model: nn.Module, x: Tensor, draws: int, eot_samples: int) -> tuple[bool, list[Flag]]:
     """Whether the model is randomised (two passes on 16 points differ), and its flag."""
-    from advlab._checks import check_int
-
     check_int("draws", draws)
     check_int("eot_samples", eot_samples)
     if not is_randomized(model, x[:16]):

@@ -75,13 +75,16 @@ def _eot(model: nn.Module, randomized: bool, samples: int) -> nn.Module:
 
 def adapt(model: nn.Module, ensemble: list[AttackStep], *, randomized: bool, eot_samples: int,
           masked: bool, bpda: bool | None, surrogate: nn.Module | None, x: Tensor, y: Tensor
-          ) -> tuple[nn.Module, list[AttackStep], list[Flag]]:
-    """The model the ensemble attacks and the ensemble with its adaptive steps added.
+          ) -> tuple[nn.Module, list[AttackStep], list[Flag], bool]:
+    """The model the ensemble attacks, the ensemble with its adaptive steps added, their flags,
+    and whether the straight-through steps restored usable gradients (the masking is handled:
+    the black-box attack then probes and escalates like on any model).
 
     ``x``, ``y``: a few correctly classified points ``(B, ...)``, ``(B,)`` to check that
     straight-through gradients exist. ``bpda``: ``None`` (when ``masked``), True or False.
     """
     flags: list[Flag] = []
+    handled = False
     attack_model = _eot(model, randomized, eot_samples)
     if randomized:
         probe = EOT(model, min(PROBE_PASSES, eot_samples))
@@ -92,6 +95,7 @@ def adapt(model: nn.Module, ensemble: list[AttackStep], *, randomized: bool, eot
     if bpda or (bpda is None and masked):
         straight = StraightThrough(model)
         _, still_masked = gradient_flags(straight, x, y)
+        handled = not still_masked
         if bpda or not still_masked:
             extra += rebound(gradient, _eot(straight, randomized, eot_samples), "bpda", lambda _: True)
             flags.append(Flag("unavailable_gradients", "the gradient attacks were re-run with "
@@ -105,4 +109,4 @@ def adapt(model: nn.Module, ensemble: list[AttackStep], *, randomized: bool, eot
         backward = _eot(BackwardSurrogate(model, surrogate), randomized, eot_samples)
         extra += rebound(gradient, backward, "surrogate", lambda _: True)
         extra += rebound(gradient[:1], surrogate, "transfer", lambda _: True)
-    return attack_model, _before_blackbox(ensemble, extra), flags
+    return attack_model, _before_blackbox(ensemble, extra), flags, handled

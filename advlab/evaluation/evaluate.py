@@ -174,11 +174,11 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
         more, masked = _sanity_before(model, x, labels, correct)
         flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
     index = correct.nonzero().squeeze(1)[:128]
-    attack_model, ensemble, more = adapt(model, ensemble, randomized=randomized,
+    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=randomized,
                                          eot_samples=eot_samples, masked=masked, bpda=bpda,
                                          surrogate=surrogate, x=x[index], y=labels[index])
     flags += more
-    suspicious = masked or any(f.code in MASKING for f in flags)
+    suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
     pool = Pool.empty(x)
     outcomes = []
     for k, eps_k in enumerate(eps_list):

@@ -12,8 +12,9 @@ class, the minimal-norm FMN attack and more Square queries.
 
 Square in ``standard`` is a probe that escalates: 1000 queries on the points APGD left robust,
 and AutoAttack's full 5000 on the points still robust only when the probe broke at least one
-point or the sanity checks saw masked gradients (zero, NaN or vanishing gradients, a randomised
-model, probabilities) -- on those the full budget runs straight away. On models whose gradients
+point or the sanity checks saw masked gradients (zero, NaN or vanishing margin gradients that
+straight-through BPDA does not restore, probabilities) -- on those the full budget runs
+straight away. On models whose gradients
 are informative Square almost never breaks a point APGD missed, so the probe saves most of its
 cost without lowering the bar where it matters (measured in ``benchmarks/evaluation.py``).
 """

@@ -35,8 +35,8 @@ FLAGS: dict[str, tuple[str, str]] = {
         "The input gradient of the loss is exactly zero on many correctly classified points "
         "(shattered gradients: quantisation, thresholds, argmax or saturated layers).",
         "If the margin-loss gradient is zero too (shattered gradients), the gradient attacks were "
-        "re-run with straight-through backward passes (BPDA, see 'unavailable_gradients') and the "
-        "black-box Square attack ran with its full budget; give evaluate(..., surrogate=model) a "
+        "re-run with straight-through backward passes (BPDA, see 'unavailable_gradients'); where "
+        "those give no gradient either, the black-box Square attack ran with its full budget. Give evaluate(..., surrogate=model) a "
         "differentiable stand-in for a better BPDA. If only the CE gradient is zero, the softmax "
         "saturates: the DLR attacks do not saturate and handle it."),
     "nan_gradients": (

@@ -82,6 +82,44 @@ def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
     return torch.where(inside[:, None], delta, projected)
 
 
+def project_l1_box(delta: Tensor, eps: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """Exact Euclidean projection of each row of ``delta`` onto ``{d : ||d||_1 <= eps,
+    low <= d <= high}`` (the L1 ball intersected with the box, as in Croce & Hein 2021, "Mind the
+    box"). ``delta``, ``low <= 0 <= high``: ``(B, D)``; ``eps``: ``(B,)``.
+
+    The KKT conditions give ``d_i = sign(v_i) min(max(|v_i| - lam, 0), c_i)`` with ``c_i`` the
+    room in the direction of ``v_i``; ``f(lam) = sum_i |d_i|`` is piecewise linear and
+    non-increasing, with kinks at ``|v_i| - c_i`` and ``|v_i|``. The kinks are sorted, ``f`` is
+    evaluated at all of them by accumulating slopes (in float64), and ``lam`` is the root of
+    ``f(lam) = eps`` on its segment (``lam = 0`` when the clipped point is already inside).
+    """
+    work = delta.double()
+    room = torch.where(work >= 0, high.double(), -low.double()).clamp_min(0.0)  # (B, D)
+    size = work.abs()
+    n, d = work.shape
+    kinks = torch.cat([size - room, size], dim=1)  # (B, 2D): a coordinate leaves its cap, hits 0
+    events = torch.cat([-torch.ones_like(size), torch.ones_like(size)], dim=1)
+    kinks, order = kinks.sort(dim=1)
+    slope = events.gather(1, order).cumsum(dim=1)  # slope of f right after each kink
+    f_at = room.sum(dim=1, keepdim=True) + torch.cat(
+        [work.new_zeros(n, 1), (slope[:, :-1] * kinks.diff(dim=1)).cumsum(dim=1)], dim=1)
+    target = eps.double()[:, None]
+    below = (f_at <= target) & (kinks >= 0)
+    # the first kink where f falls to eps (at lam >= 0); the root lies on the segment before it
+    last = torch.full((n,), 2 * d - 1, dtype=torch.long, device=work.device)
+    first = torch.where(below.any(dim=1), below.double().argmax(dim=1), last)
+    prev = (first - 1).clamp_min(0)
+    f_prev, k_prev = f_at.gather(1, prev[:, None]).squeeze(1), kinks.gather(1, prev[:, None]).squeeze(1)
+    s_prev = slope.gather(1, prev[:, None]).squeeze(1)
+    lam = k_prev + (f_prev - target.squeeze(1)) / (-s_prev).clamp_min(1e-300)
+    lam = torch.maximum(lam, k_prev).clamp_min(0.0)
+    clipped = torch.minimum(size, room)
+    inside = clipped.sum(dim=1) <= target.squeeze(1)
+    lam = torch.where(inside, torch.zeros_like(lam), lam)
+    out = work.sign() * torch.minimum((size - lam[:, None]).clamp_min(0.0), room)
+    return out.to(delta.dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class ThreatModel:
     """An Lp ball of radius ``eps`` around each input, intersected with the box ``bounds``.
@@ -190,14 +228,26 @@ class ThreatModel:
         """Map ``x_adv`` into the threat set around ``x``.
 
         ``linf``: the exact projection onto the intersection of ball and box (a clamp to
-        :meth:`linf_box`, idempotent in floating point). ``l2``/``l1``: the perturbation is
+        :meth:`linf_box`, idempotent in floating point). ``l1``: the exact projection onto the
+        intersection too (:func:`project_l1_box`, Croce & Hein 2021). ``l2``: the perturbation is
         projected onto the ball, then the point is clipped into the box; clipping a point of a
         box-centred ball moves every coordinate towards ``x``, so the result stays in the ball.
         """
         if self.norm == "linf":
             return torch.clamp(x_adv, *self.linf_box(x))
+        if self.norm == "l1":
+            return self.project_l1(x, x_adv)
         delta = self.project_delta(x_adv - x)
         return self.clip(x + delta)
+
+    def project_l1(self, x: Tensor, x_adv: Tensor, eps: Tensor | None = None) -> Tensor:
+        """The exact projection of ``x_adv`` onto the L1 ball of radius ``eps`` (default: this
+        threat model's, ``(B,)``) around ``x`` intersected with ``bounds``: ``(B, ...)``."""
+        eps = self.eps_per_sample(x) if eps is None else eps
+        low, high = self.bounds
+        rows, base = flat(x_adv - x), flat(x)
+        delta = project_l1_box(rows, eps, low - base, high - base)
+        return self.clip(x + delta.reshape(x.shape))
 
     def random_init(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """A point drawn uniformly from the ``eps``-ball around ``x`` (then clipped to the box).

@@ -54,9 +54,10 @@ from advlab.models import create_model, load_model
 from advlab.training import fit, get_objective
 
 LOG = logging.getLogger("benchmarks.evaluation")
-MODELS = ("standard", "adversarial", "quantized", "saturated", "noisy")
+MODELS = ("standard", "adversarial", "quantized", "saturated", "noisy", "sign")
 DEFAULT_MODELS = "standard,adversarial,quantized,saturated"
 TARGET_PP, TARGET_RATIO = 0.3, 0.5  # the issue's targets
+AA_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 
 
 # --------------------------------------------------------------------------- gradient masking
@@ -69,6 +70,17 @@ class Quantize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # x (B, C, H, W) in [0, 1]
         return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
+
+
+class Binarize(nn.Module):
+    """Binarises the input with ``sign`` before ``model``: a ``sign`` inside, zero gradients."""
+
+    def __init__(self, model: nn.Module, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.model, self.threshold = model, threshold
+
+    def forward(self, x: Tensor) -> Tensor:  # x (B, C, H, W) in [0, 1]
+        return self.model((torch.sign(x - self.threshold) + 1) / 2)
 
 
 class Saturate(nn.Module):
@@ -99,7 +111,8 @@ class GaussianNoise(nn.Module):
 def train_or_load(kind: str, args: argparse.Namespace) -> nn.Module:
     """small_cnn trained with ``none`` or ``fgsm-rs`` at ``--eps``; cached under ``--cache-dir``."""
     given = args.standard_model if kind == "standard" else args.adversarial_model
-    run_dir = Path(given or Path(args.cache_dir) / f"{args.dataset}-{kind}-eps{args.eps:g}")
+    train_eps = args.train_eps if args.train_eps is not None else (args.eps if args.norm == "linf" else 0.1)
+    run_dir = Path(given or Path(args.cache_dir) / f"{args.dataset}-{kind}-eps{train_eps:g}")
     if (run_dir / "model.safetensors").exists():
         return load_model(run_dir, device=args.device).eval()
     if given:
@@ -108,7 +121,7 @@ def train_or_load(kind: str, args: argparse.Namespace) -> nn.Module:
     info = train.info
     scale = 10 if args.dataset == "digits" else 1  # digits: 1397 images, 10x the epochs
     epochs, objective = ((3 * scale, get_objective("none")) if kind == "standard" else
-                         (5 * scale, get_objective("fgsm-rs", eps=args.eps, eps_ramp=0.2)))
+                         (5 * scale, get_objective("fgsm-rs", eps=train_eps, eps_ramp=0.2)))
     LOG.info("training the %s model: %d epochs on %d %s images -> %s", kind, epochs, len(train.x),
              args.dataset, run_dir)
     model = create_model("small_cnn", info.num_classes, info.input_shape,
@@ -129,10 +142,13 @@ def build_models(names: list[str], args: argparse.Namespace) -> dict[str, tuple[
 
     recipes: dict[str, Callable[[], tuple[nn.Module, str]]] = {
         "standard": lambda: (base("standard"), "small_cnn, cross-entropy"),
-        "adversarial": lambda: (base("adversarial"), f"small_cnn, fgsm-rs eps {args.eps:g}"),
-        "quantized": lambda: (Quantize(base("standard")), "standard, input rounded to 16 levels"),
+        "adversarial": lambda: (base("adversarial"), "small_cnn, fgsm-rs (linf)"),
+        "quantized": lambda: (Quantize(base("standard"), args.levels),
+                              f"standard, input rounded to {args.levels} levels"),
+        "sign": lambda: (Binarize(base("standard")), "standard, input binarised by sign(x - 0.5)"),
         "saturated": lambda: (Saturate(base("adversarial")), "adversarial, logits x 1000"),
-        "noisy": lambda: (GaussianNoise(base("standard")), "standard, input noise sigma 0.1"),
+        "noisy": lambda: (GaussianNoise(base("standard"), args.sigma),
+                          f"standard, input noise sigma {args.sigma:g}"),
     }
     return {name: recipes[name]() for name in names}
 
@@ -148,6 +164,8 @@ class Outcome:
     per_attack: dict[str, dict[str, float]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     invalid: int = 0  # examples outside the ball / box (not counted as breaks)
+    expected: dict[str, list[float]] = field(default_factory=dict)  # advlab, randomised models
+    verdict: str = ""
 
 
 class Recorder:
@@ -222,7 +240,7 @@ def run_torchattacks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel
                      num_classes: int) -> Outcome:
     import torchattacks
 
-    attack = torchattacks.AutoAttack(model, norm="Linf", eps=threat.eps, version="standard",
+    attack = torchattacks.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version="standard",
                                      n_classes=num_classes, seed=0)
     recorder = Recorder()
     names = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -265,7 +283,7 @@ def reference_module() -> Any | None:
 
 def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor) -> Outcome:
     module = reference_module()
-    attack = module.AutoAttack(model, norm="Linf", eps=threat.eps, version="standard", seed=0,
+    attack = module.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version="standard", seed=0,
                                device=str(x.device))
     attack.verbose = False
     flags = FlagCollector("auto-attack")  # the reference's own checks (flags_doc.md)
@@ -298,7 +316,7 @@ def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clea
                     int(robust.sum()), int(result.robust_correct.sum()))
     flags = [w["code"] for w in result.warnings]
     return Outcome(robust, seconds, _label(result.broken_by, clean, robust), result.per_attack,
-                   flags, invalid)
+                   flags, invalid, result.expected_accuracy, result.verdict)
 
 
 def run_library(lib: str, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
@@ -333,6 +351,13 @@ def describe(name: str, clean: Tensor, outcomes: dict[str, Outcome]) -> dict[str
         print(f"  {lib:<13} robust {pct(out.robust):5.1f}%  {out.time_s:7.1f}s  {breaks}{extra}")
         for flag in out.flags:
             print(f"    flag: {flag}")
+        if out.expected:
+            mean, low, high = out.expected["robust"]
+            c_mean, c_low, c_high = out.expected["clean"]
+            print(f"    expected accuracy over draws: clean {100 * c_mean:.1f}% [{100 * c_low:.1f}, "
+                  f"{100 * c_high:.1f}], robust {100 * mean:.1f}% [{100 * low:.1f}, {100 * high:.1f}]")
+        if out.verdict:
+            print(f"    verdict: {out.verdict}")
         if lib == "advlab":
             continue
         they = (~out.robust & ours.robust).nonzero().squeeze(1).tolist()  # they broke, we did not
@@ -370,7 +395,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=None, choices=("fashion-mnist", "digits"),
                         help="default fashion-mnist (digits with --quick)")
     parser.add_argument("--n", type=int, default=None, help="test points (default 1000, quick 100)")
-    parser.add_argument("--eps", type=float, default=0.1, help="Linf radius (default 0.1)")
+    parser.add_argument("--eps", type=float, default=0.1, help="radius (default 0.1)")
+    parser.add_argument("--norm", default="linf", choices=("linf", "l2", "l1"),
+                        help="threat norm (l1: the reference AutoAttack only; torchattacks has none)")
+    parser.add_argument("--levels", type=int, default=16, help="grey levels of the quantized model")
+    parser.add_argument("--sigma", type=float, default=0.1, help="input noise of the noisy model")
+    parser.add_argument("--train-eps", type=float, default=None,
+                        help="Linf eps of the adversarial model's training (default --eps for linf, 0.1 otherwise)")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--aa", default="torchattacks,reference",
                         help="AutoAttack implementations (reference: skipped when not installed)")
@@ -405,8 +436,11 @@ def main(argv: list[str] | None = None) -> None:
     args.device = resolve_device(args.device)
     test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
     x, y = test.x[: args.n].to(args.device), test.y[: args.n].to(args.device)
-    threat = ThreatModel("linf", args.eps)
+    threat = ThreatModel(args.norm, args.eps)
     libs = [lib.strip() for lib in args.aa.split(",") if lib.strip()]
+    if args.norm == "l1" and "torchattacks" in libs:
+        LOG.warning("torchattacks' AutoAttack has no L1 version: skipped")
+        libs.remove("torchattacks")
     if "reference" in libs and reference_module() is None:
         LOG.warning("reference AutoAttack (autoattack / pyautoattack) not installed: skipped")
         libs.remove("reference")
@@ -417,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("torchattacks is not installed: run bash benchmarks/setup_peers.sh and use "
                          "benchmarks/.venv-peers/bin/python") from None
     ref = reference_module()
-    print(f"{args.dataset}: {len(x)} test points, linf eps {args.eps:g}, device {args.device}, "
+    print(f"{args.dataset}: {len(x)} test points, {args.norm} eps {args.eps:g}, device {args.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, advlab {advlab.__version__} "
           f"(preset {args.preset}), "
           f"torchattacks {torchattacks.__version__}"

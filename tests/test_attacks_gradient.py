@@ -418,3 +418,26 @@ def test_apgd_target_patience_stops_after_empty_ranks(digits_mlp: nn.Module, poi
     assert torch.equal(fooled(digits_mlp, runs[2][1], y), fooled(digits_mlp, runs[None][1], y))
     with pytest.raises(ValueError, match="target_patience"):
         apgd(digits_mlp, x, y, threat, target="top", target_patience=0)
+
+
+# ------------------------------------------------------------------ APGD-L1 (Croce & Hein 2021)
+def test_l1_sparse_step_skips_coordinates_stuck_on_the_box() -> None:
+    from advlab.attacks.apgd_l1 import sparse_direction
+
+    x_adv = torch.tensor([[1.0, 0.0, 0.5, 0.5]])
+    grad = torch.tensor([[5.0, -4.0, 1.0, -0.5]])  # the two largest push outwards: cannot move
+    direction = sparse_direction(grad, x_adv, torch.tensor([0.5]), (0.0, 1.0))
+    assert direction[0, :2].abs().sum() == 0
+    assert torch.allclose(direction, torch.tensor([[0.0, 0.0, 0.5, -0.5]]))
+
+
+def test_apgd_l1_is_stronger_than_the_plain_sparse_step(digits_cnn: nn.Module, points) -> None:
+    x, y = points[0][:100], points[1][:100]
+    threat = ThreatModel("l1", 1.0)
+    plain = pgd(digits_cnn, x, y, threat, steps=100, step_size=0.5, loss="ce")
+    x_adv = apgd(digits_cnn, x, y, threat, steps=100, generator=seeded())
+    assert threat.contains(x, x_adv).all()
+    assert fooled(digits_cnn, x_adv, y).sum() >= fooled(digits_cnn, plain, y).sum()
+    larger = apgd(digits_cnn, x, y, threat, steps=30, large_eps=True, generator=seeded())
+    assert threat.contains(x, larger).all()  # the 3 eps and 2 eps stages never leak out
+    assert fooled(digits_cnn, larger, y).sum() > 0

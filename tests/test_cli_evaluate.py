@@ -24,3 +24,14 @@ def test_evaluate_prints_the_verdict(tmp_path, monkeypatch):
     assert "chance_accuracy" in codes
     verdict = [line for line in result.output.splitlines() if line.startswith("verdict: ")]
     assert verdict == ["verdict: suspicious: " + ", ".join(dict.fromkeys(codes))]
+    assert result.output.strip().splitlines()[-1] == verdict[0]  # the last line
+
+
+def test_evaluate_rejects_a_bad_bpda_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVLAB_RUNS", str(tmp_path))
+    run_dir = tmp_path / "untrained"
+    save_model(create_model("mlp", 10, (1, 8, 8), seed=0), run_dir, dataset="digits")
+    args = ["evaluate", "--model-file", str(run_dir), "--dataset", "digits", "--bpda", "maybe",
+            "--no-progress"]
+    result = CliRunner().invoke(app, expand_multi_values(args))
+    assert result.exit_code != 0 and "--bpda must be auto, on or off" in result.output

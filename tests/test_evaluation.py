@@ -84,9 +84,11 @@ def test_quantised_model_flagged_and_broken(digits_mlp, points):
     white_box = evaluate(model, x, y, threat, sanity=False,
                          attacks=[AttackStep("apgd-ce", _apgd(loss="ce", steps=50))])
     assert white_box.robust_accuracy > result.clean_accuracy - 0.05  # gradients are useless
-    assert result.robust_accuracy < white_box.robust_accuracy - 0.3  # but the black box breaks it
-    assert result.per_attack["square"]["breaks"] > 0
-    assert "blackbox_stronger" in codes(result)
+    assert result.robust_accuracy < white_box.robust_accuracy - 0.3  # but BPDA breaks it
+    assert result.per_attack["bpda-apgd-ce"]["breaks"] > 0  # straight-through, verified
+    assert "unavailable_gradients" in codes(result)
+    plain = evaluate(model, x, y, threat, attacks="standard", bpda=False)  # only the black box
+    assert "blackbox_stronger" in codes(plain) and plain.per_attack["square"]["breaks"] > 0
 
 
 def test_saturated_logits_flagged_and_broken(digits_mlp, points):
@@ -186,9 +188,9 @@ def test_masking_flags_run_the_escalated_step_at_once(digits_mlp, points):
     model = nn.Sequential(Quantize(), digits_mlp).eval()
     probe, full = [], []
     step = AttackStep("probe", _recording(probe, broken=False), escalate=_recording(full, False))
-    result = evaluate(model, x, y, ThreatModel("linf", 0.1), attacks=[step])
+    result = evaluate(model, x, y, ThreatModel("linf", 0.1), attacks=[step], bpda=False)
     assert "zero_gradients" in codes(result)
-    assert full and not probe
+    assert full and not probe  # without BPDA the masking is not handled: full budget at once
 
 
 def test_saturated_softmax_is_not_mistaken_for_masking(digits_mlp, points):

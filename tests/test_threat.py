@@ -294,3 +294,52 @@ def test_flat_is_public_and_keeps_the_old_name() -> None:
     assert threat_module.flat(x).shape == (2, 12)
     assert threat_module.flat(torch.zeros(0, 3, 4)).shape == (0, 12)
     assert threat_module._flat is threat_module.flat
+
+
+# ------------------------------------------------- the L1 ball intersected with the box (APGD-L1)
+def _l1_box_bisection(v: np.ndarray, eps: float, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Reference solver: bisection on the multiplier of the KKT form, in float64."""
+    def point(lam: float) -> np.ndarray:
+        return np.clip(np.sign(v) * np.maximum(np.abs(v) - lam, 0.0), low, high)
+
+    if np.abs(point(0.0)).sum() <= eps:
+        return point(0.0)
+    a, b = 0.0, float(np.abs(v).max())
+    for _ in range(200):
+        mid = (a + b) / 2
+        a, b = (mid, b) if np.abs(point(mid)).sum() > eps else (a, mid)
+    return point(b)
+
+
+def test_l1_box_projection_equals_a_bisection_solver_and_beats_random_feasible_points() -> None:
+    from advlab.threat import project_l1_box
+
+    gen = np.random.default_rng(0)
+    for _ in range(100):
+        d = int(gen.integers(1, 9))
+        x = gen.random(d)
+        v = gen.normal(size=d) * gen.random() * 2
+        eps = float(gen.random() * 2)
+        low, high = -x, 1 - x
+        got = project_l1_box(torch.tensor(v)[None], torch.tensor([eps], dtype=torch.float64), torch.tensor(low)[None],
+                             torch.tensor(high)[None])[0].numpy()
+        np.testing.assert_allclose(got, _l1_box_bisection(v, eps, low, high), atol=1e-7)
+        assert np.abs(got).sum() <= eps + 1e-9 and (got >= low - 1e-12).all() and (got <= high + 1e-12).all()
+        # brute force: no feasible point (random ones, scaled into the set) is closer to v
+        others = np.clip(gen.normal(size=(500, d)), low, high)
+        others *= np.minimum(1.0, eps / np.maximum(np.abs(others).sum(axis=1), 1e-12))[:, None]
+        assert (np.linalg.norm(others - v, axis=1) >= np.linalg.norm(got - v) - 1e-9).all()
+
+
+def test_l1_project_is_exact_on_the_intersection_not_ball_then_clip() -> None:
+    """Ball-then-clip spends the budget on a coordinate the box stops and clips it away; the
+    exact projection keeps the move of the coordinate that has room."""
+    x = torch.tensor([[0.95, 0.5, 0.5]])
+    threat = ThreatModel("l1", 0.6)
+    target = x + torch.tensor([[1.0, 0.3, 0.0]])  # the first coordinate can only move by 0.05
+    exact = threat.project(x, target)
+    ball_then_clip = threat.clip(x + threat.project_delta(target - x))
+    assert threat.contains(x, exact).all()
+    assert threat.distance(x, exact).item() == pytest.approx(0.35, abs=1e-6)  # 0.05 + 0.3
+    assert threat.distance(x, ball_then_clip).item() < 0.1  # 0.05 + 0
+    assert (exact - target).norm() < (ball_then_clip - target).norm()

@@ -21,6 +21,8 @@ def project_onto(threat: ThreatModel, x: Tensor, x_adv: Tensor, eps: Tensor) -> 
     """
     if threat.norm == "linf":
         return torch.clamp(x_adv, *threat.linf_box(x, eps))
+    if threat.norm == "l1":
+        return threat.project_l1(x, x_adv, eps)
     return threat.clip(x + threat.project_delta(x_adv - x, eps))
 
 

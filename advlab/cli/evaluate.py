@@ -50,6 +50,10 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file for the records (default: in the run directory).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    draws: Annotated[int, typer.Option(help="Randomised models: forward draws per prediction (majority vote).")] = 11,
+    eot_samples: Annotated[int, typer.Option(help="Randomised models: passes the gradient attacks average (EOT).")] = 20,
+    bpda: Annotated[str, typer.Option(help="Straight-through BPDA: auto (on shattered gradients), on or off.")] = "auto",
+    surrogate: Annotated[Path | None, typer.Option(help="A saved differentiable stand-in model for BPDA and a transfer step.")] = None,
 ) -> None:
     """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
     setup_logging()
@@ -61,15 +65,25 @@ def evaluate(
     from advlab.evaluation import evaluate as run_evaluation
     from advlab.store import Store
 
+    choices = {"auto": None, "on": True, "off": False}
+    if bpda not in choices:
+        raise typer.BadParameter(f"--bpda must be auto, on or off, got {bpda!r}")
     ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device,
                    model_options=model_options(weights, model_args, mean, std, imports),
                    data=data, image_size=image_size)
+    stand_in = None
+    if surrogate is not None:
+        from advlab.cli._common import load_any_model
+
+        stand_in = load_any_model(str(surrogate), device=device)
     x, y = test_points(ctx, n, seed=seed)
     threat = ThreatModel(norm, max(eps))
     total = _progress_total(ctx.model, x, preset, threat.norm, len(eps))
     with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:
         results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
-                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
+                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name,
+                                 draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
+                                 surrogate=stand_in)
     for r in results:  # what the points are: "test" only for a split the model never saw
         r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
     _print_table(results, ctx.split_label, ctx.split_note)
@@ -77,6 +91,7 @@ def evaluate(
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")
     echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
+    _print_verdict(results[0])
 
 
 def _progress_total(model, x, preset: str, norm: str, n_eps: int) -> int | None:
@@ -105,7 +120,14 @@ def _print_table(results: list, label: str = "test", note: str = "") -> None:
         breaks = " ".join(f"{int(r.per_attack[n]['breaks']):>9}" for n in names)
         spent = sum(v["time_s"] for v in r.per_attack.values())
         echo(f"{r.eps:>8.4g} {r.robust_accuracy:>8.1%} {breaks} {spent:>7.1f}s")
+        if r.expected_accuracy:
+            mean, low, high = r.expected_accuracy["robust"]
+            echo(f"{'':>8} expected over {r.draws} draws: {mean:.1%} [{low:.1%}, {high:.1%}] (95% interval)")
     for flag in first.warnings:
         echo(f"\nflag [{flag['code']}] {flag['detail']}", fg="yellow")
         echo(f"  {flag['meaning']}\n  {flag['advice']}")
-    echo(f"\nverdict: {first.verdict}", bold=True, fg=None if first.verdict == "reliable" else "yellow")
+
+
+def _print_verdict(first) -> None:  # noqa: ANN001
+    """The last line: ``verdict: reliable`` or ``verdict: suspicious: <flag codes>``."""
+    echo(f"verdict: {first.verdict}", bold=True, fg=None if first.verdict == "reliable" else "yellow")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import model_guard, predict
 from advlab.attacks._iterate import SmallestAdversarial
+from advlab.evaluation.draws import Judge
 from advlab.evaluation.presets import AttackStep
 from advlab.threat import ThreatModel
 
@@ -71,6 +72,8 @@ class StepStats:
     ran_on: int = 0
     breaks: int = 0
     time_s: float = 0.0
+    claimed: int = 0  # candidates that fooled the step's stand-in (BPDA wrapper, surrogate)
+    transfer_failed: int = 0  # ... of which the evaluated model classified correctly
 
 
 @dataclass
@@ -85,9 +88,12 @@ class EnsembleOutcome:
 
 
 def verify(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, threat: ThreatModel,
-           batch_size: int) -> Tensor:
-    """``(B,)`` bool: ``x_adv`` is inside the threat model and misclassified (fresh forward)."""
+           batch_size: int, *, judge: Judge | None = None, index: Tensor | None = None) -> Tensor:
+    """``(B,)`` bool: ``x_adv`` is inside the threat model and misclassified (a fresh forward
+    pass, or ``judge``'s majority vote over draws for the rows ``index`` on a randomised model)."""
     inside = threat.contains(x, x_adv)
+    if judge is not None and index is not None:
+        return inside & judge.wrong(index, x_adv, y)
     with model_guard(model):
         wrong = predict(model, x_adv, batch_size).argmax(dim=1) != y
     return inside & wrong
@@ -95,15 +101,20 @@ def verify(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, threat: Threat
 
 def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
              threat: ThreatModel, index: Tensor, *, batch_size: int, generator: torch.Generator | None,
-             progress: Progress | None = None, escalated: bool = False) -> tuple[Tensor, Tensor]:
+             progress: Progress | None = None, escalated: bool = False,
+             judge: Judge | None = None, stats: StepStats | None = None) -> tuple[Tensor, Tensor]:
     """Run ``step`` (its ``escalate`` form when ``escalated``) on the points ``index`` in batches;
-    return (broken index, verified x_adv)."""
+    return (broken index, verified x_adv). With a ``step.stand_in``, ``stats`` counts the
+    candidates that fool the stand-in and those of them the model resists (transfer failures)."""
     run = step.escalate if escalated and step.escalate is not None else step.run
     broken, examples = [], []
     for chunk in index.split(batch_size):
         sub_threat = threat.select(chunk)
         candidate = run(attack_model, x[chunk], y[chunk], sub_threat, generator=generator)
-        ok = verify(model, x[chunk], candidate, y[chunk], sub_threat, batch_size)
+        ok = verify(model, x[chunk], candidate, y[chunk], sub_threat, batch_size, judge=judge,
+                    index=chunk)
+        if step.stand_in is not None and stats is not None:
+            _count_transfer(step.stand_in, candidate, y[chunk], ok, stats, batch_size)
         broken.append(chunk[ok])
         examples.append(candidate[ok])
         if progress is not None:
@@ -111,10 +122,19 @@ def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Ten
     return torch.cat(broken), torch.cat(examples)
 
 
+def _count_transfer(stand_in: nn.Module, candidate: Tensor, y: Tensor, ok: Tensor,
+                    stats: StepStats, batch_size: int) -> None:
+    with model_guard(stand_in):
+        claimed = predict(stand_in, candidate, batch_size).argmax(dim=1) != y
+    stats.claimed += int(claimed.sum())
+    stats.transfer_failed += int((claimed & ~ok).sum())
+
+
 def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
                    threat: ThreatModel, ensemble: list[AttackStep], pool: Pool, correct: Tensor, *,
                    batch_size: int, generator: torch.Generator | None,
-                   progress: Progress | None = None, suspicious: bool = False) -> EnsembleOutcome:
+                   progress: Progress | None = None, suspicious: bool = False,
+                   judge: Judge | None = None) -> EnsembleOutcome:
     """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``.
 
     ``suspicious`` (the sanity checks saw signs of gradient masking) runs the escalated form of
@@ -132,7 +152,8 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
         start = time.perf_counter()
         broken, examples = run_step(step, model, attack_model, x, y, threat, index,
                                     batch_size=batch_size, generator=generator,
-                                    progress=progress, escalated=escalated)
+                                    progress=progress, escalated=escalated, judge=judge,
+                                    stats=stats)
         pool.update(broken, examples, threat.distance(x[broken], examples), step.name, eps[broken])
         elapsed = time.perf_counter() - start
         stats.ran_on, stats.breaks = max(stats.ran_on, len(index)), stats.breaks + len(broken)
@@ -143,6 +164,9 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
                     " (escalated)" if escalated else "", len(broken), len(index), elapsed)
         return len(broken)
 
+    if len(eps) == 0 or float(eps.max()) == 0.0:  # nothing can move: no attack can break a point
+        outcome.per_attack = {step.name: StepStats() for step in ensemble}
+        return outcome
     for step in ensemble:
         stats = outcome.per_attack.setdefault(step.name, StepStats())
         escalated = suspicious and step.escalate is not None
@@ -156,7 +180,7 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
 def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
                         threat: ThreatModel, step: AttackStep, pool: Pool, eps_before: float, *,
                         sample: int, batch_size: int, generator: torch.Generator | None,
-                        outcome: EnsembleOutcome) -> None:
+                        outcome: EnsembleOutcome, judge: Judge | None = None) -> None:
     """Monotonicity check: re-attack a few points already broken at a smaller eps.
 
     If the first attack fails at the larger eps on many points that were broken at a smaller one,
@@ -169,6 +193,6 @@ def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y:
     perm = torch.randperm(len(index), generator=generator, device=gen_device)[:sample]
     index = index[perm.to(index.device)]
     broken, _ = run_step(step, model, attack_model, x, y, threat, index, batch_size=batch_size,
-                         generator=generator)
+                         generator=generator, judge=judge)
     outcome.recheck_total += len(index)
     outcome.recheck_failed += len(index) - len(broken)

@@ -18,10 +18,14 @@ import torch
 from torch import Tensor, nn
 
 import advlab
+from advlab._checks import check_int
 from advlab._predicates import looks_like_probabilities
 from advlab._utils import resolve_device
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
+from advlab.evaluation.adaptive import EOT, adapt
+from advlab.evaluation.draws import Judge, mean_interval
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
+from advlab.evaluation.indicators import indicator_flags
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
@@ -34,18 +38,7 @@ from advlab.evaluation.sanity import (
 from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
-
-
-class EOT(nn.Module):
-    """Expectation over Transformation (Athalye et al. 2018): average the logits of ``samples``
-    forward passes of a randomised model, so attack gradients follow the expected output."""
-
-    def __init__(self, model: nn.Module, samples: int = 10) -> None:
-        super().__init__()
-        self.model, self.samples = model, samples
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(dim=0)
+__all__ = ["EOT", "collect_data", "evaluate"]
 
 
 def _as_tensor(value: Any) -> Any:
@@ -126,25 +119,28 @@ def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
     return []
 
 
-def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor,
-                   eot_samples: int) -> tuple[nn.Module, list[Flag], bool]:
-    """Randomness (switch to EOT) and gradient checks on a few correctly classified points;
-    returns the model to attack, the flags and whether the gradients look masked."""
-    flags: list[Flag] = []
-    attack_model = model
-    probe = x[:16]
-    if is_randomized(model, probe):
-        flags.append(Flag("randomized", f"switched to EOT over {eot_samples} passes"))
-        attack_model = EOT(model, eot_samples)
+def _sanity_before(model: nn.Module, x: Tensor, y: Tensor, correct: Tensor) -> tuple[list[Flag], bool]:
+    """Gradient checks on up to 128 correctly classified points: flags and whether the
+    gradients look masked."""
     index = correct.nonzero().squeeze(1)[:128]
-    more, masked = gradient_flags(model, x[index], y[index])
-    return attack_model, flags + more, masked
+    return gradient_flags(model, x[index], y[index])
+
+
+def _randomness(model: nn.Module, x: Tensor, draws: int, eot_samples: int) -> tuple[bool, list[Flag]]:
+    """Whether the model is randomised (two passes on 16 points differ), and its flag."""
+    check_int("draws", draws)
+    check_int("eot_samples", eot_samples)
+    if not is_randomized(model, x[:16]):
+        return False, []
+    return True, [Flag("randomized", f"predictions decided by a majority vote over {draws} "
+                       f"draws; gradients averaged over {eot_samples} passes (EOT)")]
 
 
 def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | None = None, *,
              attacks: str | list[AttackStep] = "standard", eps: Sequence[float] | None = None,
              batch_size: int = 500, device: str | torch.device | None = None, seed: int = 0,
-             n: int | None = None, sanity: bool = True, eot_samples: int = 10,
+             n: int | None = None, sanity: bool = True, eot_samples: int = 20, draws: int = 11,
+             bpda: bool | None = None, surrogate: nn.Module | None = None,
              progress: Progress | None = None, store: Any = None,
              run_name: str | None = None) -> EvaluationResult | list[EvaluationResult]:
     """Robust accuracy of ``model`` under ``threat``: the per-sample worst case over an ensemble.
@@ -161,13 +157,27 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
         n: evaluate the first ``n`` points only.
         device: where to run (default: the model's device; ``"auto"`` picks CUDA when present,
             moving the model there).
-        sanity: run the gradient-masking checks (flags in ``result.warnings``).
+        sanity: run the gradient-masking checks and the indicators of attack failure (flags in
+            ``result.warnings``, summed up by ``result.verdict``).
+        draws: on a randomised model (detected automatically), every prediction -- clean and
+            adversarial -- is the majority vote over this many seeded forward passes
+            (:class:`advlab.evaluation.draws.Judge`); ``eot_samples``: passes the gradient attacks
+            average over (EOT; AutoAttack-rand's 20).
+        bpda: re-run the gradient attacks with straight-through backward passes (BPDA, Athalye et
+            al. 2018): ``None`` (default) when the sanity checks find shattered gradients, True
+            always, False never.
+        surrogate: a differentiable stand-in returning logits ``(N, K)`` (a smooth model, or
+            ``nn.Sequential(approximate_preprocessing, classifier)``): the gradient attacks are
+            re-run with its backward pass, and a transfer step crafts examples on it alone; every
+            candidate is verified on ``model``.
         store: an :class:`advlab.store.Store` (or a path to one) to record the result in.
     """
     if isinstance(y, ThreatModel):
         y, threat = None, y
     if threat is None:
         raise ValueError("evaluate needs a ThreatModel, e.g. ThreatModel(norm='linf', eps=0.1)")
+    if surrogate is not None and not isinstance(surrogate, nn.Module):
+        raise TypeError(f"surrogate must be an nn.Module returning logits, got {type(surrogate).__name__}")
     x, labels = collect_data(data, y)
     if n is not None:
         x, labels = x[:n], labels[:n]
@@ -177,38 +187,50 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     check_inputs(x, labels, threat)
     target = _model_device(model) if device is None else resolve_device(device)
     model = model.to(target) if device is not None else model
+    surrogate = surrogate.to(target) if surrogate is not None and device is not None else surrogate
     x, labels = x.to(target), labels.to(target)
     start = time.perf_counter()
     eps_list = sorted(float(e) for e in eps) if eps is not None else [threat.eps]
     logits, flags = _clean_pass(model, x, labels, batch_size)
-    correct = logits.argmax(dim=1) == labels
+    randomized, more = _randomness(model, x, draws, eot_samples)
+    judge = Judge(model, x, draws=draws if randomized else 1, seed=seed, batch_size=batch_size)
+    correct, share = judge.clean(logits, labels)
+    flags += more
     num_classes = logits.shape[1]
     ensemble = resolve_ensemble(attacks, num_classes, threat.norm)
     generator = torch.Generator(device=target).manual_seed(seed)
-    attack_model, masked = model, False
+    masked = False
     if sanity:
-        attack_model, more, masked = _sanity_before(model, x, labels, correct, eot_samples)
+        more, masked = _sanity_before(model, x, labels, correct)
         flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
-    suspicious = masked or any(f.code in MASKING for f in flags)
+    index = correct.nonzero().squeeze(1)[:128]
+    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=randomized,
+                                         eot_samples=eot_samples, masked=masked, bpda=bpda,
+                                         surrogate=surrogate, x=x[index], y=labels[index])
+    flags += more
+    suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
     pool = Pool.empty(x)
     outcomes = []
     for k, eps_k in enumerate(eps_list):
         threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
         outcome = attack_one_eps(model, attack_model, x, labels, threat_k, ensemble, pool, correct,
                                  batch_size=batch_size, generator=generator, progress=progress,
-                                 suspicious=suspicious)
+                                 suspicious=suspicious, judge=judge)
         if sanity and k > 0:
             recheck_smaller_eps(model, attack_model, x, labels, threat_k, ensemble[0], pool,
                                 eps_list[k - 1], sample=32, batch_size=batch_size,
-                                generator=generator, outcome=outcome)
+                                generator=generator, outcome=outcome, judge=judge)
         outcomes.append((threat_k, outcome))
     if sanity:
-        flags += _flags_after(model, x, labels, threat, correct, outcomes, generator=generator)
+        flags += _flags_after(model, x, labels, threat, correct, outcomes, generator=generator,
+                              ensemble=ensemble, randomized=randomized, suspicious=suspicious)
     elapsed = time.perf_counter() - start
     meta = dict(preset=attacks if isinstance(attacks, str) else "custom", time_s=elapsed, seed=seed,
                 n=len(x), model_id=fingerprint_model(model), data_id=fingerprint_data(x, labels),
                 version=advlab.__version__, bounds=threat.bounds)
     results = [_result(x, correct, pool, t, o, flags, meta) for t, o in outcomes]
+    if randomized:
+        _expected(results, judge, x, labels, share)
     for r in results:
         logger.info("%s", r.summary())
     if store is not None:
@@ -216,8 +238,20 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     return results if eps is not None else results[0]
 
 
+def _expected(results: list[EvaluationResult], judge: Judge, x: Tensor, y: Tensor,
+              clean_share: Tensor) -> None:
+    """Expected accuracy over draws (clean, and at the returned examples) with 95 % intervals."""
+    clean = mean_interval(clean_share)
+    for r in results:
+        x_adv = r.x_adv if r.x_adv is not None else x
+        robust_share = judge.share(x_adv, y) * r.clean_correct.to(x.device)
+        r.draws = judge.draws
+        r.expected_accuracy = {"clean": list(clean), "robust": list(mean_interval(robust_share))}
+
+
 def _flags_after(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, correct: Tensor,
-                 outcomes: list, *, generator: torch.Generator) -> list[Flag]:
+                 outcomes: list, *, generator: torch.Generator, ensemble: list[AttackStep],
+                 randomized: bool, suspicious: bool) -> list[Flag]:
     flags: list[Flag] = []
     n_correct = max(int(correct.sum()), 1)
     outcomes = [o for _, o in outcomes]
@@ -228,8 +262,19 @@ def _flags_after(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, co
     total = sum(o.recheck_total for o in outcomes)
     if total and failed >= 2 and failed / total > 0.25:
         flags.append(Flag("not_monotone", f"{failed}/{total} points broken at a smaller eps survived the first attack at a larger eps"))
+    claimed = sum(s.claimed for o in outcomes for s in o.per_attack.values())
+    resisted = sum(s.transfer_failed for o in outcomes for s in o.per_attack.values())
+    if resisted >= 2 and resisted > 0.1 * claimed:
+        flags.append(Flag("transfer_failure", f"{resisted} of {claimed} examples that fooled a "
+                          "stand-in (surrogate) did not fool the model"))
     index = correct.nonzero().squeeze(1)[:32]
     flags += _large_eps_flag(model, x[index], y[index], threat, generator=generator)
+    if not randomized:  # a vote over draws is not a single forward pass to monitor
+        last = outcomes[-1].eps if outcomes else threat.eps
+        first = ensemble[0]
+        run = first.escalate if suspicious and first.escalate is not None else first.run
+        flags += indicator_flags(model, first.name, run, x[index], y[index], threat.with_eps(last),
+                                 generator=generator)
     return flags
 
 

@@ -12,8 +12,9 @@ class, the minimal-norm FMN attack and more Square queries.
 
 Square in ``standard`` is a probe that escalates: 1000 queries on the points APGD left robust,
 and AutoAttack's full 5000 on the points still robust only when the probe broke at least one
-point or the sanity checks saw masked gradients (zero, NaN or vanishing gradients, a randomised
-model, probabilities) -- on those the full budget runs straight away. On models whose gradients
+point or the sanity checks saw masked gradients (zero, NaN or vanishing margin gradients that
+straight-through BPDA does not restore, probabilities) -- on those the full budget runs
+straight away. On models whose gradients
 are informative Square almost never breaks a point APGD missed, so the probe saves most of its
 cost without lowering the bar where it matters (measured in ``benchmarks/evaluation.py``).
 """
@@ -45,6 +46,9 @@ class AttackStep:
         escalate: a stronger (costlier) version of ``run``. It runs on the points still robust
             when ``run`` broke at least one point, and replaces ``run`` when the sanity checks
             suspect gradient masking.
+        stand_in: the model the step attacks instead of the evaluated one (a BPDA wrapper or a
+            surrogate); its candidates that fool the stand-in but not the model count as
+            transfer failures (the ``transfer_failure`` flag).
     """
 
     name: str
@@ -54,6 +58,7 @@ class AttackStep:
     max_classes: int = 1_000_000
     norms: tuple[str, ...] = ("linf", "l2", "l1")
     escalate: AttackFn | None = None
+    stand_in: nn.Module | None = None
 
 
 def _apgd(**options: object) -> AttackFn:
@@ -79,16 +84,33 @@ def _fmn_bounded(steps: int = 100) -> AttackFn:
     return run
 
 
+LP = ("linf", "l2")
+
+
+def _l1_standard() -> list[AttackStep]:
+    """L1 in ``standard``: AutoAttack's L1 version (Croce & Hein 2021: APGD-L1 with 5 restarts and
+    the larger-radii schedule, APGD-T-L1 over 5 target classes) and the minimal-norm FMN-L1
+    (Pintor et al. 2021) in place of FAB-T."""
+    return [
+        AttackStep("apgd-ce", _apgd(loss="ce", steps=100, restarts=5, large_eps=True), norms=("l1",)),
+        AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=5,
+                                   large_eps=True), min_classes=4, norms=("l1",)),
+        AttackStep("fmn", _fmn_bounded(steps=100), norms=("l1",)),
+    ]
+
+
 def _preset(name: str) -> list[AttackStep]:
     if name == "fast":
         return [AttackStep("apgd-ce", _apgd(loss="ce", steps=20))]
     if name == "standard":
         return [
-            AttackStep("apgd-ce", _apgd(loss="ce", steps=100)),
+            AttackStep("apgd-ce", _apgd(loss="ce", steps=100), norms=LP),
             AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=9,
-                                       target_patience=2), min_classes=4),
+                                       target_patience=2), min_classes=4, norms=LP),
+            *_l1_standard()[:2],
             # stands in for the targeted step when a model has exactly 3 classes
             AttackStep("apgd-dlr", _apgd(loss="dlr", steps=100), min_classes=3, max_classes=3),
+            _l1_standard()[2],
             AttackStep("square", _square(queries=1000), blackbox=True, norms=("linf", "l2"),
                        escalate=_square(queries=5000)),
         ]

@@ -28,6 +28,10 @@ class EvaluationResult:
             none; for a misclassified clean point 0).
         per_attack: name -> {"ran_on", "breaks", "time_s"} at this eps.
         warnings: sanity flags (dicts with code, detail, meaning, advice).
+        draws: forward passes per prediction (a majority vote; 1 for a deterministic model).
+        expected_accuracy: randomised models only: ``{"clean": [mean, low, high], "robust":
+            [...]}``, the share of draws that classify a point correctly (at its returned
+            example for "robust"), averaged over points, with a 95 % interval over points.
         x_adv: the adversarial examples (x where none) -- kept in memory, not in JSON.
     """
 
@@ -49,6 +53,8 @@ class EvaluationResult:
     data_id: str
     version: str
     bounds: tuple[float, float] = (0.0, 1.0)
+    draws: int = 1
+    expected_accuracy: dict[str, list[float]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     x_adv: Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -91,8 +97,12 @@ class EvaluationResult:
     def summary(self) -> str:
         """One line: eps, clean and robust accuracy, and which attack broke how many."""
         breaks = ", ".join(f"{k} {int(v['breaks'])}" for k, v in self.per_attack.items())
+        expected = ""
+        if self.expected_accuracy:
+            mean, low, high = self.expected_accuracy["robust"]
+            expected = f" (vote over {self.draws} draws; expected {mean:.1%} [{low:.1%}, {high:.1%}])"
         return (f"{self.norm} eps={self.eps:g}: clean {self.clean_accuracy:.1%}  robust "
-                f"{self.robust_accuracy:.1%}  ({breaks}; {self.time_s:.1f}s)")
+                f"{self.robust_accuracy:.1%}{expected}  ({breaks}; {self.time_s:.1f}s)")
 
 
 def fingerprint_model(model: nn.Module) -> str:

@@ -23,8 +23,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     "randomized": (
         "Two forward passes on the same input gave different outputs: the model is randomised "
         "(dropout left on, random input transforms, noise layers).",
-        "Gradients were averaged over several passes (EOT, Athalye et al. 2018). Report the "
-        "robust accuracy of the deployed randomised model and prefer the 'thorough' preset."),
+        "Every prediction (clean and adversarial) was decided by a majority vote over several "
+        "seeded draws, the expected accuracy over draws is reported with its interval, and the "
+        "gradient attacks followed the expectation over 20 passes (EOT, Athalye et al. 2018). "
+        "Report the robust accuracy of the deployed randomised model and prefer 'thorough'."),
     "probabilities": (
         "The model's outputs are non-negative and sum to one: it returns probabilities, not logits.",
         "Remove the final softmax. Saturated probabilities hide gradients; the margin/DLR losses "
@@ -32,10 +34,11 @@ FLAGS: dict[str, tuple[str, str]] = {
     "zero_gradients": (
         "The input gradient of the loss is exactly zero on many correctly classified points "
         "(shattered gradients: quantisation, thresholds, argmax or saturated layers).",
-        "If the margin-loss gradient is zero too (shattered gradients), gradient attacks cannot "
-        "move these points and the black-box Square attack ran with its full budget; consider "
-        "BPDA (a differentiable approximation of the non-differentiable layer). If only the CE "
-        "gradient is zero, the softmax saturates: the DLR attacks do not saturate and handle it."),
+        "If the margin-loss gradient is zero too (shattered gradients), the gradient attacks were "
+        "re-run with straight-through backward passes (BPDA, see 'unavailable_gradients'); where "
+        "those give no gradient either, the black-box Square attack ran with its full budget. Give evaluate(..., surrogate=model) a "
+        "differentiable stand-in for a better BPDA. If only the CE gradient is zero, the softmax "
+        "saturates: the DLR attacks do not saturate and handle it."),
     "nan_gradients": (
         "The input gradient contains NaN or inf on some points.",
         "Fix the numerics of the model (log of zero, division by zero); attacks skip such steps."),
@@ -52,19 +55,46 @@ FLAGS: dict[str, tuple[str, str]] = {
         "Attacks are not finding the worst case reliably. The reported curve pools adversarial "
         "examples across eps (monotone by construction); raise steps/restarts ('thorough')."),
     "large_eps_not_broken": (
-        "At a very large eps (where any input can be reached) accuracy did not drop to ~0.",
+        "At a very large eps (where any input can be reached) accuracy did not drop to ~0: the "
+        "unconstrained-attack failure of Pintor et al. (2022).",
         "The attacks cannot make progress: gradient masking or a bug in the model's input "
         "handling. The reported robust accuracy is an upper bound that is probably too high."),
     "chance_accuracy": (
         "Clean accuracy is at or below chance level.",
         "The model is not trained (or labels and inputs do not match); robust accuracy means "
         "nothing here. Check the dataset, the normalisation and the checkpoint."),
+    "unavailable_gradients": (
+        "The margin-loss gradient is zero, NaN or tiny on many points: gradient attacks have "
+        "nothing to follow (Pintor et al. 2022's unavailable-gradients indicator).",
+        "The detail says what was done: the gradient attacks re-run on a straight-through BPDA "
+        "version of the model (round, floor, ceil, trunc, sign and thresholds get an identity "
+        "backward pass, the forward stays exact, every candidate is verified on the real model; "
+        "their breaks are listed as bpda-*). Pass evaluate(..., surrogate=...) (a differentiable "
+        "stand-in, e.g. nn.Sequential(smooth_preprocessing, classifier)) for a closer BPDA."),
+    "silent_success": (
+        "The first attack visited an adversarial point inside the threat model but returned a "
+        "non-adversarial one (Pintor et al. 2022).",
+        "The attack does not keep its best point: fix the attack (keep any successful iterate) "
+        "or use the library's attacks; the reported robust accuracy is too high."),
+    "incomplete_optimization": (
+        "On many points the first attack did not break, its best loss was still improving over "
+        "its last steps (Pintor et al. 2022).",
+        "More steps would likely break more points: raise steps (the 'standard' or 'thorough' "
+        "preset, or steps= in a custom AttackStep)."),
+    "transfer_failure": (
+        "Many examples crafted on a stand-in (a surrogate model) fooled the stand-in but not the "
+        "evaluated model (Pintor et al. 2022).",
+        "The surrogate is a poor stand-in for this model: its transfer step says little. Use a "
+        "surrogate closer to the model (e.g. the model with a smooth approximation of its "
+        "non-differentiable part) or rely on the BPDA and black-box steps."),
 }
 
 #: Flags raised before the attacks that point to gradient masking on their own: the ``standard``
 #: preset then runs its black-box attack with the full query budget on every point still robust
-#: (as it does when :func:`gradient_flags` finds the margin-loss gradient masked).
-MASKING = frozenset({"randomized", "probabilities"})
+#: (as it does when :func:`gradient_flags` finds the margin-loss gradient masked). A randomised
+#: model is not in it: its gradient attacks use EOT and its predictions a vote over draws, and the
+#: black-box probe escalates only where it broke a point (AutoAttack-rand runs no black box).
+MASKING = frozenset({"probabilities"})
 
 
 @dataclass(frozen=True)

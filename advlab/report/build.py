@@ -63,17 +63,29 @@ def _runs_section(runs: list[dict[str, Any]]) -> str:
                   "test accuracy", "best epoch", "train time (s)"], rows, percent_columns=[7])
 
 
+def _verdict(record: dict[str, Any]) -> str:
+    """An evaluation record's verdict, as ``EvaluationResult.verdict`` words it: ``reliable`` or
+    ``suspicious: <flag codes>`` (with the expected accuracy over draws of a randomised model)."""
+    codes = list(dict.fromkeys(w["code"] for w in record.get("warnings", [])))
+    verdict = "reliable" if not codes else "suspicious: " + ", ".join(codes)
+    expected = record.get("expected_accuracy") or {}
+    if "robust" in expected:
+        mean, low, high = expected["robust"]
+        verdict += f" (expected over {record.get('draws', '?')} draws {mean:.1%} [{low:.1%}, {high:.1%}])"
+    return verdict
+
+
 def _attack_section(evaluations: dict[str, list[dict[str, Any]]]) -> str:
     rows, flags = [], {}
     for run, results in sorted(evaluations.items()):
         for r in sorted(results, key=lambda r: (r["norm"], r["eps"])):
             breaks = "; ".join(f"{k}: {int(v['breaks'])}/{int(v['ran_on'])}" for k, v in r["per_attack"].items())
             rows.append([run, r["norm"], r["eps"], r["preset"], r["n"], r["clean_accuracy"],
-                         r["robust_accuracy"], breaks, round(r["time_s"], 1)])
+                         r["robust_accuracy"], _verdict(r), breaks, round(r["time_s"], 1)])
             for w in r.get("warnings", []):
                 flags[(run, w["code"])] = w
-    html = table(["model", "norm", "eps", "preset", "points", "clean", "robust", "broken by (broken/attacked)",
-                  "time (s)"], rows, percent_columns=[5, 6])
+    html = table(["model", "norm", "eps", "preset", "points", "clean", "robust", "verdict",
+                  "broken by (broken/attacked)", "time (s)"], rows, percent_columns=[5, 6])
     for (run, _), w in sorted(flags.items()):
         html += (f'<div class="flag"><b>{esc(run)}: {esc(w["code"])}</b> ({esc(w["detail"])})<br>'
                  f'{esc(w["meaning"])}<br><i>{esc(w["advice"])}</i></div>')

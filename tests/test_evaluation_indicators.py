@@ -16,7 +16,6 @@ from advlab.attacks import pgd
 from advlab.evaluation import FLAGS, AttackStep
 from advlab.evaluation.presets import _apgd
 
-
 N = 64
 
 

@@ -62,7 +62,8 @@ def assert_png(path) -> None:
 
 def test_geometry_compare_writes_summary_figures_and_store(runs):
     result = invoke("geometry", str(runs / "standard"), "--compare", str(runs / "smooth"),
-                    "--points", "3", "--eigs", "5", "--directions", "3", "--no-progress")
+                    "--points", "3", "--eigs", "5", "--directions", "3", "--compare-points", "20",
+                    "--no-progress")
     assert result.exit_code == 0, result.output
     assert "standard" in result.output and "smooth" in result.output and "DeepFool" in result.output
     out = runs / "standard" / "geometry"
@@ -86,7 +87,10 @@ def test_geometry_compare_writes_summary_figures_and_store(runs):
         spectrum = summary["curves"]["hessian_spectrum"][label]
         assert len(spectrum["eigenvalues"]) == 3 and len(spectrum["eigenvalues"][0]) == 64
         assert min(spectrum["frobenius_exact"]) > 0
-    assert len(summary["comparison"]) == 6
+    assert set(summary["comparison"]) >= {"minimal_l2", "top_eigenvalue", "noise_ratio"}
+    for row in summary["comparison"].values():
+        assert {"ratio", "ci", "n", "verdict"} <= set(row) and len(row["ci"]) == 2
+    assert summary["params"]["comparison"]["points"] == 20
     assert set(summary["figures"]) == set(summary["captions"])
     for name in ("cross_section_0", "input_loss_lines", "weight_landscape_1d", "hessian_eigenvalues",
                  "curvature_bounds", "noise_ratio", "input_loss_surface_smooth", "weight_landscape_2d_standard"):
@@ -138,7 +142,7 @@ def test_analyse_one_smooth_model(tmp_path):
     y = model(x).argmax(dim=1)
     summary = analyse({"a/b": model}, x, y, tmp_path, points=2, eigs=3, directions=2,
                       subspace_dims=(1, 4), generator=torch.Generator().manual_seed(0))
-    assert summary.comparison == [] and summary.indices == [0, 1]
+    assert summary.comparison == {} and summary.indices == [0, 1]
     assert summary.figures["input_loss_surface_a/b"] == "input_loss_surface_a_b.png"
     assert "subspace_m1" in summary.skipped and len(summary.per_sample["a/b"]["subspace_ratio_m4"]) == 2
     # tanh: a full-rank Hessian; Hutchinson's estimate is close to the exact sum of lambda^2

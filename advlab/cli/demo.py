@@ -150,7 +150,9 @@ def _geometry(plan: DemoPlan, models: dict[str, Any], x, y, store, out_dir: Path
     summary = analyse(models, x, y, out_dir / "geometry", points=plan.geometry_points, eigs=plan.eigs,
                       directions=8, generator=generator, metadata={"dataset": plan.dataset})
     store_summary(store, next(iter(models)), summary)
-    _done(started, "; ".join(summary.comparison[:2]) or "done")
+    rows = list(summary.comparison.items())[:2]
+    _done(started, "; ".join(f"{name} ratio {row['ratio']:.3g} [{row['ci'][0]:.3g}, {row['ci'][1]:.3g}] "
+                             f"n={row['n']}: {row['verdict']}" for name, row in rows) or "done")
     return summary
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["RatioInterval", "bootstrap_median", "median", "paired_ratio", "verdict"]
+__all__ = ["RatioInterval", "bootstrap_median", "difference_interval", "median", "paired_ratio",
+           "proportion_interval", "verdict"]
 
 #: Verdicts, from the interval alone.
 LOWER, HIGHER, SAME = "lower", "higher", "no significant difference"
@@ -101,3 +102,27 @@ def paired_ratio(a: Tensor, b: Tensor, *, mask: Tensor | None = None, resamples:
     lo, hi = bootstrap_median(ratios, resamples=resamples, level=level, generator=generator)
     return RatioInterval(a_median=median(a[keep]), b_median=median(b[keep]), ratio=median(ratios),
                          ci=(lo, hi), n=int(keep.sum()), verdict=verdict(lo, hi))
+
+
+def proportion_interval(successes: int, n: int, *, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's 95 % score interval (Wilson 1927) of a proportion ``successes / n``; ``(nan, nan)`` if ``n = 0``."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_interval(a: Tensor, b: Tensor, *, resamples: int = 2000,
+                        generator: torch.Generator | None = None) -> tuple[float, tuple[float, float]]:
+    """Mean of ``b - a`` over paired 0/1 (or real) outcomes ``(n,)`` with its percentile-bootstrap
+    95 % interval: ``(difference, (lo, hi))``; a change is one only if the interval excludes 0."""
+    a, b = a.detach().double().flatten().cpu(), b.detach().double().flatten().cpu()
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"a and b must be paired with at least 2 points, got {tuple(a.shape)} and {tuple(b.shape)}")
+    diff = b - a
+    index = torch.randint(0, diff.numel(), (resamples, diff.numel()), generator=generator)
+    means = diff[index].mean(dim=1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(diff.mean()), (float(lo), float(hi))

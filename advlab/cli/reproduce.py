@@ -46,4 +46,11 @@ def reproduce(
     agrees = {True: "the interval supports the claim", False: "the interval contradicts the claim",
               None: "the interval does not decide (or the claim has no threshold to test)"}[result["agrees"]]
     echo(f"  verdict:   {agrees}", fg=None if result["agrees"] else "yellow")
-    echo(f"figures and {name}.json in {folder} ({result['time_s']:.0f} s)")
+    store_path = (Path(out).parent if out is not None else runs_root()) / "advlab.db"
+    from advlab.store import Store
+
+    with Store(store_path) as store:
+        record = store.add_evaluation(None, "reproduce", {"name": name, "seed": seed, "quick": quick},
+                                      {**result, "out_dir": str(Path(folder).resolve())})
+    echo(f"figures and {name}.json in {folder} ({result['time_s']:.0f} s); stored in {store_path} "
+         f"(evaluation id {record})")

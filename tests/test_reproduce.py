@@ -39,7 +39,7 @@ def _trained(steps: int, weight_decay: float, seed: int) -> nn.Module:
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     save_model(_trained(30, 0.0, 0), root / "models" / "digits-small_cnn-none-s0", dataset="digits")
-    save_model(_trained(20, 1e-2, 1), root / "models" / "digits-small_cnn-pgd-at-s0", dataset="digits")
+    save_model(_trained(20, 1e-2, 1), root / "models" / "digits-small_cnn-fgsm-rs-s0", dataset="digits")
     return root
 
 

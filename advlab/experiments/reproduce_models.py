@@ -31,7 +31,7 @@ class PairSpec:
     seed: int = 0
 
 
-DIGITS = PairSpec()
+DIGITS = PairSpec(defense="fgsm-rs")
 FASHION = PairSpec(dataset="fashion-mnist", defense="fgsm-rs", epochs=1, n_train=10000)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -63,3 +64,14 @@ def test_random_relu_narrow_bottleneck_is_outside_the_conditions():
     linearity = linearity_vs_step(input_dim=50, width=200, bottlenecks=(None, 5), steps=(1.0,),
                                   networks=3, samples=20, generator=generator)
     assert linearity[1]["median"][0] > linearity[0]["median"][0]  # the bottleneck is less linear
+
+
+@pytest.mark.slow
+def test_spirals_default_overfits(tmp_path):
+    from advlab.experiments.spirals import spirals_compare
+
+    result = spirals_compare(tmp_path, seed=0)  # the defaults of advlab theory spirals
+    large, small = result["large"], result["small"]
+    assert large["train_accuracy"] >= 0.9
+    assert large["train_accuracy"] >= large["test_accuracy"] + 0.1  # fits the flipped labels
+    assert small["train_accuracy"] < large["train_accuracy"]

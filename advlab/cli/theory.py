@@ -82,8 +82,8 @@ def random_relu(
 @theory_app.command("spirals")
 @user_errors
 def spirals(
-    label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped (0 to 1).")] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps per model.")] = 500,
+    label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped (0 to 1).")] = 0.2,
+    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps per model.")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <runs root>/theory/spirals).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data, initialisations and directions.")] = 0,
 ) -> None:

@@ -75,7 +75,7 @@ def spirals(out: Path, *, cache: Path, seed: int, quick: bool) -> Result:
     """An over-parametrised MLP fits noisy spirals labels (islands), a small one stays smooth."""
     from advlab.experiments.spirals import spirals_compare
 
-    result = spirals_compare(out / "spirals", seed=seed, epochs=1000 if quick else 3000)
+    result = spirals_compare(out / "spirals", seed=seed, epochs=600 if quick else 1000)
     large = result["large"]
     n = result["params"]["n_samples"]
     gap = large["train_accuracy"] - large["test_accuracy"]

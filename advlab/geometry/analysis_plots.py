@@ -155,5 +155,5 @@ def plot_point_sections(sections: list[dict[str, Any]], labels: list[str], curva
     titles = [f"{label}: point {point} (class {true_class}), κ = {kappa:.2g}"
               for label, kappa in zip(labels, curvatures)]
     return plot_cross_sections(sections, titles, path,
-                               xlabel=f"α along the DeepFool direction of {reference} (L2)",
+                               xlabel="α along each model's own DeepFool direction (L2)",
                                ylabel="β along a random orthogonal direction (L2)")

@@ -78,6 +78,7 @@ class AnalysisState:
     generator: torch.Generator | None = None
     train_xy: tuple[Tensor, Tensor] | None = None
     norms: dict[str, Tensor] = field(default_factory=dict)  # DeepFool norms per model, (N,)
+    perturbations: dict[str, Tensor] = field(default_factory=dict)  # DeepFool r per model, (N, ...)
     u: Tensor | None = None  # (N, ...) unit adversarial direction of the first model
     v: Tensor | None = None  # (N, ...) unit random direction orthogonal to u
     extents: Tensor | None = None  # (N,) half-width of each point's cross-section

@@ -102,6 +102,15 @@ def test_geometry_compare_writes_summary_figures_and_store(runs):
     assert records and records[-1]["result"]["models"] == ["standard", "smooth"]
 
 
+def test_report_shows_the_paired_comparison(runs, tmp_path):
+    from advlab.report import build_report
+
+    if not (runs / "advlab.db").exists():  # the comparison test stores the record
+        test_geometry_compare_writes_summary_figures_and_store(runs)
+    text = build_report(runs / "advlab.db", tmp_path / "report.html").read_text()
+    assert ">Geometry: paired comparison</h2>" in text and "95 % CI" in text
+
+
 def test_geometry_on_2d_data_draws_decision_regions(runs, tmp_path):
     result = invoke("geometry", str(runs / "moons"), "--points", "2", "--eigs", "2",
                     "--directions", "2", "--out", str(tmp_path), "--no-progress")

@@ -185,8 +185,8 @@ def test_theory_spirals_with_label_noise(tmp_path):
     assert data["params"]["label_noise"] == 0.1
     # the default MLPs 2 -> 16 -> 2 and 2 -> 256 -> 256 -> 2, with biases
     assert data["small"]["parameters"] == 2 * 16 + 16 + 16 * 2 + 2
-    assert data["large"]["parameters"] == 2 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2
-    assert [data[name]["widths"] for name in ("small", "large")] == [[16], [256, 256]]
+    assert data["large"]["parameters"] == 2 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 2 + 2  # 3 x 256
+    assert [data[name]["widths"] for name in ("small", "large")] == [[16], [256, 256, 256]]
     assert f"{data['large']['parameters']:>10}" in result.output  # the printed table
     assert set(data["figures"]) == {"landscape_1d", "regions_small", "regions_large",
                                     "landscape_2d_small", "landscape_2d_large"}

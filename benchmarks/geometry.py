@@ -144,7 +144,8 @@ def compare_benchmark(points: int, cache_dir: str, seed: int, json_path: str | N
     models = model_pair(cache_dir, FASHION)
     trained = time.perf_counter() - started
     x, y = test_split(FASHION, points, seed=seed)
-    result, seconds = timed(lambda: compare(*models.values(), x, y, labels=tuple(models),
+    (a_label, a), (b_label, b) = models.items()
+    result, seconds = timed(lambda: compare(a, b, x, y, labels=(a_label, b_label),
                                             generator=torch.Generator().manual_seed(seed)))
     print(f"compare on {points} Fashion-MNIST test points: {seconds:.1f} s "
           f"(busy shared machine; models loaded/trained in {trained:.0f} s)")

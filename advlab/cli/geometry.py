@@ -104,8 +104,9 @@ def _paired_comparison(ctx: Any, models: dict[str, Any], summary: Any, target: P
     from advlab.geometry.compare import compare
 
     x, y = _candidates(ctx, seed + 1, n)
-    labels = tuple(models)
-    result = compare(*models.values(), x[:n], y[:n], labels=labels, h=h, clip=clip, directions=directions,
+    (first_label, first), (second_label, second) = models.items()
+    labels = (first_label, second_label)
+    result = compare(first, second, x[:n], y[:n], labels=labels, h=h, clip=clip, directions=directions,
                      generator=torch.Generator(device=x.device).manual_seed(seed))
     summary.comparison = result.rows
     summary.params["comparison"] = {**result.params, "points": result.points,

@@ -28,7 +28,8 @@ def reproduce(
 ) -> None:
     """Reproduce one result of the source material and print the claim next to the measurement."""
     setup_logging()
-    from advlab.experiments.reproduce import REPRODUCTIONS, reproduce as run
+    from advlab.experiments.reproduce import REPRODUCTIONS
+    from advlab.experiments.reproduce import reproduce as run
 
     if list_ or name is None:
         width = max(len(n) for n in REPRODUCTIONS)

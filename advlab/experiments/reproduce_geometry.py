@@ -21,7 +21,13 @@ from advlab.geometry import compare_measures as measures
 from advlab.geometry.compare import compare
 from advlab.geometry.profile_plots import linear_noise_reference, plot_profile_bands
 from advlab.geometry.scale import scale_hessian_eigs
-from advlab.geometry.stats import bootstrap_median, difference_interval, median, paired_ratio, proportion_interval
+from advlab.geometry.stats import (
+    bootstrap_median,
+    difference_interval,
+    median,
+    paired_ratio,
+    proportion_interval,
+)
 from advlab.threat import flat
 
 Result = dict[str, Any]
@@ -81,8 +87,9 @@ def fawzi_landscape(out: Path, *, cache: Path, seed: int, quick: bool) -> Result
     models = model_pair(cache)
     n = 50 if quick else 100
     x, y = _correct_points(models, n, seed)
-    labels = tuple(models)
-    result = compare(*models.values(), x, y, labels=labels, generator=torch.Generator().manual_seed(seed),
+    (first_label, first), (second_label, second) = models.items()
+    labels = (first_label, second_label)
+    result = compare(first, second, x, y, labels=labels, generator=torch.Generator().manual_seed(seed),
                      quantities=("top_eigenvalue", "top_eigenvalue_pointwise", "hessian_frobenius",
                                  "minimal_l2"), steps=15)
     row = result.rows["top_eigenvalue"]
@@ -123,7 +130,7 @@ def cure_bounds(out: Path, *, cache: Path, seed: int, quick: bool) -> Result:
     models = model_pair(cache)
     n = 50 if quick else 150
     x, y = _correct_points(models, n, seed)
-    details = {}
+    details: dict[str, Any] = {}
     for label, model in models.items():
         bounds = curvature_bounds(model, x, y, loss="ce", generator=torch.Generator().manual_seed(seed))
         info = measures.deepfool_info(model, x, y)
@@ -147,7 +154,7 @@ def deepfool_rho(out: Path, *, cache: Path, seed: int, quick: bool) -> Result:
     """DeepFool's rho_adv = mean ||r*|| / ||x|| on test points (Moosavi-Dezfooli et al. 2016)."""
     models = model_pair(cache)
     x, y = test_split(DIGITS, 200 if quick else 500, seed=seed)
-    details = {}
+    details: dict[str, Any] = {}
     for label, model in models.items():
         info = measures.deepfool_info(model, x, y)
         rho = (info.norm / flat(x).norm(dim=1))[info.success & torch.isfinite(info.norm) & (info.norm > 0)]
@@ -168,7 +175,7 @@ def noise_ratio(out: Path, *, cache: Path, seed: int, quick: bool) -> Result:
     generator = torch.Generator().manual_seed(seed)
     info = measures.deepfool_info(model, x, y)
     adversarial = torch.where(info.success, info.norm, torch.full_like(info.norm, math.nan)).double()
-    details = {}
+    details: dict[str, Any] = {}
     for clip in (True, False):
         ratio = measures.noise_distances(model, x, y, directions=10, clip=clip, generator=generator) / adversarial
         ratio = ratio[torch.isfinite(ratio)]

@@ -38,7 +38,7 @@ def goodfellow_fgsm_training(out: Path, *, cache: Path, seed: int, quick: bool) 
     (a_label, a), (b_label, b) = errors.items()
     change, ci = difference_interval(a, b, generator=torch.Generator().manual_seed(seed))
     n = len(y)
-    details = {label: {"fgsm_error": float(e.mean()), "ci": list(proportion_interval(int(e.sum()), n))}
+    details: dict[str, Any] = {label: {"fgsm_error": float(e.mean()), "ci": list(proportion_interval(int(e.sum()), n))}
                for label, e in errors.items()}
     return {"value": change, "ci": list(ci), "n": n,
             "measured": f"FGSM (Linf 0.1) error {a_label} {details[a_label]['fgsm_error']:.1%} "

@@ -24,7 +24,6 @@ they share in :mod:`advlab.geometry.analysis_state`, the figures in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path

@@ -199,5 +199,5 @@ def compare(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, *,
                 row[f"{label}_median_relative_error"] = float(torch.quantile(rel.double(), 0.5)) if rel.numel() else None
         rows[name] = row
     logger.info("compare: %d points, %d both correct", len(x), int(correct.sum()))
-    return Comparison(labels=tuple(labels), rows=rows, points=len(x), both_correct=int(correct.sum()),
+    return Comparison(labels=(labels[0], labels[1]), rows=rows, points=len(x), both_correct=int(correct.sum()),
                       params=options, per_point=per_point, timings=timings)

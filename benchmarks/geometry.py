@@ -16,6 +16,12 @@ Targets for Lanczos: <= 100 HVPs and <= 1e-3 relative error on the top-20.
 
     .venv/bin/python benchmarks/geometry.py                 # untrained-ish (100 Adam steps)
     .venv/bin/python benchmarks/geometry.py --train-steps 0 --iterations 100 --json out.json
+    .venv/bin/python benchmarks/geometry.py --compare --points 100 --cache-dir /tmp/geometry-runs
+
+``--compare`` instead times :func:`advlab.geometry.compare` on 100 Fashion-MNIST test points for a
+standard small_cnn against an FGSM-RS trained one (both trained briefly by
+``advlab.experiments.runs.train_run`` into ``--cache-dir`` when absent: 10 000 training images, 1
+epoch) and prints its rows (ratio fgsm-rs / standard, 95 % paired bootstrap interval, n, verdict).
 
 Timings on a shared machine are indicative only.
 """
@@ -129,8 +135,36 @@ def print_table(rows: list[dict[str, Any]], k: int) -> None:
               f"{row['nonzero']:>5}/{k:<2} {row['max_rel_error']:>12.2e} {row['median_rel_error']:>10.2e}")
 
 
+def compare_benchmark(points: int, cache_dir: str, seed: int, json_path: str | None) -> None:
+    """Time :func:`advlab.geometry.compare` (standard vs fgsm-rs small_cnn) and print its rows."""
+    from advlab.experiments.reproduce_models import FASHION, model_pair, test_split
+    from advlab.geometry import compare
+
+    started = time.perf_counter()
+    models = model_pair(cache_dir, FASHION)
+    trained = time.perf_counter() - started
+    x, y = test_split(FASHION, points, seed=seed)
+    (a_label, a), (b_label, b) = models.items()
+    result, seconds = timed(lambda: compare(a, b, x, y, labels=(a_label, b_label),
+                                            generator=torch.Generator().manual_seed(seed)))
+    print(f"compare on {points} Fashion-MNIST test points: {seconds:.1f} s "
+          f"(busy shared machine; models loaded/trained in {trained:.0f} s)")
+    print("per quantity:", ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+    print("\n| quantity | standard median | fgsm-rs median | ratio | 95 % CI | n | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in result.rows.items():
+        print(f"| {name} | {row['a_median']:.4g} | {row['b_median']:.4g} | {row['ratio']:.3g} | "
+              f"[{row['ci'][0]:.3g}, {row['ci'][1]:.3g}] | {row['n']} | {row['verdict']} |")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(json_safe({"seconds": seconds, "rows": result.rows, "timings": result.timings}), fh, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", action="store_true", help="time geometry.compare instead")
+    parser.add_argument("--points", type=int, default=100, help="points of --compare (default 100)")
+    parser.add_argument("--cache-dir", default="/tmp/advlab-geometry-bench", help="trained runs of --compare")
     parser.add_argument("--k", type=int, default=20, help="eigenvalues wanted (default 20)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="Lanczos HVPs (default: advlab's default_steps, 100 for k=20)")
@@ -143,6 +177,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare:
+        compare_benchmark(args.points, args.cache_dir, args.seed, args.json)
+        return
     if args.iterations is None:
         args.iterations = default_steps(28 * 28, args.k)
     model, x, y, source = load_point(args.train_steps, args.seed)

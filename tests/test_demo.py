@@ -31,6 +31,7 @@ def test_quick_demo_prints_report_and_headline(quick_demo):
     assert report.exists() and f"report: {report.resolve()}" in output
     for label in ("fooling is easy", "defending is hard", "geometry changes"):
         assert label in output
+    assert output.count("n = ") >= 3 and "95 % CI" in output  # headline numbers carry n and intervals
     text = report.read_text()
     for section in ("Robustness curves", "Adversarial examples", "Universal perturbation",
                     "Decision boundaries", "Curvature", "Minimal perturbations"):

@@ -62,7 +62,8 @@ def assert_png(path) -> None:
 
 def test_geometry_compare_writes_summary_figures_and_store(runs):
     result = invoke("geometry", str(runs / "standard"), "--compare", str(runs / "smooth"),
-                    "--points", "3", "--eigs", "5", "--directions", "3", "--no-progress")
+                    "--points", "3", "--eigs", "5", "--directions", "3", "--compare-points", "20",
+                    "--no-progress")
     assert result.exit_code == 0, result.output
     assert "standard" in result.output and "smooth" in result.output and "DeepFool" in result.output
     out = runs / "standard" / "geometry"
@@ -86,7 +87,10 @@ def test_geometry_compare_writes_summary_figures_and_store(runs):
         spectrum = summary["curves"]["hessian_spectrum"][label]
         assert len(spectrum["eigenvalues"]) == 3 and len(spectrum["eigenvalues"][0]) == 64
         assert min(spectrum["frobenius_exact"]) > 0
-    assert len(summary["comparison"]) == 6
+    assert set(summary["comparison"]) >= {"minimal_l2", "top_eigenvalue", "noise_ratio"}
+    for row in summary["comparison"].values():
+        assert {"ratio", "ci", "n", "verdict"} <= set(row) and len(row["ci"]) == 2
+    assert summary["params"]["comparison"]["points"] == 20
     assert set(summary["figures"]) == set(summary["captions"])
     for name in ("cross_section_0", "input_loss_lines", "weight_landscape_1d", "hessian_eigenvalues",
                  "curvature_bounds", "noise_ratio", "input_loss_surface_smooth", "weight_landscape_2d_standard"):
@@ -96,6 +100,15 @@ def test_geometry_compare_writes_summary_figures_and_store(runs):
     with Store(runs / "advlab.db") as store:
         records = store.get_evaluations("standard", kind="geometry")
     assert records and records[-1]["result"]["models"] == ["standard", "smooth"]
+
+
+def test_report_shows_the_paired_comparison(runs, tmp_path):
+    from advlab.report import build_report
+
+    if not (runs / "advlab.db").exists():  # the comparison test stores the record
+        test_geometry_compare_writes_summary_figures_and_store(runs)
+    text = build_report(runs / "advlab.db", tmp_path / "report.html").read_text()
+    assert ">Geometry: paired comparison</h2>" in text and "95 % CI" in text
 
 
 def test_geometry_on_2d_data_draws_decision_regions(runs, tmp_path):
@@ -138,7 +151,7 @@ def test_analyse_one_smooth_model(tmp_path):
     y = model(x).argmax(dim=1)
     summary = analyse({"a/b": model}, x, y, tmp_path, points=2, eigs=3, directions=2,
                       subspace_dims=(1, 4), generator=torch.Generator().manual_seed(0))
-    assert summary.comparison == [] and summary.indices == [0, 1]
+    assert summary.comparison == {} and summary.indices == [0, 1]
     assert summary.figures["input_loss_surface_a/b"] == "input_loss_surface_a_b.png"
     assert "subspace_m1" in summary.skipped and len(summary.per_sample["a/b"]["subspace_ratio_m4"]) == 2
     # tanh: a full-rank Hessian; Hutchinson's estimate is close to the exact sum of lambda^2
@@ -172,8 +185,8 @@ def test_theory_spirals_with_label_noise(tmp_path):
     assert data["params"]["label_noise"] == 0.1
     # the default MLPs 2 -> 16 -> 2 and 2 -> 256 -> 256 -> 2, with biases
     assert data["small"]["parameters"] == 2 * 16 + 16 + 16 * 2 + 2
-    assert data["large"]["parameters"] == 2 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2
-    assert [data[name]["widths"] for name in ("small", "large")] == [[16], [256, 256]]
+    assert data["large"]["parameters"] == 2 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 2 + 2  # 3 x 256
+    assert [data[name]["widths"] for name in ("small", "large")] == [[16], [256, 256, 256]]
     assert f"{data['large']['parameters']:>10}" in result.output  # the printed table
     assert set(data["figures"]) == {"landscape_1d", "regions_small", "regions_large",
                                     "landscape_2d_small", "landscape_2d_large"}

@@ -17,6 +17,7 @@ from advlab.cli.evaluate import evaluate
 from advlab.cli.geometry import geometry
 from advlab.cli.info import info
 from advlab.cli.report import report
+from advlab.cli.reproduce import reproduce
 from advlab.cli.theory import theory_app
 from advlab.cli.train import train
 
@@ -30,7 +31,7 @@ app = typer.Typer(
 
 for _name, _fn in [("demo", demo), ("info", info), ("train", train), ("attack", attack),
                    ("evaluate", evaluate), ("geometry", geometry), ("report", report),
-                   ("certify", certify)]:
+                   ("certify", certify), ("reproduce", reproduce)]:
     app.command(_name)(user_errors(_fn))
 app.add_typer(theory_app, name="theory", help="Theory experiments: random ReLU networks, spirals.")
 

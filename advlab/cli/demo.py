@@ -150,22 +150,44 @@ def _geometry(plan: DemoPlan, models: dict[str, Any], x, y, store, out_dir: Path
     summary = analyse(models, x, y, out_dir / "geometry", points=plan.geometry_points, eigs=plan.eigs,
                       directions=8, generator=generator, metadata={"dataset": plan.dataset})
     store_summary(store, next(iter(models)), summary)
-    _done(started, "; ".join(summary.comparison[:2]) or "done")
+    rows = list(summary.comparison.items())[:2]
+    _done(started, "; ".join(f"{name} ratio {row['ratio']:.3g} [{row['ci'][0]:.3g}, {row['ci'][1]:.3g}] "
+                             f"n={row['n']}: {row['verdict']}" for name, row in rows) or "done")
     return summary
 
 
-def _headline(plan: DemoPlan, curves: dict[str, Any], stats: dict[str, Any]) -> list[dict[str, str]]:
+def _headline(plan: DemoPlan, curves: dict[str, Any], models: dict[str, Any], x, y,
+              generator) -> list[dict[str, str]]:
+    """The three headline numbers, each with n and a 95 % interval (Wilson for accuracies, paired
+    bootstrap for the DeepFool ratio); a change is called one only when the interval says so."""
+    from advlab.geometry.compare_measures import deepfool_info
+    from advlab.geometry.stats import paired_ratio, proportion_interval
+
     (std_name, std), (adv_name, adv) = list(curves.items())
     at = next(r for r in std["linf"] if r.eps == plan.eps)
     at_adv = next(r for r in adv["linf"] if r.eps == plan.eps)
-    std_stats, adv_stats = stats[std_name], stats[adv_name]
+    n = len(y)
+
+    def interval(p: float) -> str:
+        lo, hi = proportion_interval(round(p * n), n)
+        return f"{p:.0%} [{lo:.0%}, {hi:.0%}]"
+
+    clean_lo, _ = proportion_interval(round(at.clean_accuracy * n), n)
+    _, robust_hi = proportion_interval(round(at.robust_accuracy * n), n)
+    drop = "a significant drop" if robust_hi < clean_lo else "the intervals overlap: no significant drop"
+    a, b = (deepfool_info(m, x, y).norm for m in models.values())
+    ratio = paired_ratio(a, b, generator=generator)
+    said = {"higher": "larger", "lower": "smaller"}.get(ratio.verdict, "no significant difference")
     return [
         {"label": "fooling is easy", "value": f"{at.clean_accuracy:.0%} → {at.robust_accuracy:.0%}",
-         "note": f"standard model, clean → Linf eps {plan.eps:g}"},
+         "note": f"standard model, clean {interval(at.clean_accuracy)} → Linf eps {plan.eps:g} "
+                 f"{interval(at.robust_accuracy)}, n = {n}, 95 % Wilson intervals: {drop}"},
         {"label": "defending is hard", "value": f"{at_adv.robust_accuracy:.0%} robust",
-         "note": f"adversarially trained, clean {at_adv.clean_accuracy:.0%}"},
-        {"label": "geometry changes", "value": f"{std_stats['median']:.2f} → {adv_stats['median']:.2f}",
-         "note": "median minimal L2 perturbation (DeepFool)"},
+         "note": f"adversarially trained, robust {interval(at_adv.robust_accuracy)}, clean "
+                 f"{interval(at_adv.clean_accuracy)}, n = {n}"},
+        {"label": "geometry changes", "value": f"× {ratio.ratio:.2f}",
+         "note": f"minimal L2 perturbation (DeepFool), {adv_name} / {std_name}: median per-point ratio "
+                 f"{ratio.ratio:.2f} [95 % CI {ratio.ci[0]:.2f}, {ratio.ci[1]:.2f}], n = {ratio.n}: {said}"},
     ]
 
 
@@ -204,9 +226,9 @@ def demo(
     generator = torch.Generator(device=target).manual_seed(seed)
     with Store(root / "advlab.db") as store:
         curves = _evaluate(plan, models, x, y, store, seed, progress)
-        stats = _attacks(plan, models, data, x[:plan.n_analysis], y[:plan.n_analysis], store, root, generator)
+        _attacks(plan, models, data, x[:plan.n_analysis], y[:plan.n_analysis], store, root, generator)
         _geometry(plan, models, x, y, store, root, generator)
-        headline = _headline(plan, curves, stats)
+        headline = _headline(plan, curves, models, x[:plan.n_analysis], y[:plan.n_analysis], generator)
         store.add_evaluation(None, "demo", {"dataset": plan.dataset, "seed": seed}, {"headline": headline})
     started = _stage(6, "report")
     report = build_report(root / "advlab.db", root / "report.html", title=f"advlab demo: {plan.dataset}")
@@ -214,4 +236,6 @@ def demo(
     echo(f"\nreport: {report.resolve()}", bold=True)
     for item in headline:
         echo(f"  {item['label']:<18} {item['value']:<14} {item['note']}")
+    echo(f"  (n = {len(y)} test points for accuracies, {min(len(y), plan.n_analysis)} for the DeepFool "
+         "ratio; an interval too wide to conclude is reported as such)")
     echo(f"total time {time.perf_counter() - total:.0f} s")

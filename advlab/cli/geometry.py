@@ -1,7 +1,12 @@
 """``advlab geometry``: boundaries, loss landscapes, curvature spectrum and noise ratios of a run.
 
     advlab geometry runs/x                                  (figures + summary.json in runs/x/geometry)
-    advlab geometry runs/x --compare runs/x-pgd --points 8  (two models in the same planes)
+    advlab geometry runs/x --compare runs/x-pgd             (paired statistics on 100 points)
+
+With ``--compare`` the two models are also compared point by point on ``--compare-points`` test
+points (default 100) by :func:`advlab.geometry.compare`: per quantity the median of the per-point
+ratios with a 95 % paired bootstrap interval, written to ``summary.json["comparison"]``; the
+printed text calls a difference one only when the interval excludes 1.
 
 Every quantity is measured per test point (:func:`advlab.geometry.analysis.analyse`), written to
 ``summary.json`` with the figures, and recorded in the store next to the run as a ``geometry``
@@ -27,7 +32,14 @@ def geometry(
     run: Annotated[Path, typer.Argument(help="Run directory (advlab train --out ...).")],
     compare: Annotated[Path | None, typer.Option(
         help="A second run on the same dataset (e.g. adversarially trained), analysed in the same planes.")] = None,
-    points: Annotated[int, typer.Option(help="Test points analysed (the same for both models).")] = 8,
+    points: Annotated[int, typer.Option(help="Test points analysed for the figures (the same for both models).")] = 8,
+    compare_points: Annotated[int, typer.Option(
+        help="Test points of the paired comparison with --compare (at least 100 for useful intervals).")] = 100,
+    h: Annotated[float, typer.Option("--h", help="Scale (L2, input units) of the finite-difference curvature.")] = 0.5,
+    bound_loss: Annotated[str, typer.Option(
+        help="Loss of the CURE bounds: ce (flip at CE = log 2) or cw (margin, flip at 0).")] = "ce",
+    clip: Annotated[bool, typer.Option("--clip/--no-clip",
+                                       help="Noise ratio of the comparison with probes kept in [0, 1] (both are reported).")] = True,
     eigs: Annotated[int, typer.Option(help="Top input-Hessian eigenvalues per point (Lanczos).")] = 20,
     directions: Annotated[int, typer.Option(help="Random directions per point for the noise ratio.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <run>/geometry).")] = None,
@@ -65,15 +77,43 @@ def geometry(
     metadata = {"dataset": ctx.dataset, "runs": {label: str(path) for label, path in
                                                  zip(models, [run, compare] if compare else [run])},
                 "seed": seed}
+    if bound_loss not in ("ce", "cw"):
+        raise ValueError(f"--bound-loss must be ce or cw, got {bound_loss!r}")
+    if compare is not None and compare_points < 2:
+        raise ValueError(f"--compare-points must be at least 2 (100 or more recommended), got {compare_points}")
     summary = analyse(models, x, y, target, points=points, eigs=eigs, directions=directions,
                       generator=generator, progress=tick, train_xy=_training_points(ctx, x, seed),
-                      metadata=metadata)
+                      metadata=metadata, h=h, bound_loss=bound_loss)
     bar.close()
+    if compare is not None:
+        _paired_comparison(ctx, models, summary, target, seed=seed, n=compare_points, h=h, clip=clip,
+                           directions=max(10, directions))
     with Store(ctx.store_path) as store:
         record = store_summary(store, ctx.name, summary)
     print_summary(summary)
     echo(f"\n{len(summary.figures)} figures and summary.json in {target}; stored in "
          f"{ctx.store_path} (evaluation id {record})")
+
+
+def _paired_comparison(ctx: Any, models: dict[str, Any], summary: Any, target: Path, *, seed: int,
+                       n: int, h: float, clip: bool, directions: int) -> None:
+    """:func:`advlab.geometry.compare` on ``n`` test points; rows into ``summary.comparison``."""
+    import torch
+
+    from advlab._utils import atomic_write_json
+    from advlab.geometry.compare import compare
+
+    x, y = _candidates(ctx, seed + 1, n)
+    (first_label, first), (second_label, second) = models.items()
+    labels = (first_label, second_label)
+    result = compare(first, second, x[:n], y[:n], labels=labels, h=h, clip=clip, directions=directions,
+                     generator=torch.Generator(device=x.device).manual_seed(seed))
+    summary.comparison = result.rows
+    summary.params["comparison"] = {**result.params, "points": result.points,
+                                    "both_correct": result.both_correct, "labels": list(labels)}
+    summary.timings["paired comparison"] = sum(result.timings.values())
+    summary.metadata["comparison_lines"] = result.lines()
+    atomic_write_json(target / "summary.json", summary.to_dict())
 
 
 def _check_same_dataset(ctx: Any, other: Any) -> None:
@@ -114,7 +154,8 @@ def _number(value: Any) -> str:
 
 #: (aggregate key, column title) of the printed table.
 COLUMNS = (("median_deepfool_norm", "DeepFool"), ("rho_adv", "rho_adv"),
-           ("mean_boundary_curvature", "curvature"), ("median_top_eigenvalue", "top eig"),
+           ("median_normalised_curvature", "|κ|·r"), ("median_top_eigenvalue", "top eig"),
+           ("median_top_eigenvalue_scale", "top eig@h"),
            ("median_hutchinson_frobenius", "||H||F^2"), ("median_noise_ratio", "noise/adv"))
 
 
@@ -127,10 +168,30 @@ def print_summary(summary: Any) -> None:
     for label in summary.models:
         values = summary.aggregates.get(label, {})
         echo(f"{label:<{width}} " + " ".join(f"{_number(values.get(key)):>10}" for key, _ in COLUMNS))
-    echo("(medians over points: DeepFool L2 norm, Hessian top eigenvalue, Hutchinson ||H||_F^2, "
-         "random-noise / DeepFool distance; rho_adv = mean ||r|| / ||x||; curvature: mean boundary "
-         "curvature in the cross-sections)")
-    for line in summary.comparison:
+    echo(f"(medians over {summary.points} points: DeepFool L2 norm, |boundary curvature| x distance, "
+         "pointwise and scale-h Hessian top eigenvalue, Hutchinson ||H||_F^2, random-noise / DeepFool "
+         "distance; rho_adv = mean ||r|| / ||x||; single-model medians, not a comparison)")
+    for line in _comparison_lines(summary):
         echo(f"  {line}")
+    bounds = {label: summary.aggregates.get(label, {}).get("fraction_bracketed") for label in summary.models}
+    if any(v is not None for v in bounds.values()):
+        echo("CURE bounds (" + str(summary.params.get("bound_loss", "ce")) + "): fraction of points with "
+             "lower <= DeepFool r* <= upper: " + ", ".join(f"{k} {_number(v)}" for k, v in bounds.items()))
     for name, reason in summary.skipped.items():
         echo(f"skipped {name}: {reason}", fg="yellow")
+
+
+def _comparison_lines(summary: Any) -> list[str]:
+    """The paired comparison's lines (from :func:`advlab.geometry.compare` or the figure points)."""
+    if "comparison_lines" in summary.metadata:
+        return list(summary.metadata["comparison_lines"])
+    lines = []
+    if summary.comparison:
+        first, second = summary.models
+        lines.append(f"{second} / {first} on the {summary.points} figure points (95 % paired bootstrap; "
+                     "use --compare for 100 points):")
+    for name, row in summary.comparison.items():
+        lo, hi = row["ci"]
+        said = row["verdict"] if row["verdict"] != "lower" and row["verdict"] != "higher" else f"{summary.models[1]} {row['verdict']}"
+        lines.append(f"{name}: {_number(row['ratio'])} [{_number(lo)}, {_number(hi)}] n={row['n']}: {said}")
+    return lines

@@ -45,6 +45,7 @@ def random_relu(
     quick: Annotated[bool, typer.Option("--quick", help="Small grid (d = 10, 100; 50 inputs) for a quick look.")] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <runs root>/theory).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the networks and inputs.")] = 0,
+    networks: Annotated[int, typer.Option(help="Independent random networks per configuration.")] = 10,
 ) -> None:
     """Sweep input dimension, width (with a bottleneck) and depth of random ReLU networks."""
     setup_logging()
@@ -52,15 +53,25 @@ def random_relu(
 
     folder, store_path = _output(out, "theory")
     seed_everything(seed)
-    result = random_relu_sweep(folder, quick=quick, seed=seed)
+    if networks < 1:
+        raise ValueError(f"--networks must be at least 1 (10 or more to see the spread), got {networks}")
+    result = random_relu_sweep(folder, quick=quick, seed=seed, networks=networks)
     result["params"]["seed"] = seed
     record = _store(store_path, "theory-random-relu", result, folder)
-    echo(f"{'d':>6} {'hidden block':>22} {'depth':>5} {'flip rate':>9} {'|d|/|x|*sqrt(d)':>16} {'lin. error':>10}",
-         bold=True)
+    echo(f"{'d':>6} {'hidden block':>22} {'depth':>5} {'flip rate':>9} {'range over nets':>15} "
+         f"{'|d|/|x|*sqrt(d)':>16} {'lin. error':>10}", bold=True)
     for row in result["rows"]:
         block = "-".join(str(w) for w in row["block"])
-        echo(f"{row['input_dim']:>6} {block:>22} {row['depth']:>5} {row['flip_rate']:>9.3f} "
+        spread = f"[{row['flip_rate_min']:.2f}, {row['flip_rate_max']:.2f}]"
+        echo(f"{row['input_dim']:>6} {block:>22} {row['depth']:>5} {row['flip_rate']:>9.3f} {spread:>15} "
              f"{row['scaled_step_median']:>16.3g} {row['linearity_error_median']:>10.3g}")
+    echo(f"({result['params']['networks']} networks per configuration)")
+    echo("\nRelative linearity error along the gradient at step ||x||/sqrt(d) (d = 100), median [10 %, 90 %]:",
+         bold=True)
+    for row in result["linearity"]:
+        at = row["steps"].index(1.0)
+        name = "no bottleneck" if row["bottleneck"] is None else f"bottleneck {row['bottleneck']}"
+        echo(f"  {name:<16} {row['median'][at]:.3g} [{row['q10'][at]:.3g}, {row['q90'][at]:.3g}] n={row['n']}")
     echo("\nWhat the measurements say about the claims (Bubeck et al. 2021; Bartlett et al. 2021):", bold=True)
     for claim in result["claims"]:
         echo(f"  - {claim}", fg="yellow" if "NOT" in claim else None)
@@ -71,8 +82,8 @@ def random_relu(
 @theory_app.command("spirals")
 @user_errors
 def spirals(
-    label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped (0 to 1).")] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps per model.")] = 500,
+    label_noise: Annotated[float, typer.Option(help="Fraction of training labels flipped (0 to 1).")] = 0.2,
+    epochs: Annotated[int, typer.Option(help="Full-batch Adam steps per model.")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <runs root>/theory/spirals).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data, initialisations and directions.")] = 0,
 ) -> None:

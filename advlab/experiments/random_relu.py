@@ -38,9 +38,13 @@ WIDTHS = ((100,), (1000,), (1000, 10, 1000))
 DEPTHS = (1, 2, 4)
 
 
-def _summary(measured: dict[str, Tensor]) -> Row:
+def _summary(measured: dict[str, Tensor], per_network: list[float]) -> Row:
     scaled, error = measured["scaled_step"].double(), measured["linearity_error"].double()
+    rates = torch.tensor(per_network, dtype=torch.float64)
     return {
+        "networks": len(per_network), "flip_rate_per_network": per_network,
+        "flip_rate_min": float(rates.min()), "flip_rate_max": float(rates.max()),
+        "flip_rate_q10": float(rates.quantile(0.1)), "flip_rate_q90": float(rates.quantile(0.9)),
         "flip_rate": float(measured["flipped"].double().mean()),
         "scaled_step_median": float(scaled.median()),
         "scaled_step_q10": float(scaled.quantile(0.1)),
@@ -54,7 +58,7 @@ def _summary(measured: dict[str, Tensor]) -> Row:
 
 
 def random_relu_experiment(input_dims: Sequence[int], widths_list: Sequence[Sequence[int]],
-                           depths: Sequence[int] = (1,), *, samples: int = 100, networks: int = 1,
+                           depths: Sequence[int] = (1,), *, samples: int = 100, networks: int = 10,
                            tau: float = 0.5, generator: torch.Generator | None = None) -> list[Row]:
     """Sweep input dimension, width configuration and depth; one row per configuration.
 
@@ -63,7 +67,9 @@ def random_relu_experiment(input_dims: Sequence[int], widths_list: Sequence[Sequ
         widths_list: hidden-width blocks, e.g. ``[(500,), (1000, 20, 1000)]`` (the second has a
             bottleneck of width 20).
         depths: each block is repeated ``depth`` times: ``(500,)`` at depth 3 is ``(500, 500, 500)``.
-        samples: inputs per network; ``networks``: independent networks per configuration.
+        samples: inputs per network; ``networks``: independent networks per configuration
+            (default 10: flip rates vary widely between networks of one configuration; the
+            rows carry the per-network rates and their range).
         tau: overshoot of the step (``> 0``; the sign flips iff the linearity error is ``< tau``).
         generator: draws the networks' seeds and the inputs.
 
@@ -91,7 +97,8 @@ def random_relu_experiment(input_dims: Sequence[int], widths_list: Sequence[Sequ
                 measured = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
                 rows.append({"input_dim": int(dim), "widths": list(hidden), "block": list(block),
                              "depth": int(depth), "bottleneck": min(hidden), "max_width": max(hidden),
-                             "samples": samples * networks, "tau": float(tau), **_summary(measured)})
+                             "samples": samples * networks, "tau": float(tau),
+                             **_summary(measured, [float(p["flipped"].double().mean()) for p in parts])})
     return rows
 
 
@@ -107,6 +114,9 @@ def plot_random_relu(rows: list[Row], path: str | Path, *,
         dims = [r["input_dim"] for r in group]
         colour = f"C{index % 10}"
         axes[0].plot(dims, [r["flip_rate"] for r in group], "o-", color=colour, label=label)
+        if "flip_rate_min" in group[0]:
+            axes[0].fill_between(dims, [r["flip_rate_min"] for r in group], [r["flip_rate_max"] for r in group],
+                                 color=colour, alpha=0.12)
         axes[1].plot(dims, [r["scaled_step_median"] for r in group], "o-", color=colour, label=label)
         axes[1].fill_between(dims, [r["scaled_step_q10"] for r in group],
                              [r["scaled_step_q90"] for r in group], color=colour, alpha=0.15)
@@ -124,7 +134,7 @@ def plot_random_relu(rows: list[Row], path: str | Path, *,
 def random_relu_sweep(out_dir: str | Path, *, quick: bool = False,
                       input_dims: Sequence[int] | None = None,
                       widths: Sequence[Sequence[int]] = WIDTHS, depths: Sequence[int] = DEPTHS,
-                      samples: int | None = None, tau: float = 0.5, seed: int = 0,
+                      samples: int | None = None, tau: float = 0.5, seed: int = 0, networks: int = 10,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
     """Run the random-ReLU sweep, write ``random_relu.png`` and ``random_relu.json``.
 
@@ -146,20 +156,34 @@ def random_relu_sweep(out_dir: str | Path, *, quick: bool = False,
     generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     dims = tuple(input_dims) if input_dims is not None else (QUICK_INPUT_DIMS if quick else INPUT_DIMS)
     count = samples if samples is not None else (50 if quick else 200)
-    rows = random_relu_experiment(dims, widths, depths, samples=count, tau=tau, generator=generator)
+    rows = random_relu_experiment(dims, widths, depths, samples=count, tau=tau, networks=networks,
+                                  generator=generator)
     path = plot_random_relu(rows, out_dir / "random_relu.png",
                             title="One gradient step on random ReLU networks")
+    from advlab.experiments.random_relu_linearity import linearity_vs_step, plot_linearity
+
+    linearity = linearity_vs_step(input_dim=100, networks=3 if quick else 10, samples=count // 2 or 1,
+                                  generator=generator)
+    linearity_path = plot_linearity(linearity, out_dir / "random_relu_linearity.png")
     result = {
         "params": {"input_dims": list(dims), "widths": [list(w) for w in widths],
-                   "depths": list(depths), "samples": count, "tau": tau, "quick": quick},
+                   "depths": list(depths), "samples": count, "tau": tau, "quick": quick,
+                   "networks": networks},
         "rows": rows,
+        "linearity": linearity,
         "claims": summarise_claims(rows),
-        "figures": {"random_relu": path.name},
+        "figures": {"random_relu": path.name, "random_relu_linearity": linearity_path.name},
         "captions": {"random_relu": (
             "Random bias-free ReLU networks with Gaussian weights, inputs on the sphere of radius "
             "√d: flip rate of the single gradient step δ = -(1+τ) f(x) ∇f / ‖∇f‖² (left), its "
             "length ‖δ‖/‖x‖·√d with the 10-90% band (middle, the claim: O(1)), and how far f is "
-            "from linear along the step (right), per width/depth configuration.")},
+            f"from linear along the step (right), per width/depth configuration; {networks} networks "
+            "per configuration, the shaded band on the left is the range of their flip rates."),
+            "random_relu_linearity": (
+            "Relative linearity error along the unit gradient against the step length (in units "
+            "of ‖x‖/√d), median and 10-90 % band over networks and inputs, d = 100, hidden widths "
+            "1000-1000 or 1000-b-1000: a narrow bottleneck b makes the network far less linear on "
+            "the scale of the theorem.")},
     }
     atomic_write_json(out_dir / "random_relu.json", result)
     return result

@@ -27,6 +27,25 @@ def _slope(dims: list[float], values: list[float]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else math.nan
 
 
+#: The width conditions used for the verdicts: the narrowest hidden layer at least this wide
+#: and at least ``DEPTH_FACTOR`` times the number of hidden layers (Bartlett, Bubeck &
+#: Cherapanamjeri 2021 need every width large compared with the depth; their constants are not
+#: explicit, so these are the conservative values advlab uses), and ``d >= min_dim``.
+MIN_WIDTH, DEPTH_FACTOR = 100, 10
+
+
+def outside_conditions(row: Row, *, min_dim: int = 100) -> str | None:
+    """Why ``row``'s configuration is outside the theorem's conditions, or ``None`` if inside."""
+    layers = len(row["widths"])
+    if row["bottleneck"] < MIN_WIDTH:
+        return f"narrowest width {row['bottleneck']} < {MIN_WIDTH}"
+    if row["bottleneck"] < DEPTH_FACTOR * layers:
+        return f"narrowest width {row['bottleneck']} < {DEPTH_FACTOR} x {layers} hidden layers"
+    if row["input_dim"] < min_dim:
+        return f"d = {row['input_dim']} < {min_dim}"
+    return None
+
+
 def summarise_claims(rows: list[Row], *, flip_threshold: float = 0.9, min_dim: int = 100) -> list[str]:
     """Plain-language verdicts on the papers' claims, computed from the measured rows.
 
@@ -50,10 +69,19 @@ def _flip_claim(label: str, group: list[Row], flip_threshold: float, min_dim: in
         return []
     worst = min(large, key=lambda r: r["flip_rate"])
     error = max(r["linearity_error_median"] for r in large)
-    verdict = "supports" if worst["flip_rate"] >= flip_threshold else "does NOT support"
+    spread = ""
+    if "flip_rate_min" in worst:
+        spread = (f" over {worst['networks']} networks, per-network range "
+                  f"[{worst['flip_rate_min']:.2f}, {worst['flip_rate_max']:.2f}]")
+    reason = outside_conditions(worst, min_dim=min_dim)
+    if reason is not None:
+        verdict = f"outside the theorem's conditions ({reason}): no verdict"
+    else:
+        verdict = ("supports" if worst["flip_rate"] >= flip_threshold else "does NOT support") + \
+            f" the one-step flip (threshold {flip_threshold:g})"
     return [f"{label}: flip rate >= {worst['flip_rate']:.3f} for all d >= {min_dim} (lowest at "
-            f"d={worst['input_dim']}; median linearity error <= {error:.3g}, flip needs < tau = "
-            f"{worst['tau']:g}): {verdict} the one-step flip (threshold {flip_threshold:g})"]
+            f"d={worst['input_dim']}{spread}; median linearity error <= {error:.3g}, flip needs "
+            f"< tau = {worst['tau']:g}): {verdict}"]
 
 
 def _scale_claim(label: str, group: list[Row]) -> list[str]:
@@ -62,7 +90,10 @@ def _scale_claim(label: str, group: list[Row]) -> list[str]:
         return []
     scaled = [r["scaled_step_median"] for r in group]
     slope = _slope([r["input_dim"] for r in group], [r["relative_step_median"] for r in group])
+    reason = outside_conditions(max(group, key=lambda r: r["input_dim"]), min_dim=0)
     verdict = "supports" if -0.65 <= slope <= -0.35 else "does NOT support"
+    if reason is not None:
+        verdict = f"outside the theorem's conditions ({reason}); for information, would {verdict}"
     return [f"{label}: ||delta||/||x|| * sqrt(d) stays within [{min(scaled):.3g}, {max(scaled):.3g}] "
             f"across d in {dims}; ||delta||/||x|| scales as d^{slope:.2f} (prediction d^-0.5): "
             f"{verdict} the 1/sqrt(d) scale"]

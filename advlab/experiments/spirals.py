@@ -79,9 +79,16 @@ def _spirals_model(name: str, widths: Sequence[int], train: Any, test: Any, out_
             "curve": line, "surface": surface, "paths": {"regions": regions, "landscape_2d": landscape}}
 
 
-def spirals_compare(out_dir: str | Path, *, label_noise: float = 0.0,
-                    small_widths: Sequence[int] = (16,), large_widths: Sequence[int] = (256, 256),
-                    n_samples: int = 600, noise: float = 0.01, epochs: int = 500, seed: int = 0,
+#: Defaults that show what the lecture shows: with 20 % of 150 training labels flipped, the
+#: large MLP (3 x 256) maps (nearly) every training point to its label, islands included, and
+#: loses test accuracy (measured, seed 0: train 0.96, test 0.79), while the small one stays
+#: smooth. Without label noise a large MLP fits and generalises (no overfitting to see).
+SPIRALS_DEFAULTS = {"label_noise": 0.2, "n_samples": 150, "large_widths": (256, 256, 256), "epochs": 1000}
+
+
+def spirals_compare(out_dir: str | Path, *, label_noise: float = 0.2,
+                    small_widths: Sequence[int] = (16,), large_widths: Sequence[int] = (256, 256, 256),
+                    n_samples: int = 150, noise: float = 0.01, epochs: int = 1000, seed: int = 0,
                     generator: torch.Generator | None = None) -> dict[str, Any]:
     """A small and an over-parametrised MLP on two spirals: regions and weight landscapes.
 

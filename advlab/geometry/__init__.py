@@ -1,6 +1,7 @@
 """Geometry of classifiers: input Hessians, curvature bounds, boundaries, landscapes, random ReLU nets.
 
     from advlab import geometry
+    cmp = geometry.compare(standard, robust, x, y, generator=g)        # paired ratios with 95 % intervals
     values, vectors = geometry.hessian_eigs(model, x, y, k=20)          # top-20 input-Hessian eigenpairs
     bounds = geometry.curvature_bounds(model, x, y)                     # CURE bounds on ||r*||
     section = geometry.cross_section(model, x[0], r[0], extent=2.0)     # decision boundary in a plane
@@ -31,6 +32,7 @@ from advlab.geometry.boundary import (
     decision_regions_2d,
     plot_cross_sections,
 )
+from advlab.geometry.compare import QUANTITIES, Comparison, compare
 from advlab.geometry.curvature import THRESHOLDS, curvature_bounds, quadratic_bounds, smallest_step
 from advlab.geometry.hessian import (
     HessianOperator,
@@ -57,6 +59,13 @@ from advlab.geometry.landscape import (
     weight_landscape_2d,
 )
 from advlab.geometry.random_relu import one_step_attack, random_relu_network, sphere_points
+from advlab.geometry.scale import (
+    ScaleHessianOperator,
+    confidence_normalised,
+    eigenvalue_profile,
+    scale_hessian_eigs,
+)
+from advlab.geometry.stats import bootstrap_median, median, paired_ratio, verdict
 
 #: Old names of the experiments, moved to :mod:`advlab.experiments` (one release): name -> module.
 _MOVED = {
@@ -69,6 +78,17 @@ _MOVED = {
 }
 
 __all__ = [
+    "Comparison",
+    "QUANTITIES",
+    "ScaleHessianOperator",
+    "bootstrap_median",
+    "compare",
+    "confidence_normalised",
+    "eigenvalue_profile",
+    "median",
+    "paired_ratio",
+    "scale_hessian_eigs",
+    "verdict",
     "GeometrySummary",
     "analyse",
     "store_summary",

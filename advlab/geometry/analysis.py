@@ -24,7 +24,6 @@ they share in :mod:`advlab.geometry.analysis_state`, the figures in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from advlab.geometry.analysis_state import (  # noqa: F401  (AnalysisState, fini
     finite_median,
 )
 from advlab.geometry.analysis_steps import STEPS
+from advlab.geometry.stats import paired_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
             landscape_batch: int = 128, resolution: int = 41, extent_factor: float = 2.5,
             hutchinson_samples: int = 64, generator: torch.Generator | None = None,
             progress: Progress | None = None, train_xy: tuple[Tensor, Tensor] | None = None,
-            metadata: dict[str, Any] | None = None) -> GeometrySummary:
+            metadata: dict[str, Any] | None = None, h: float = 0.5,
+            bound_loss: str = "ce") -> GeometrySummary:
     """Run every geometry analysis that applies on ``points`` test points of ``x``.
 
     Args:
@@ -91,7 +92,7 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
         out_dir: folder for the PNG figures and ``summary.json``.
         eigs: Hessian eigenvalues by Lanczos per point (at most ``d``).
         directions: random directions (lines) per point for the noise ratio; random subspaces
-            use ``max(1, directions // 3)`` draws (each a DeepFool run inside the subspace).
+            use ``max(10, directions)`` draws (each a DeepFool run inside the subspace).
         subspace_dims: subspace dimensions ``m`` (default ``d // 16`` and ``d // 4``).
         spectrum_points: points whose full Hessian spectrum is computed when ``d <= 1024``
             (default all for ``d <= 256``, else 3: each costs ``d`` HVPs).
@@ -102,6 +103,8 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
         progress: called after each step with ``(name, done, total)``.
         train_xy: training points ``(M, 2)`` and labels for the decision regions of 2-D data.
         metadata: stored as is in the summary (dataset, run names, seed, ...).
+        h: scale of the finite-difference curvature (:mod:`advlab.geometry.scale`).
+        bound_loss: loss of CURE's bounds: ``"ce"`` (flip at ``log 2``) or ``"cw"`` (margin, 0).
 
     Returns:
         the :class:`GeometrySummary`, also written to ``out_dir / "summary.json"``.
@@ -114,7 +117,7 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
               "subspace_dims": None if subspace_dims is None else list(subspace_dims),
               "spectrum_points": spectrum_points, "landscape_batch": min(landscape_batch, len(x)),
               "resolution": resolution, "extent_factor": extent_factor,
-              "hutchinson_samples": hutchinson_samples}
+              "hutchinson_samples": hutchinson_samples, "h": float(h), "bound_loss": bound_loss}
     summary = GeometrySummary(models=list(models), input_shape=list(x.shape[1:]),
                               input_dim=x[0].numel(), indices=index.tolist(),
                               labels=y[index.to(y.device)].tolist(), params=params,
@@ -129,7 +132,7 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
         logger.info("geometry: %s done in %.1f s", name, summary.timings[name])
         if progress is not None:
             progress(name, done, len(STEPS))
-    summary.comparison = compare_models(summary)
+    summary.comparison = compare_models(summary, generator=generator)
     atomic_write_json(out_dir / "summary.json", summary.to_dict())
     return summary
 
@@ -140,23 +143,33 @@ def store_summary(store: Any, run_name: str | None, summary: GeometrySummary) ->
     return store.add_evaluation(run_name, "geometry", params, summary.to_dict())
 
 
-#: (aggregate key, description) compared between two models by :func:`compare_models`.
-COMPARED = (("median_deepfool_norm", "median DeepFool norm"),
-            ("mean_boundary_curvature", "mean boundary curvature"),
-            ("median_top_eigenvalue", "median top Hessian eigenvalue"),
-            ("median_hutchinson_frobenius", "median ||H||_F^2"),
-            ("median_cure_curvature", "median CURE curvature"),
-            ("median_noise_ratio", "median random/adversarial ratio"))
+#: (comparison row, per-sample key) compared between two models by :func:`compare_models`.
+COMPARED = (("minimal_l2", "deepfool_norm"), ("boundary_curvature", "normalised_curvature"),
+            ("top_eigenvalue_pointwise", "top_eigenvalue"),
+            ("hessian_frobenius", "hutchinson_frobenius"), ("cure_curvature", "cure_curvature"),
+            ("noise_ratio", "noise_ratio"))
 
 
-def compare_models(summary: GeometrySummary) -> list[str]:
-    """One line per compared quantity: second model vs first, with the factor."""
+def compare_models(summary: GeometrySummary, *,
+                   generator: torch.Generator | None = None) -> dict[str, dict[str, Any]]:
+    """Paired rows ``{name: {"ratio", "ci", "n", "verdict", ...}}`` (second model / first) over
+    the analysed points both models classify correctly (:func:`advlab.geometry.stats.paired_ratio`).
+
+    With the few points of the figures the intervals are wide; :func:`advlab.geometry.compare`
+    on 100 or more points is the comparison to quote (``advlab geometry --compare`` runs it).
+    """
     if len(summary.models) != 2:
-        return []
-    first, second = summary.models
-    lines = []
-    for key, description in COMPARED:
-        a, b = summary.aggregates[first].get(key, math.nan), summary.aggregates[second].get(key, math.nan)
-        factor = b / a if math.isfinite(a) and math.isfinite(b) and a != 0 else math.nan
-        lines.append(f"{description}: {second} {b:.4g} vs {first} {a:.4g} (factor {factor:.3g})")
-    return lines
+        return {}
+    first, second = (summary.per_sample[label] for label in summary.models)
+    both = first["correct"].bool() & second["correct"].bool()
+    rows = {}
+    for name, key in COMPARED:
+        a, b = first.get(key), second.get(key)
+        if key == "normalised_curvature":
+            a = (first["boundary_curvature"] * first["boundary_distance_along_u"]).abs()
+            b = (second["boundary_curvature"] * second["boundary_distance_along_u"]).abs()
+        if a is None or b is None:
+            continue
+        rows[name] = paired_ratio(torch.as_tensor(a).double(), torch.as_tensor(b).double(), mask=both,
+                                  generator=generator).to_dict()
+    return rows

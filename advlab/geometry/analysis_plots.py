@@ -98,13 +98,15 @@ def plot_bounds_vs_measured(measured: dict[str, Tensor], lower: dict[str, Tensor
 
 
 def plot_noise_ratios(ratios: dict[str, Tensor], dim: int, subspace_medians: dict[str, dict[int, float]],
-                      path: str | Path, *,
+                      path: str | Path, *, reference: dict[str, float] | None = None,
                       title: str = "Random noise vs adversarial perturbations") -> Path:
     """Histogram of ``||r_noise|| / ||r_adv||`` per model with the line ``sqrt(d)`` (left), and
     the median ratio in ``m``-dimensional random subspaces against ``sqrt(d / m)`` (right).
 
     ``ratios[label]``: ``(N,)`` (``nan`` where undefined, dropped); ``subspace_medians[label]``:
-    ``{m: median ratio}`` including ``m = 1`` (a random line) when measured.
+    ``{m: median ratio}`` including ``m = 1`` (a random line) when measured. ``reference``: the
+    exact linear-classifier ratio (``median``, ``low``, ``high``:
+    :func:`advlab.geometry.profile_plots.linear_noise_reference`), drawn as a grey band.
     """
     fig, (left, right) = new_figure(ncols=2, width=4.8, height=4.0)
     for index, (label, values) in enumerate(ratios.items()):
@@ -115,6 +117,10 @@ def plot_noise_ratios(ratios: dict[str, Tensor], dim: int, subspace_medians: dic
                       color=_colour(index), label=f"{label} (median {float(finite.median()):.3g}, "
                                                   f"{finite.numel()} of {values.numel()} points)")
     left.axvline(math.sqrt(dim), color="black", linestyle="--", label=f"√d = {math.sqrt(dim):.3g}")
+    if reference is not None:
+        left.axvspan(reference["low"], reference["high"], color="grey", alpha=0.25,
+                     label=f"linear classifier 10-90 % (median {reference['median']:.3g})")
+        left.axvline(reference["median"], color="grey", linewidth=1.5)
     left.set(title="per sample, random line", xlabel="‖r_noise‖ / ‖r_adv‖", ylabel="number of points")
     left.legend(fontsize=8)
     predicted_all: list[float] = []
@@ -149,5 +155,5 @@ def plot_point_sections(sections: list[dict[str, Any]], labels: list[str], curva
     titles = [f"{label}: point {point} (class {true_class}), κ = {kappa:.2g}"
               for label, kappa in zip(labels, curvatures)]
     return plot_cross_sections(sections, titles, path,
-                               xlabel=f"α along the DeepFool direction of {reference} (L2)",
+                               xlabel="α along each model's own DeepFool direction (L2)",
                                ylabel="β along a random orthogonal direction (L2)")

@@ -35,7 +35,9 @@ class GeometrySummary:
     order of ``indices`` (positions in the ``x`` passed to :func:`analyse`) and ``labels``;
     ``aggregates[label]`` the per-model statistics; ``curves`` the landscapes and spectra;
     ``figures[name]`` a PNG path relative to the output folder and ``captions[name]`` its caption;
-    ``skipped[name]`` why an analysis did not apply; ``timings`` seconds per step.
+    ``skipped[name]`` why an analysis did not apply; ``timings`` seconds per step; ``comparison``
+    the paired rows (second model / first) of :func:`advlab.geometry.analysis.compare_models` or
+    of :func:`advlab.geometry.compare`.
     """
 
     models: list[str]
@@ -48,7 +50,7 @@ class GeometrySummary:
     per_sample: dict[str, dict[str, Any]] = field(default_factory=dict)
     aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)
     curves: dict[str, Any] = field(default_factory=dict)
-    comparison: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class AnalysisState:
     generator: torch.Generator | None = None
     train_xy: tuple[Tensor, Tensor] | None = None
     norms: dict[str, Tensor] = field(default_factory=dict)  # DeepFool norms per model, (N,)
+    perturbations: dict[str, Tensor] = field(default_factory=dict)  # DeepFool r per model, (N, ...)
     u: Tensor | None = None  # (N, ...) unit adversarial direction of the first model
     v: Tensor | None = None  # (N, ...) unit random direction orthogonal to u
     extents: Tensor | None = None  # (N,) half-width of each point's cross-section
@@ -114,7 +117,7 @@ class AnalysisState:
 
 
 def finite_median(values: Tensor) -> float:
-    """Median of the finite entries of ``values`` (``nan`` if none)."""
+    """True median of the finite entries of ``values`` (``nan`` if none; mean of the two middle ones)."""
     values = values.double().flatten()
     values = values[torch.isfinite(values)]
-    return float(values.median()) if values.numel() else math.nan
+    return float(torch.quantile(values.cpu(), 0.5)) if values.numel() else math.nan

@@ -57,6 +57,7 @@ def minimal_perturbations(state: AnalysisState) -> None:
         info = cast(AttackResult, deepfool(model, x, y, norm="l2", return_info=True))
         found = correct & info.success
         state.norms[label] = info.norm
+        state.perturbations[label] = torch.where(per_sample_view(found, x), info.x_adv - x, torch.zeros_like(x))
         state.record(label, correct=correct, deepfool_norm=info.norm,
                      deepfool_relative=info.norm / flat(x).norm(dim=1).clamp_min(1e-12))
         state.aggregate(label, clean_accuracy=float(correct.float().mean()),
@@ -99,14 +100,24 @@ def section_curvature(section: dict[str, Any]) -> tuple[float, float]:
     return boundary_curvature(section, window=max(crossing, 3 * step)), crossing
 
 
+def _own_direction(state: AnalysisState, label: str, i: int) -> Tensor:
+    """Model ``label``'s DeepFool direction at point ``i`` (the shared ``u`` where it found none)."""
+    assert state.u is not None
+    own = state.perturbations.get(label)
+    if own is None or float(own[i].norm()) == 0:
+        return state.u[i]
+    return own[i]
+
+
 def cross_sections(state: AnalysisState) -> None:
-    """One section per point and model in the shared plane; curvature and crossing per point."""
+    """One section per point and model, each in the plane of *its own* DeepFool direction and a
+    random direction shared by the models; curvature and crossing per point."""
     assert state.u is not None and state.v is not None and state.extents is not None
     measured: dict[str, list[tuple[float, float]]] = {label: [] for label in state.models}
     for i in range(len(state.x)):
-        sections = [cross_section(model, state.x[i], state.u[i], state.v[i],
+        sections = [cross_section(model, state.x[i], _own_direction(state, label, i), state.v[i],
                                   extent=float(state.extents[i]), resolution=state.params["resolution"])
-                    for model in state.models.values()]
+                    for label, model in state.models.items()]
         for label, section in zip(state.models, sections):
             measured[label].append(section_curvature(section))
         if i < FIGURE_POINTS and state.dim > 2:
@@ -132,8 +143,8 @@ def _section_figure(state: AnalysisState, i: int, sections: list[dict[str, Any]]
                                point=i, true_class=true_class, reference=state.first)
     state.figure(f"cross_section_{i}", path,
                  f"Decision regions of {' and '.join(state.models)} in the plane through test point "
-                 f"{i} (true class {true_class}) spanned by the DeepFool direction of {state.first} "
-                 "(horizontal) and a random orthogonal direction (vertical), in L2 units; the black "
+                 f"{i} (true class {true_class}), each spanned by its own DeepFool direction "
+                 "(horizontal) and a shared random direction orthogonalised against it (vertical), in L2 units; the black "
                  "line is the boundary of the point's predicted class, the dashed white line "
                  "encloses the valid inputs; κ is the boundary curvature at the crossing.")
 

@@ -216,20 +216,34 @@ def plot_loss_curves(curves: list[dict[str, Any]], labels: list[str], path: str 
 
 def plot_loss_surface(surface: dict[str, Any], path: str | Path, *,
                       title: str = "Loss surface", xlabel: str = "α (direction 1)",
-                      ylabel: str = "β (direction 2)", levels: int = 20) -> Path:
+                      ylabel: str = "β (direction 2)", levels: int = 20,
+                      log_scale: bool | None = None) -> Path:
     """Filled contour plot of a 2-D landscape with labelled contour lines; the origin is marked.
 
     A per-sample ``loss`` ``(Bb, A, B)`` (from :func:`loss_surface`) is averaged over samples.
+    ``log_scale`` (default: when the loss is positive and spans more than a factor 100) spaces
+    the colour levels logarithmically, so the basin stays readable next to steep walls.
     """
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
     values = surface["loss"].double()
     values = values.mean(dim=2) if values.dim() == 3 else values
     offsets1, offsets2 = surface["offsets1"].cpu().numpy(), surface["offsets2"].cpu().numpy()
+    low, high = float(values.min()), float(values.max())
+    if log_scale is None:
+        log_scale = low > 0 and high > 100 * low
     fig, ax = new_figure(width=5.4, height=4.4)
-    filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=levels, cmap="viridis")
+    if log_scale and low > 0:
+        spaced = np.geomspace(low, high * (1 + 1e-9), levels)
+        filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=spaced, cmap="viridis",
+                             norm=LogNorm(low, high))
+    else:
+        filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=levels, cmap="viridis")
     lines = ax.contour(offsets1, offsets2, values.cpu().numpy(), levels=filled.levels[::4], colors="white",
                        linewidths=0.6)
     ax.clabel(lines, fontsize=7, fmt="%.2g")
     ax.plot([0.0], [0.0], marker="*", color="red", markersize=12)
-    fig.colorbar(filled, ax=ax, label="loss")
+    fig.colorbar(filled, ax=ax, label="loss (log scale)" if log_scale and low > 0 else "loss")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return save_figure(fig, path)

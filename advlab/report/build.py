@@ -19,6 +19,7 @@ import advlab
 from advlab._utils import atomic_write
 from advlab.report import figures as fig
 from advlab.report.certify_section import certify_section
+from advlab.report.geometry_sections import comparison_section, reproduce_section
 from advlab.report.html import esc, image, page, paragraph, table
 from advlab.store import Store
 
@@ -161,9 +162,12 @@ def build_report(store_path: str | Path, out: str | Path, title: str = "advlab r
             fig.norm_histograms(stats, tmpdir / "norms.png"),
             "Distribution of minimal adversarial perturbations (DeepFool); rho_adv is DeepFool's "
             "robustness metric.")))
-        sections.append(("Certified robustness", certify_section(by_kind) or paragraph("No certificate stored yet (advlab certify).")))
+        certified = certify_section(by_kind)
+        if certified:
+            sections.append(("Certified robustness", certified))
         for name, parts in _figure_sections(by_kind).items():
             sections.append((name, "".join(parts)))
+        _geometry_sections(sections, by_kind)
         subtitle = (f"advlab {advlab.__version__} · generated "
                     f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC from {store_path}")
         document = page(title, subtitle, _headline(by_kind.get("demo", [])), sections)
@@ -172,3 +176,13 @@ def build_report(store_path: str | Path, out: str | Path, title: str = "advlab r
 
 def _maybe(path: Path | None, caption: str) -> str:
     return image(path, caption) if path is not None else ""
+
+
+def _geometry_sections(sections: list[tuple[str, str]], by_kind: dict[str, list[dict[str, Any]]]) -> None:
+    """The paired geometry comparison and the reproductions of the seed results, when stored."""
+    comparison = comparison_section(by_kind.get("geometry", []))
+    if comparison:
+        sections.append(("Geometry: paired comparison", comparison))
+    reproduced = reproduce_section(by_kind.get("reproduce", []))
+    if reproduced:
+        sections.append(("Reproduced results", reproduced))

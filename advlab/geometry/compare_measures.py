@@ -1,0 +1,112 @@
+"""Per-point geometric quantities of one model, the ingredients of :func:`advlab.geometry.compare`.
+
+Every function takes a model, points ``x`` ``(N, ...)`` and labels ``y`` ``(N,)`` and returns
+per-point values ``(N,)`` (``nan`` where the quantity is undefined). References: DeepFool
+(Moosavi-Dezfooli, Fawzi & Frossard 2016), boundary curvature in cross-sections (Fawzi,
+Moosavi-Dezfooli, Frossard & Soatto 2018), random-noise robustness (Fawzi, Moosavi-Dezfooli &
+Frossard 2016), Hutchinson (1990), curvature at scale ``h`` (:mod:`advlab.geometry.scale`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks.result import AttackResult
+from advlab.evaluation.noise import minimal_noise_norm
+from advlab.geometry._common import rademacher, unit
+from advlab.geometry.boundary import boundary_curvature, boundary_profile, cross_section
+from advlab.geometry.hessian import HessianOperator, dense_hessian
+from advlab.geometry.scale import ScaleHessianOperator
+from advlab.threat import flat
+
+#: Largest input dimension for which ``||H||_F^2`` is computed exactly (dense Hessian).
+EXACT_FROBENIUS_DIM = 256
+
+
+def deepfool_info(model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+    """DeepFool L2 with its :class:`AttackResult` (``norm`` ``(N,)``, ``x_adv``, ``success``)."""
+    from advlab.attacks.deepfool import deepfool
+
+    return cast(AttackResult, deepfool(model, x, y, norm="l2", return_info=True))
+
+
+def frobenius(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 32,
+              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, str]:
+    """``||H||_F^2`` of the pointwise cross-entropy Hessian: ``(values, standard_errors, method)``.
+
+    Exact (dense Hessian, zero error) when ``d <= EXACT_FROBENIUS_DIM``; otherwise Hutchinson's
+    mean of ``||H z||^2`` over ``samples`` Rademacher probes with its standard error.
+    """
+    dim = flat(x).shape[1]
+    if dim <= EXACT_FROBENIUS_DIM:
+        exact = dense_hessian(model, x, y).double().pow(2).sum(dim=(1, 2))
+        return exact, torch.zeros_like(exact), "exact"
+    operator = HessianOperator(model, x, y)
+    draws = torch.stack([flat(operator(rademacher(tuple(x.shape), generator=generator, device=x.device,
+                                                  dtype=x.dtype))).double().pow(2).sum(dim=1)
+                         for _ in range(samples)])  # (S, N)
+    error = draws.std(dim=0) / math.sqrt(samples) if samples > 1 else torch.full_like(draws[0], math.nan)
+    return draws.mean(dim=0), error, f"hutchinson ({samples} probes)"
+
+
+def curvature_ratio(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *, h: float,
+                    random_directions: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """``u^T H_h u / mean_v v^T H_h v``: scale-``h`` curvature along the adversarial direction
+    ``u`` (unit ``direction``) over that along random unit directions ``v`` (their mean)."""
+    operator = ScaleHessianOperator(model, x, y, h=h)
+    u = flat(unit(direction))
+    along = (flat(operator(u)) * u).sum(dim=1).double()
+    randoms = []
+    for _ in range(random_directions):
+        v = flat(unit(torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)))
+        randoms.append((flat(operator(v)) * v).sum(dim=1).double())
+    return along / torch.stack(randoms).mean(dim=0)
+
+
+def section_curvature(section: dict) -> tuple[float, float]:
+    """``(curvature, crossing)`` of the boundary nearest the ``u`` axis in a cross-section (nan if none)."""
+    offsets, crossings = boundary_profile(section, window=section["extent"])
+    if len(offsets) == 0:
+        return math.nan, math.nan
+    crossing = float(crossings[int(offsets.abs().argmin())])
+    step = float(section["offsets1"][1] - section["offsets1"][0])
+    return boundary_curvature(section, window=max(crossing, 3 * step)), crossing
+
+
+def boundary_curvatures(model: nn.Module, x: Tensor, direction: Tensor, norms: Tensor,
+                        second: Tensor, *, resolution: int = 31, extent_factor: float = 2.5) -> Tensor:
+    """``|kappa| * r`` per point in the model's own DeepFool plane (``direction``, ``second``):
+    the boundary curvature times the distance along ``u``, dimensionless (0 for a flat boundary)."""
+    values = []
+    for i in range(len(x)):
+        r = float(norms[i])
+        if not (math.isfinite(r) and r > 0):
+            values.append(math.nan)
+            continue
+        section = cross_section(model, x[i], direction[i], second[i], extent=extent_factor * r,
+                                resolution=resolution)
+        kappa, crossing = section_curvature(section)
+        values.append(abs(kappa) * crossing)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def noise_distances(model: nn.Module, x: Tensor, y: Tensor, *, directions: int = 10,
+                    clip: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    """Median over ``directions`` random lines of the L2 flip distance ``(N,)`` (inf: no flip).
+
+    ``clip=True`` keeps the probes in ``[0, 1]`` (reports the applied perturbation's norm);
+    ``clip=False`` probes the function outside the box (searched up to ``4 sqrt(d)``).
+    """
+    dim = flat(x).shape[1]
+    bounds = (0.0, 1.0) if clip else (-math.inf, math.inf)
+    max_norm = None if clip else 4.0 * math.sqrt(dim)
+    draws = []
+    for _ in range(directions):
+        info = minimal_noise_norm(model, x, y, directions=1, bounds=bounds, max_norm=max_norm,
+                                  generator=generator)
+        draws.append(torch.where(info.success, info.norm, torch.full_like(info.norm, math.inf)))
+    return torch.quantile(torch.stack(draws).double().cpu(), 0.5, dim=0)

@@ -1,0 +1,81 @@
+"""``advlab reproduce`` on a cache of tiny pre-trained digits models (seconds, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from torch import nn
+from typer.testing import CliRunner
+
+from advlab.cli.reproduce import reproduce
+from advlab.data import load_dataset
+from advlab.experiments.reproduce import REPRODUCTIONS
+from advlab.models import create_model, save_model
+
+app = typer.Typer()
+app.command("reproduce")(reproduce)
+app.command("noop")(lambda: None)
+runner = CliRunner()
+
+
+def _trained(steps: int, weight_decay: float, seed: int) -> nn.Module:
+    data = load_dataset("digits", "train")
+    info = data.info
+    model = create_model("mlp", info.num_classes, info.input_shape, normalize=(info.mean, info.std),
+                         widths=(32,), seed=seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(data.x), data.y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    save_model(_trained(30, 0.0, 0), root / "models" / "digits-small_cnn-none-s0", dataset="digits")
+    save_model(_trained(20, 1e-2, 1), root / "models" / "digits-small_cnn-fgsm-rs-s0", dataset="digits")
+    return root
+
+
+def test_list_names_the_ten_results():
+    result = runner.invoke(app, ["reproduce", "--list"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for name in ("goodfellow-fgsm-training", "fawzi-boundaries", "fawzi-landscape", "curvature-profile",
+                 "cure-bounds", "deepfool-rho", "noise-ratio", "random-relu", "spirals",
+                 "perceptual-gradients"):
+        assert name in result.output and name in REPRODUCTIONS
+
+
+@pytest.mark.parametrize("name", ["fawzi-landscape", "cure-bounds", "curvature-profile", "perceptual-gradients"])
+def test_reproduction_prints_claim_and_interval(cache, name):
+    out = cache / name
+    result = runner.invoke(app, ["reproduce", name, "--out", str(out), "--quick"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "published:" in result.output and "measured:" in result.output and "verdict:" in result.output
+    assert "n = " in result.output
+    saved = json.loads((out / f"{name}.json").read_text())
+    assert saved["n"] > 0 and len(saved["ci"]) == 2 and saved["claim"]
+    for figure in saved["figures"].values():
+        assert (out / figure).exists()
+
+
+def test_unknown_reproduction_is_a_clear_error():
+    result = runner.invoke(app, ["reproduce", "fawzi-everything"])
+    assert result.exit_code != 0 and "unknown reproduction" in result.output
+
+
+def test_report_has_a_section_for_reproductions(cache, tmp_path):
+    from advlab.report import build_report
+
+    name = "deepfool-rho"
+    result = runner.invoke(app, ["reproduce", name, "--out", str(cache / name), "--quick"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = build_report(cache / "advlab.db", tmp_path / "report.html")
+    text = report.read_text()
+    assert ">Reproduced results</h2>" in text and "rho_adv" in text

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from harness import Crash, run_torchrun
 from typer.testing import CliRunner
 
 from advlab import ThreatModel
@@ -73,22 +74,6 @@ def test_no_certified_point_of_the_ibp_model_is_broken(trained, digits):
             assert (model(x_adv).argmax(1) == y[certified]).all(), attack.__name__
 
 
-class Crash:
-    """Forwards to a defense and raises on its ``at``-th call (a simulated kill)."""
-
-    def __init__(self, objective, at=None):
-        self.objective, self.at, self.calls = objective, at, 0
-
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt("simulated kill")
-        return self.objective(model, x, y)
-
-    def __getattr__(self, name):
-        return getattr(self.objective.function, name)
-
-
 def test_resume_equals_an_uninterrupted_run(digits, tmp_path):
     x, y = digits[0][:320], digits[1][:320]
     options = dict(epochs=2, batch_size=32, lr=1e-2, progress=False, checkpoint_every=3)
@@ -149,19 +134,9 @@ bunch = load_digits()
 x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)[:256]
 y = torch.tensor(bunch.target)[:256]
 
-class Crash:
-    def __init__(self, objective, at=None):
-        self.objective, self.at, self.calls = objective, at, 0
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.objective(model, x, y)
-    def __getattr__(self, name):
-        return getattr(self.objective.function, name)
+from harness import Crash
 
-def flat(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+from harness import flat_params as flat
 
 params = {"eps": 0.1, "warmup": 0.1, "ramp": 0.5}
 options = dict(epochs=2, batch_size=64, lr=1e-2, progress=False, checkpoint_every=1)
@@ -190,24 +165,9 @@ os._exit(0)  # torch 2.13 + gloo may abort in static destructors at exit (see te
 
 @pytest.mark.timeout(300)
 def test_ibp_trains_and_resumes_under_torchrun(tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = tmp_path / "ddp_ibp.py"
     script.write_text(_DDP_SCRIPT)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(tmp_path / "run")]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=280)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "RESULT resume_exact=True ranks_agree=True" in done.stdout, done.stdout + done.stderr
+    stdout = run_torchrun(str(script), str(tmp_path / "run"), cwd=tmp_path)
+    assert "RESULT resume_exact=True ranks_agree=True" in stdout, stdout
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["world_size"] == 2 and len(checkpoint["objective"]) == 2

@@ -9,19 +9,13 @@ the weights after 2 epochs therefore agree up to float rounding: tolerance 1e-5.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from harness import run_torchrun
 
 from advlab.store import Store
 from advlab.training import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
 
 _SCRIPT = """
@@ -64,35 +58,11 @@ if __name__ == "__main__":
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args]
-
-
-def _run(command: list[str], cwd: Path) -> str:
-    done = subprocess.run(command, env=_env(), cwd=cwd, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 @pytest.mark.timeout(300)
 def test_two_processes_match_one_process(tmp_path):
     script = tmp_path / "ddp_script.py"
     script.write_text(_SCRIPT)
-    ddp_out = _run(_torchrun(str(script), str(tmp_path / "ddp")), tmp_path)
+    ddp_out = run_torchrun(str(script), str(tmp_path / "ddp"), cwd=tmp_path, timeout=240)
     assert ddp_out.count("RESULT False") == 2  # both ranks finished; fit destroyed the group
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the single-process reference runs here, like the ranks: 1 thread
@@ -122,9 +92,9 @@ def test_two_processes_match_one_process(tmp_path):
 @pytest.mark.timeout(300)
 def test_torchrun_train_command(tmp_path):
     out = tmp_path / "runs" / "ddp-cli"
-    stdout = _run(_torchrun("-m", "advlab", "train", "--dataset", "digits", "--model", "mlp",
-                            "--epochs", "1", "--batch-size", "64", "--n-train", "512",
-                            "--no-progress", "--out", str(out)), tmp_path)
+    stdout = run_torchrun("-m", "advlab", "train", "--dataset", "digits", "--model", "mlp",
+                          "--epochs", "1", "--batch-size", "64", "--n-train", "512",
+                          "--no-progress", "--out", str(out), cwd=tmp_path, timeout=240)
     assert stdout.count("test acc") == 1  # rank 0 prints, rank 1 does not
     assert (out / "model.safetensors").exists() and (out / "train_result.json").exists()
     with Store(tmp_path / "runs" / "advlab.db") as store:

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from harness import Crash, run_torchrun
 from torch import nn
 from weights import assert_same_weights, snapshot
 
@@ -32,7 +28,6 @@ from advlab.training import (
 )
 from advlab.training.defenses import Crafting, ascend, frozen_bn_stats
 
-ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.1
 #: Each defense at the small eps, with cheap inner loops (digits are 8x8).
 DEFENSES = {
@@ -213,22 +208,6 @@ def test_noise_helps_against_noise_much_more_than_against_attacks(trained, digit
 
 
 # -- resume ---------------------------------------------------------------------------------
-class Crash:
-    """Forwards to a defense and raises on its ``at``-th call (a simulated kill)."""
-
-    def __init__(self, objective, at: int | None = None) -> None:
-        self.objective, self.at, self.calls = objective, at, 0
-
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt("simulated kill")
-        return self.objective(model, x, y)
-
-    def __getattr__(self, name):  # the hooks: bind, state_dict, epoch_end, ...
-        return getattr(self.objective.function, name)
-
-
 @pytest.mark.parametrize("name", list(DEFENSES))
 def test_resume_after_interruption_repeats_the_run(digits, tmp_path, name):
     x_tr, y_tr = digits[0][:320], digits[1][:320]
@@ -412,19 +391,9 @@ y = torch.tensor(bunch.target)
 train, val = (x[:512], y[:512]), (x[1500:1700], y[1500:1700])
 hook = adversarial_validation(val, ThreatModel("linf", 0.1), n=120)
 
-class Crash:
-    def __init__(self, objective, at=None):
-        self.objective, self.at, self.calls = objective, at, 0
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.objective(model, x, y)
-    def __getattr__(self, name):
-        return getattr(self.objective.function, name)
+from harness import Crash
 
-def flat(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+from harness import flat_params as flat
 
 DEFENSES = {"fgsm-rs": {"eps": 0.1, "check_size": 32}, "cure": {"lam": 1.0, "h": 0.5},
             "clip": {"eps": 0.1, "steps": 1, "lam": 0.05}}
@@ -461,27 +430,13 @@ os._exit(0)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_defenses_resume_exactly_under_torchrun(tmp_path):
     script = tmp_path / "ddp_defenses.py"
     script.write_text(_DDP_SCRIPT)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
-               str(tmp_path / "runs")]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=280)
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(lines) == 3, done.stdout
+    stdout = run_torchrun(str(script), str(tmp_path / "runs"), cwd=tmp_path)
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 3, stdout
     assert all("resume_exact=True" in line and "ranks_agree=True" in line for line in lines), lines
     for name in ("fgsm-rs", "cure", "clip"):
         checkpoint = load_checkpoint(tmp_path / "runs" / name / "checkpoint.pt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness import Crash
 from weights import assert_same_weights, snapshot
 
 from advlab.models import create_model, load_model
@@ -57,17 +58,6 @@ def test_the_average_is_validated_and_selected(digits, tmp_path):
         accuracy = (result.model(val[0]).argmax(dim=1) == val[1]).float().mean().item()
     assert accuracy == pytest.approx(best)  # the returned model is the validated average
     assert result.config["ema"] == {"decay": 0.95, "warmup": True}
-
-
-class Crash:
-    def __init__(self, at=None):
-        self.at, self.calls = at, 0
-
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt("simulated kill")
-        return standard_objective(model, x, y)
 
 
 def test_ema_resumes_exactly(digits, tmp_path):

@@ -4,14 +4,9 @@ catastrophic-overfitting watch and 2-process torchrun."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from harness import Crash, run_torchrun
 from weights import assert_same_weights, snapshot
 
 from advlab import ThreatModel
@@ -20,7 +15,6 @@ from advlab.models import create_model
 from advlab.training import OBJECTIVES, fit, get_objective, load_checkpoint, watches_collapse
 from advlab.training.defenses.fast import grad_align_lambda
 
-ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.1
 FAST = {"n-fgsm": {"eps": EPS, "check_size": 64}, "grad-align": {"eps": EPS, "check_size": 64}}
 
@@ -103,22 +97,6 @@ def test_fast_defenses_beat_standard_training(trained, digits, name):
         assert 0.0 < history[-1]["grad_cosine"] <= 1.0
 
 
-class Crash:
-    """Forwards to a defense and raises on its ``at``-th call (a simulated kill)."""
-
-    def __init__(self, objective, at: int | None = None) -> None:
-        self.objective, self.at, self.calls = objective, at, 0
-
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt("simulated kill")
-        return self.objective(model, x, y)
-
-    def __getattr__(self, name):
-        return getattr(self.objective.function, name)
-
-
 @pytest.mark.parametrize("name", list(FAST))
 def test_resume_after_a_kill_repeats_the_run(digits, tmp_path, name):
     x_tr, y_tr = digits[0][:320], digits[1][:320]
@@ -178,19 +156,9 @@ x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
 y = torch.tensor(bunch.target)
 train = (x[:256], y[:256])
 
-class Crash:
-    def __init__(self, objective, at=None):
-        self.objective, self.at, self.calls = objective, at, 0
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.objective(model, x, y)
-    def __getattr__(self, name):
-        return getattr(self.objective.function, name)
+from harness import Crash
 
-def flat(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+from harness import flat_params as flat
 
 for name in ("n-fgsm", "grad-align"):
     params = {"eps": 0.1, "check_size": 32}
@@ -221,27 +189,13 @@ os._exit(0)  # gloo's static destructors sometimes abort at interpreter exit (se
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_fast_defenses_resume_exactly_under_torchrun(tmp_path):
     script = tmp_path / "ddp_fast.py"
     script.write_text(_DDP_SCRIPT)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
-               str(tmp_path / "runs")]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=280)
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(lines) == 2, done.stdout
+    stdout = run_torchrun(str(script), str(tmp_path / "runs"), cwd=tmp_path)
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 2, stdout
     assert all("resume_exact=True" in line and "ranks_agree=True" in line for line in lines), lines
     for name in FAST:
         states = load_checkpoint(tmp_path / "runs" / name / "checkpoint.pt")["objective"]

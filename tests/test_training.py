@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import Crash
 from torch import nn
 from weights import assert_same_weights, snapshot
 
@@ -23,7 +24,6 @@ from advlab.training import (
     fit,
     get_objective,
     load_checkpoint,
-    standard_objective,
 )
 
 RECORD_KEYS = {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s",
@@ -94,31 +94,18 @@ def test_fit_is_deterministic_and_leaves_global_rng_alone(small):
     assert not torch.equal(other.model[1].weight, results[0].model[1].weight)
 
 
-class CrashingObjective:
-    """Cross-entropy that raises on its ``crash_at``-th call (a simulated kill)."""
-
-    def __init__(self, crash_at: int | None = None) -> None:
-        self.crash_at, self.calls = crash_at, 0
-
-    def __call__(self, model, x, y):
-        self.calls += 1
-        if self.calls == self.crash_at:
-            raise KeyboardInterrupt("simulated kill")
-        return standard_objective(model, x, y)
-
-
 def test_resume_mid_epoch_reaches_identical_weights(small, tmp_path):
     train, val = small
     options = dict(val_data=val, epochs=3, batch_size=32, lr=3e-3, progress=False,
                    checkpoint_every=7, schedule="onecycle", optimizer="adam")
-    reference = fit(_dropout_mlp(), train, objective=CrashingObjective(), **options)
+    reference = fit(_dropout_mlp(), train, objective=Crash(), **options)
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):  # 20 steps per epoch: dies in epoch 2 at step 9
-        fit(_dropout_mlp(), train, objective=CrashingObjective(crash_at=30), run_dir=run_dir,
+        fit(_dropout_mlp(), train, objective=Crash(at=30), run_dir=run_dir,
             **options)
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 8)  # global step 28 = 4 * 7
-    resumed = fit(_dropout_mlp(seed=5), train, objective=CrashingObjective(), run_dir=run_dir,
+    resumed = fit(_dropout_mlp(seed=5), train, objective=Crash(), run_dir=run_dir,
                   resume=True, **options)
     assert_same_weights(snapshot(resumed.model), snapshot(reference.model), atol=1e-6)
     assert len(resumed.history) == 3
@@ -126,7 +113,7 @@ def test_resume_mid_epoch_reaches_identical_weights(small, tmp_path):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
             assert got[key] == pytest.approx(want[key], rel=1e-6), key
     # resuming a finished run trains no more
-    again = fit(_dropout_mlp(seed=7), train, objective=CrashingObjective(), run_dir=run_dir,
+    again = fit(_dropout_mlp(seed=7), train, objective=Crash(), run_dir=run_dir,
                 resume=True, **options)
     assert again.history == resumed.history
 

@@ -1,0 +1,77 @@
+"""Helpers shared by the training tests: a simulated kill, weight vectors and a torchrun launcher.
+
+The torchrun scripts that tests write to disk import this module too (``run_torchrun`` puts
+``tests/`` on their ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Crash:
+    """Forwards to a training objective and raises on its ``at``-th call (a simulated kill).
+
+    ``objective`` is a registered objective (its hooks -- bind, state_dict, epoch_end, ... --
+    are forwarded) or, when omitted, :func:`advlab.training.standard_objective`.
+    """
+
+    def __init__(self, objective=None, at: int | None = None) -> None:
+        self.objective, self.at, self.calls = objective, at, 0
+
+    def __call__(self, model, x, y):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt("simulated kill")
+        if self.objective is None:
+            from advlab.training import standard_objective
+
+            return standard_objective(model, x, y)
+        return self.objective(model, x, y)
+
+    def __getattr__(self, name):
+        if self.objective is None:
+            raise AttributeError(name)
+        return getattr(self.objective.function, name)
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    """All of ``model``'s parameters as one detached vector."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_env() -> dict[str, str]:
+    """This process's environment without torchrun's variables, one thread, advlab and tests/
+    importable."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+
+
+def torchrun_command(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
+
+
+def run_torchrun(*args: str, cwd: Path, timeout: float = 280) -> str:
+    """Run ``torchrun --nproc_per_node=2 ARGS`` (a script and its arguments, or ``-m advlab``
+    ...); assert it succeeded and return its standard output."""
+    done = subprocess.run(torchrun_command(*args), env=torchrun_env(), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

@@ -24,10 +24,9 @@ from advlab.geometry.analysis_curvature import curvature_bounds_step, hessian, n
 from advlab.geometry.analysis_plots import plot_point_sections
 from advlab.geometry.analysis_state import AnalysisState, finite_median
 from advlab.geometry.boundary import (
-    boundary_curvature,
-    boundary_profile,
     cross_section,
     decision_regions_2d,
+    section_curvature,
 )
 from advlab.geometry.hessian import input_gradient
 from advlab.geometry.landscape import (
@@ -86,18 +85,6 @@ def _set_plane(state: AnalysisState, perturbation: Tensor) -> None:
     fallback = finite_median(norms[usable])
     fallback = fallback if math.isfinite(fallback) else 1.0
     state.extents = state.params["extent_factor"] * torch.where(largest > 0, largest, fallback)
-
-
-def section_curvature(section: dict[str, Any]) -> tuple[float, float]:
-    """``(curvature, crossing)``: the boundary's distance along ``u`` nearest the ``u`` axis and
-    its curvature fitted over ``|beta| <=`` that distance (at least 3 grid steps); ``nan`` if the
-    boundary does not cross the positive ``u`` side of the section."""
-    offsets, crossings = boundary_profile(section, window=section["extent"])
-    if len(offsets) == 0:
-        return math.nan, math.nan
-    crossing = float(crossings[int(offsets.abs().argmin())])
-    step = float(section["offsets1"][1] - section["offsets1"][0])
-    return boundary_curvature(section, window=max(crossing, 3 * step)), crossing
 
 
 def _own_direction(state: AnalysisState, label: str, i: int) -> Tensor:

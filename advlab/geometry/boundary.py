@@ -140,6 +140,18 @@ def boundary_curvature(section: dict[str, Any], window: float | None = None) -> 
     return 2.0 * quadratic / (1.0 + slope**2) ** 1.5
 
 
+def section_curvature(section: dict[str, Any]) -> tuple[float, float]:
+    """``(curvature, crossing)``: the boundary's distance along ``u`` nearest the ``u`` axis and
+    its curvature fitted over ``|beta| <=`` that distance (at least 3 grid steps); ``nan`` if the
+    boundary does not cross the positive ``u`` side of the section."""
+    offsets, crossings = boundary_profile(section, window=section["extent"])
+    if len(offsets) == 0:
+        return math.nan, math.nan
+    crossing = float(crossings[int(offsets.abs().argmin())])
+    step = float(section["offsets1"][1] - section["offsets1"][0])
+    return boundary_curvature(section, window=max(crossing, 3 * step)), crossing
+
+
 def plot_cross_sections(sections: list[dict[str, Any]], titles: list[str], path: str | Path, *,
                         xlabel: str | list[str] = "α along the adversarial direction u",
                         ylabel: str = "β along a random direction v") -> Path:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from advlab.attacks.result import AttackResult
 from advlab.evaluation.noise import minimal_noise_norm
 from advlab.geometry._common import rademacher, unit
-from advlab.geometry.boundary import boundary_curvature, boundary_profile, cross_section
+from advlab.geometry.boundary import cross_section, section_curvature
 from advlab.geometry.hessian import HessianOperator, dense_hessian
 from advlab.geometry.scale import ScaleHessianOperator
 from advlab.threat import flat
@@ -65,16 +65,6 @@ def curvature_ratio(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
         v = flat(unit(torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)))
         randoms.append((flat(operator(v)) * v).sum(dim=1).double())
     return along / torch.stack(randoms).mean(dim=0)
-
-
-def section_curvature(section: dict) -> tuple[float, float]:
-    """``(curvature, crossing)`` of the boundary nearest the ``u`` axis in a cross-section (nan if none)."""
-    offsets, crossings = boundary_profile(section, window=section["extent"])
-    if len(offsets) == 0:
-        return math.nan, math.nan
-    crossing = float(crossings[int(offsets.abs().argmin())])
-    step = float(section["offsets1"][1] - section["offsets1"][0])
-    return boundary_curvature(section, window=max(crossing, 3 * step)), crossing
 
 
 def boundary_curvatures(model: nn.Module, x: Tensor, direction: Tensor, norms: Tensor,

@@ -1,7 +1,7 @@
 """``advlab evaluate``: robust accuracy per eps, per attack and worst case, sanity flags and the
 verdict (``reliable`` or ``suspicious: <flag codes>``).
 
-    advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --n 1000
+    advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --points 1000
     advlab evaluate mynet.py:Net --weights w.safetensors --data mine.npz --eps 0.03
     advlab evaluate scripted.pt --dataset cifar10 --mean 0.49 0.48 0.45 --std 0.25 0.24 0.26
 """
@@ -43,7 +43,7 @@ def evaluate(
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[list[float], typer.Option(help="One or more radii: --eps 0.05 0.1 0.2.")] = [0.1],  # noqa: B006
     preset: Annotated[str, typer.Option(help="fast, standard or thorough.")] = "standard",
-    n: Annotated[int, typer.Option(help="Number of test points.")] = 1000,
+    points: Annotated[int, typer.Option("--points", "--n", help="Number of test points (--n is an alias; under torchrun write --points: torchrun takes --n for a prefix of its own options).")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the attacks and of the test subset.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
@@ -64,7 +64,7 @@ def evaluate(
     ctx = load_run(run, model_file=model_file, dataset=dataset, data_dir=data_dir, device=device,
                    model_options=model_options(weights, model_args, mean, std, imports),
                    data=data, image_size=image_size)
-    x, y = test_points(ctx, n, seed=seed)
+    x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, max(eps))
     total = _progress_total(ctx.model, x, preset, threat.norm, len(eps))
     with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:

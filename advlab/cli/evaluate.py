@@ -4,6 +4,12 @@ verdict (``reliable`` or ``suspicious: <flag codes>``).
     advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --points 1000
     advlab evaluate mynet.py:Net --weights w.safetensors --data mine.npz --eps 0.03
     advlab evaluate scripted.pt --dataset cifar10 --mean 0.49 0.48 0.45 --std 0.25 0.24 0.26
+    torchrun --standalone --nproc_per_node=2 -m advlab evaluate runs/x --eps 0.1 --points 1000
+
+The points are evaluated in global batches of --batch-size, each with its own seed (from --seed
+and the batch's index), sharded over the ranks under torchrun: at one batch size the result is
+the same for any number of processes. Every finished batch is committed to a sidecar file next to
+the JSON (``<json>.partial``); after a kill, the same command with --resume continues it.
 """
 
 from __future__ import annotations
@@ -50,9 +56,29 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file for the records (default: in the run directory).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the evaluation a kill interrupted (its <json>.partial file); other model, data, threat or preset is refused.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Attacks in channels_last memory format (verification stays float32 eager).")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the attacked model (verification stays eager).")] = False,
+    amp: Annotated[str | None, typer.Option("--amp", help="Attacks under autocast: bf16 (CPU, CUDA) or fp16 (CUDA); every example is re-verified in float32.")] = None,
 ) -> None:
     """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
     setup_logging()
+    from advlab.training.distributed import setup_distributed, teardown_distributed
+
+    context, resolved = setup_distributed(device)
+    try:
+        _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data,
+                  image_size, norm, eps, preset, points, batch_size, seed, str(resolved), data_dir,
+                  out, progress, resume, dict(channels_last=channels_last, compile=compile_model,
+                                              amp=amp), context)
+    finally:
+        teardown_distributed(context)
+
+
+def _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data, image_size,
+              norm, eps, preset, points, batch_size, seed, device, data_dir, out, progress,
+              resume, kernels, context) -> None:
+    """The command's body on every rank: rank 0 alone prints and writes."""
     import json
 
     from advlab import ThreatModel
@@ -66,32 +92,26 @@ def evaluate(
                    data=data, image_size=image_size)
     x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, max(eps))
-    total = _progress_total(ctx.model, x, preset, threat.norm, len(eps))
-    with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:
-        results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
-                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name)
+    target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
+    main = context.is_main
+    store = Store(ctx.store_path) if main else None
+    try:
+        with attack_progress("points", enabled=progress and main, total=len(x)) as tick:
+            results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
+                                     batch_size=batch_size, progress=tick, store=store,
+                                     run_name=ctx.name, batches=True, resume=resume,
+                                     checkpoint=Path(f"{target}.partial"), **kernels)
+    finally:
+        if store is not None:
+            store.close()
+    if not main:
+        return
     for r in results:  # what the points are: "test" only for a split the model never saw
         r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
     _print_table(results, ctx.split_label, ctx.split_note)
-    target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")
     echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
-
-
-def _progress_total(model, x, preset: str, norm: str, n_eps: int) -> int | None:
-    """Upper bound of the attack work in points (every attack on every point at every eps)."""
-    import torch
-
-    from advlab.evaluation.presets import resolve_ensemble
-    from advlab.models.user import unwrap_logits
-
-    try:
-        with torch.no_grad():
-            classes = unwrap_logits(model(x[:1])).shape[1]
-        return len(x) * len(resolve_ensemble(preset, classes, norm)) * n_eps
-    except Exception:  # the evaluation itself reports a bad preset clearly
-        return None
 
 
 def _print_table(results: list, label: str = "test", note: str = "") -> None:

@@ -12,6 +12,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from advlab._predicates import looks_like_probabilities
 from advlab._utils import resolve_device
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
+from advlab.evaluation.kernels import Kernels, accelerate
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
@@ -31,6 +33,7 @@ from advlab.evaluation.sanity import (
     gradient_flags,
     is_randomized,
 )
+from advlab.evaluation.sharding import evaluate_sharded, use_batches
 from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
@@ -146,7 +149,10 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
              batch_size: int = 500, device: str | torch.device | None = None, seed: int = 0,
              n: int | None = None, sanity: bool = True, eot_samples: int = 10,
              progress: Progress | None = None, store: Any = None,
-             run_name: str | None = None) -> EvaluationResult | list[EvaluationResult]:
+             run_name: str | None = None, batches: bool | None = None, resume: bool = False,
+             checkpoint: str | Path | None = None, channels_last: bool = False,
+             compile: bool | str = False, amp: str | None = None,
+             ) -> EvaluationResult | list[EvaluationResult]:
     """Robust accuracy of ``model`` under ``threat``: the per-sample worst case over an ensemble.
 
     Call as ``evaluate(model, x, y, threat)`` or ``evaluate(model, (x, y) | dataset | loader,
@@ -163,11 +169,31 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
             moving the model there).
         sanity: run the gradient-masking checks (flags in ``result.warnings``).
         store: an :class:`advlab.store.Store` (or a path to one) to record the result in.
+        batches: evaluate batch by batch (:mod:`advlab.evaluation.sharding`): each global batch
+            of ``batch_size`` points with its own seed, sharded over the ranks of an initialised
+            process group, results gathered, store rows written once (rank 0), ``x_adv`` not
+            kept. Default (None): on inside a process group, with ``checkpoint`` and for a
+            DataLoader or Dataset (streamed with bounded memory).
+        checkpoint / resume: a sidecar file committing every finished batch; ``resume=True``
+            continues it after a kill and refuses other model, data, threat or preset.
+        channels_last / compile / amp: opt-in kernels for the attacks only (``amp``: "bf16" or
+            "fp16"); the clean pass and the verification of every example stay float32 eager.
     """
     if isinstance(y, ThreatModel):
         y, threat = None, y
     if threat is None:
         raise ValueError("evaluate needs a ThreatModel, e.g. ThreatModel(norm='linf', eps=0.1)")
+    kernels = Kernels(channels_last=channels_last, compile=compile, amp=amp)
+    if use_batches(batches, data, checkpoint=checkpoint, resume=resume):
+        target = _model_device(model) if device is None else resolve_device(device)
+        model = model.to(target) if device is not None else model
+        results = evaluate_sharded(
+            model, data, y, threat, attacks=attacks, eps=eps, batch_size=batch_size, device=target,
+            seed=seed, n=n, sanity=sanity, eot_samples=eot_samples, progress=progress,
+            kernels=kernels, checkpoint=checkpoint, resume=resume, sanity_before=_sanity_before,
+            flags_after=_flags_after,
+            write_store=lambda rs: _store(store, run_name, rs) if store is not None else None)
+        return results if eps is not None else results[0]
     x, labels = collect_data(data, y)
     if n is not None:
         x, labels = x[:n], labels[:n]
@@ -189,6 +215,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     if sanity:
         attack_model, more, masked = _sanity_before(model, x, labels, correct, eot_samples)
         flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
+    attack_model = accelerate(attack_model, kernels, example=x[:1])
     suspicious = masked or any(f.code in MASKING for f in flags)
     pool = Pool.empty(x)
     outcomes = []

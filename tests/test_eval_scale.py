@@ -233,3 +233,83 @@ def test_resume_needs_a_checkpoint(digits_mlp):
     x, y = _points(16)
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         evaluate(digits_mlp, x, y, THREAT, resume=True)
+
+
+class _DigitStream(torch.utils.data.IterableDataset):
+    """``total`` points cycled from 200 digits, made on the fly in loader batches of ``chunk``;
+    every tensor handed out is tracked (weakly) to measure what the evaluation keeps alive."""
+
+    def __init__(self, total: int, chunk: int) -> None:
+        self.total, self.chunk = total, chunk
+        self.x, self.y = _points(200)
+        self.alive: weakref.WeakSet = weakref.WeakSet()
+        self.peak_bytes = 0
+
+    def __iter__(self):
+        for start in range(0, self.total, self.chunk):
+            index = torch.arange(start, min(start + self.chunk, self.total)) % len(self.x)
+            x = self.x[index].clone()
+            self.alive.add(x)
+            live = sum(t.numel() * t.element_size() for t in self.alive)
+            self.peak_bytes = max(self.peak_bytes, live)
+            yield x, self.y[index]
+
+
+def test_a_loader_larger_than_the_memory_budget_streams(digits_mlp):
+    stream = _DigitStream(total=2400, chunk=40)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None)
+    budget = 4 * 40 * 64 * 4  # four loader batches of float32 digits; the data are 15x that
+    assert 2400 * 64 * 4 > 10 * budget
+    result = evaluate(digits_mlp, loader, THREAT, attacks="fast", batch_size=64, seed=1, sanity=False)
+    assert result.n == 2400 and result.x_adv is None and result.extras["engine"] == "batches"
+    assert stream.peak_bytes <= budget, stream.peak_bytes
+    x, y = _points(200)
+    index = torch.arange(2400) % 200
+    in_memory = evaluate(digits_mlp, x[index], y[index], THREAT, attacks="fast", batch_size=64,
+                         seed=1, sanity=False, batches=True)
+    _same([result], [in_memory])  # the same global batches, whatever the loader's batch size
+
+
+def test_global_batches_do_not_depend_on_the_loader():
+    x, y = _points(50)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    a = [(b.index, b.start, b.x) for b in iter_batches(loader, batch_size=16)]
+    b = [(b.index, b.start, b.x) for b in iter_batches(x, y, batch_size=16)]
+    assert [i[:2] for i in a] == [i[:2] for i in b] == [(0, 0), (1, 16), (2, 32), (3, 48)]
+    assert all(torch.equal(p[2], q[2]) for p, q in zip(a, b))
+    assert len(list(iter_batches(loader, batch_size=16, n=20))) == 2
+
+
+@pytest.mark.parametrize("kernels", [dict(channels_last=True), dict(amp="bf16"),
+                                     dict(compile="aot_eager")])
+def test_opt_in_kernels_are_verified_in_float32(digits_cnn, digits, kernels):
+    x, y = digits[2][:96], digits[3][:96]
+    threat = ThreatModel("linf", 0.1)
+    eager = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0)
+    fast = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0, **kernels)
+    assert torch.equal(fast.clean_correct, eager.clean_correct)  # the clean pass is float32 eager
+    broken = fast.clean_correct & ~fast.robust_correct
+    assert broken.any()
+    with torch.no_grad():  # every example counted is adversarial for the float32 eager model
+        wrong = digits_cnn(fast.x_adv[broken]).argmax(1) != y[broken]
+    assert wrong.all() and threat.contains(x[broken], fast.x_adv[broken]).all()
+    assert abs(fast.robust_accuracy - eager.robust_accuracy) <= 3 / 96
+    assert next(digits_cnn.parameters()).is_contiguous()  # channels_last worked on a copy
+
+
+def test_bad_kernel_options(digits_mlp):
+    x, y = _points(8)
+    with pytest.raises(ValueError, match="'bf16' or 'fp16'"):
+        evaluate(digits_mlp, x, y, THREAT, amp="int8")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        evaluate(digits_mlp, x, y, THREAT, amp="fp16", sanity=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_match_cpu_decisions(digits_mlp):
+    x, y = _points(64)
+    cpu = evaluate(digits_mlp, x, y, THREAT, attacks="fast", batch_size=32, batches=True, sanity=False)
+    gpu = evaluate(digits_mlp, x, y, THREAT, attacks="fast", batch_size=32, batches=True, sanity=False,
+                   device="cuda")
+    assert torch.equal(gpu.clean_correct, cpu.clean_correct)
+    assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 3 / 64

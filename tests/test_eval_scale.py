@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from advlab import ThreatModel, evaluate
-from advlab.evaluation.resume import CheckpointMismatch
+from advlab.evaluation.resume import CheckpointExists, CheckpointMismatch
 from advlab.evaluation.streaming import iter_batches
 from advlab.store import Store
 
@@ -181,7 +181,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(saved_mlp, digits_mlp)
     sidecar = saved_mlp / "eval.partial"
     assert len(sidecar.read_text().splitlines()) == 3  # the header and the two committed batches
     x, y = _points(96)
-    with pytest.raises(FileExistsError, match="resume=True"):
+    with pytest.raises(CheckpointExists, match="resume=True"):
         evaluate(digits_mlp, x, y, THREAT, **_kwargs(sidecar))
     ticks: list[tuple[str, int]] = []
     resumed = evaluate(digits_mlp, x, y, THREAT, **_kwargs(sidecar, resume=True),
@@ -313,3 +313,41 @@ def test_cuda_batches_match_cpu_decisions(digits_mlp):
                    device="cuda")
     assert torch.equal(gpu.clean_correct, cpu.clean_correct)
     assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 3 / 64
+
+
+def test_cli_resume_continues_and_refuses_without_the_flag(saved_mlp, monkeypatch):
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    import importlib
+    from advlab.cli import app
+
+    runner = CliRunner()
+    monkeypatch.chdir(saved_mlp)
+    args = ["evaluate", "net.py:make", "--weights", "w.pt", "--dataset", "digits", "--eps", "0.06",
+            "--preset", "fast", "--points", "48", "--batch-size", "16", "--no-progress"]
+
+    @contextlib.contextmanager
+    def interrupting(*_args, **_kwargs):
+        def tick(_name, _done):
+            raise KeyboardInterrupt  # after the first batch was committed
+
+        yield tick
+
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.import_module("advlab.cli.evaluate"), "attack_progress", interrupting)
+        runner.invoke(app, [*args, "--out", "e.json"])
+    assert len((saved_mlp / "e.json.partial").read_text().splitlines()) == 2
+    refused = runner.invoke(app, [*args, "--out", "e.json"])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    other_preset = ["standard" if a == "fast" else a for a in args]
+    other = runner.invoke(app, [*other_preset, "--out", "e.json", "--resume"])
+    assert other.exit_code == 2 and "preset" in other.output
+    resumed = runner.invoke(app, [*args, "--out", "e.json", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    fresh = runner.invoke(app, [*args, "--out", "f.json"])
+    assert fresh.exit_code == 0, fresh.output
+    a, b = (json.loads((saved_mlp / f).read_text()) for f in ("e.json", "f.json"))
+    assert a[0]["robust_correct"] == b[0]["robust_correct"] and a[0]["n"] == 48
+    assert not (saved_mlp / "e.json.partial").exists()

@@ -24,6 +24,10 @@ class CheckpointMismatch(ValueError):
     """The checkpoint was written for another model, data, threat or preset."""
 
 
+class CheckpointExists(ValueError):
+    """A checkpoint is there but ``resume`` was not asked for."""
+
+
 class Checkpoint:
     """A sidecar file of finished batches (``path``), written by rank 0 only."""
 
@@ -32,7 +36,7 @@ class Checkpoint:
         self.header = {"format": FORMAT, **header}
         self.done: dict[int, dict[str, Any]] = {}
         if self.path.exists() and not resume:
-            raise FileExistsError(
+            raise CheckpointExists(
                 f"an evaluation checkpoint exists at {self.path}: pass resume=True (--resume) to "
                 "continue it, or delete the file to start over")
         if resume and self.path.exists():

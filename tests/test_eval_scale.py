@@ -317,10 +317,10 @@ def test_cuda_batches_match_cpu_decisions(digits_mlp):
 
 def test_cli_resume_continues_and_refuses_without_the_flag(saved_mlp, monkeypatch):
     import contextlib
+    import importlib
 
     from typer.testing import CliRunner
 
-    import importlib
     from advlab.cli import app
 
     runner = CliRunner()

@@ -11,7 +11,9 @@ Fashion-MNIST test points, each in fresh worker processes (this file with ``--wo
 3. memory: peak resident memory of a worker streaming 10 000 against 1 000 points through a
    ``DataLoader`` (a Dataset that holds uint8 images and converts per item), minus the same
    worker's resident memory before the evaluation;
-4. batch size: the points whose ``robust_correct`` differs between batch 64 and batch 500.
+4. batch size: the points whose ``robust_correct`` differs between batch 64 and batch 500;
+5. kernels: eager float32 against ``channels_last``, ``amp="bf16"`` and ``compile`` (a warm
+   call), time and the points whose ``robust_correct`` differs.
 
     python benchmarks/evaluation_scale.py --model runs/fmnist --points 400 --preset fast
     python benchmarks/evaluation_scale.py --quick          # 128 points, memory 1 000 vs 2 000
@@ -201,6 +203,34 @@ def batch_sizes(args: argparse.Namespace, reference_64: dict | None = None) -> d
     return {"n": a["n"], "differ": differ, "robust_64": a["robust_accuracy"], "robust_500": b["robust_accuracy"]}
 
 
+def kernels(args: argparse.Namespace) -> dict:
+    """Eager float32 against each opt-in kernel, in this process at 1 thread, on the same points:
+    time and the points whose robust_correct differs (every example is verified in float32)."""
+    from advlab import ThreatModel, evaluate
+    from advlab.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(args.model_path).eval()
+    x, y = read_idx("test", Path(args.data_dir))
+    xs = torch.from_numpy(x[:args.points].astype(np.float32) / 255.0).unsqueeze(1)
+    ys = torch.from_numpy(y[:args.points])
+    rows, base = {}, None
+    for name, options in [("eager", {}), ("channels_last", {"channels_last": True}),
+                          ("amp_bf16", {"amp": "bf16"}), ("compile", {"compile": True})]:
+        if name == "compile":  # the first call compiles: time a second, warm call
+            evaluate(model, xs[:args.batch_size], ys[:args.batch_size], ThreatModel("linf", args.eps),
+                     attacks=args.preset, batch_size=args.batch_size, sanity=False, **options)
+        start = time.perf_counter()
+        r = evaluate(model, xs, ys, ThreatModel("linf", args.eps), attacks=args.preset,
+                     batch_size=args.batch_size, sanity=False, batches=True, **options)
+        spent = time.perf_counter() - start
+        base = base or (spent, r)
+        rows[name] = {"time_s": spent, "ratio": spent / base[0], "robust_accuracy": r.robust_accuracy,
+                      "differ": int((r.robust_correct != base[1].robust_correct).sum()),
+                      "clean_identical": bool(torch.equal(r.clean_correct, base[1].clean_correct))}
+    return rows
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="a saved advlab model directory")
@@ -209,8 +239,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--memory-points", type=int, nargs=2, default=[1000, 10000])
-    parser.add_argument("--only", default="throughput,resume,memory,batch",
-                        help="comma-separated subset of throughput,resume,memory,batch")
+    parser.add_argument("--only", default="throughput,resume,memory,batch,kernels",
+                        help="comma-separated subset of throughput,resume,memory,batch,kernels")
     parser.add_argument("--quick", action="store_true", help="128 points, memory 1 000 vs 2 000")
     parser.add_argument("--data-dir", default=str(IDX))
     parser.add_argument("--cache-dir", default="runs/benchmarks/evaluation_scale")
@@ -249,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if "memory" in only:
         figures["memory"] = memory(args, *args.memory_points)
         print("memory:", json.dumps(figures["memory"], indent=1), flush=True)
+    if "kernels" in only:
+        figures["kernels"] = kernels(args)
+        print("kernels:", json.dumps(figures["kernels"], indent=1), flush=True)
     if "batch" in only:
         figures["batch"] = batch_sizes(args, reference if args.batch_size == 64 else None)
         print("batch 64 vs 500:", json.dumps(figures["batch"]), flush=True)

@@ -162,6 +162,9 @@ def _loop(model: nn.Module, batches: Any, setup: Setup, options: Options, contex
         nonlocal mine
         gathered = [r for r in gather_objects(mine, context) if r is not None]
         mine = None
+        errors = [r["error"] for r in gathered if "error" in r]
+        if errors:
+            raise RuntimeError("the evaluation failed on another rank: " + "; ".join(errors))
         if context.is_main:
             if checkpoint is not None:
                 checkpoint.append(gathered)
@@ -178,7 +181,12 @@ def _loop(model: nn.Module, batches: Any, setup: Setup, options: Options, contex
                     progress("resumed", len(raw.x))
             continue
         if position % context.world_size == context.rank:
-            mine = _run_batch(model, setup, _prepared(raw, model, options), options)
+            try:
+                mine = _run_batch(model, setup, _prepared(raw, model, options), options)
+            except Exception as err:
+                if not context.enabled:
+                    raise
+                mine = {"error": f"batch {raw.index} on rank {context.rank}: {err}"}  # no rank hangs
         position += 1
         if position % context.world_size == 0:
             commit()

@@ -42,7 +42,7 @@ def attack(
     attack_name: Annotated[str, typer.Option("--attack", help="Attack name (advlab info lists them).")] = "pgd",
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[float, typer.Option(help="Radius (bounded and universal attacks).")] = 0.1,
-    n: Annotated[int, typer.Option(help="Number of test points.")] = 256,
+    points: Annotated[int, typer.Option("--points", "--n", help="Number of test points (--n is an alias; under torchrun write --points).")] = 256,
     param: Annotated[list[str], typer.Option(help="Attack option key=value (repeatable).")] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of the attack and of the test subset.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
@@ -66,7 +66,7 @@ def attack(
                    data=data, image_size=image_size)
     fn = get_attack(attack_name, **parse_key_values(param))
     kind = ATTACK_KINDS[attack_name.replace("-", "_").lower()]
-    x, y = test_points(ctx, n, seed=seed)
+    x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, eps)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     start = time.perf_counter()

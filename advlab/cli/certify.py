@@ -1,7 +1,7 @@
 """``advlab certify``: certified accuracy per radius (randomized smoothing or IBP) next to the
 empirical robust accuracy at the same radius, with n and 95 % intervals; JSON and store rows.
 
-    advlab certify runs/noise --method smoothing --sigma 0.25 --n 10000 --points 100 --eps 0.25 0.5
+    advlab certify runs/noise --method smoothing --sigma 0.25 --draws 10000 --points 100 --eps 0.25 0.5
     advlab certify runs/ibp --method ibp --eps 0.05 0.1 --points 500
 """
 
@@ -24,7 +24,7 @@ def certify(
     method: Annotated[str, typer.Option(help="smoothing (L2, Cohen et al. 2019) or ibp (Linf, Gowal et al. 2018).")] = "smoothing",
     eps: Annotated[list[float] | None, typer.Option(help="Radii: L2 for smoothing (default 0 0.25 0.5 0.75 1), Linf for ibp (default 0.1).")] = None,
     sigma: Annotated[float, typer.Option(help="Smoothing noise level.")] = 0.25,
-    n: Annotated[int, typer.Option(help="Smoothing: estimation draws N per point.")] = 10_000,
+    n: Annotated[int, typer.Option("--draws", "--n", help="Smoothing: estimation draws N per point (--n is an alias; under torchrun write --draws).")] = 10_000,
     n0: Annotated[int, typer.Option(help="Smoothing: selection draws per point.")] = 100,
     alpha: Annotated[float, typer.Option(help="Smoothing: failure probability.")] = 0.001,
     points: Annotated[int, typer.Option(help="Number of test points.")] = 100,

@@ -1,9 +1,15 @@
 """``advlab evaluate``: robust accuracy per eps, per attack and worst case, sanity flags and the
 verdict (``reliable`` or ``suspicious: <flag codes>``).
 
-    advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --n 1000
+    advlab evaluate runs/x --norm linf --eps 0.05 0.1 0.2 --preset standard --points 1000
     advlab evaluate mynet.py:Net --weights w.safetensors --data mine.npz --eps 0.03
     advlab evaluate scripted.pt --dataset cifar10 --mean 0.49 0.48 0.45 --std 0.25 0.24 0.26
+    torchrun --standalone --nproc_per_node=2 -m advlab evaluate runs/x --eps 0.1 --points 1000
+
+The points are evaluated in global batches of --batch-size, each with its own seed (from --seed
+and the batch's index), sharded over the ranks under torchrun: at one batch size the result is
+the same for any number of processes. Every finished batch is committed to a sidecar file next to
+the JSON (``<json>.partial``); after a kill, the same command with --resume continues it.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def evaluate(
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[list[float], typer.Option(help="One or more radii: --eps 0.05 0.1 0.2.")] = [0.1],  # noqa: B006
     preset: Annotated[str, typer.Option(help="fast, standard or thorough.")] = "standard",
-    n: Annotated[int, typer.Option(help="Number of test points.")] = 1000,
+    points: Annotated[int, typer.Option("--points", "--n", help="Number of test points (--n is an alias; under torchrun write --points: torchrun takes --n for a prefix of its own options).")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the attacks and of the test subset.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
@@ -54,15 +60,36 @@ def evaluate(
     eot_samples: Annotated[int, typer.Option(help="Randomised models: passes the gradient attacks average (EOT).")] = 20,
     bpda: Annotated[str, typer.Option(help="Straight-through BPDA: auto (on shattered gradients), on or off.")] = "auto",
     surrogate: Annotated[Path | None, typer.Option(help="A saved differentiable stand-in model for BPDA and a transfer step.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the evaluation a kill interrupted (its <json>.partial file); other model, data, threat or preset is refused.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Attacks in channels_last memory format (verification stays float32 eager).")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the attacked model (verification stays eager).")] = False,
+    amp: Annotated[str | None, typer.Option("--amp", help="Attacks under autocast: bf16 (CPU, CUDA) or fp16 (CUDA); every example is re-verified in float32.")] = None,
 ) -> None:
     """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
     setup_logging()
+    from advlab.training.distributed import setup_distributed, teardown_distributed
+
+    context, resolved = setup_distributed(device)
+    try:
+        _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data,
+                  image_size, norm, eps, preset, points, batch_size, seed, str(resolved), data_dir,
+                  out, progress, resume, dict(channels_last=channels_last, compile=compile_model,
+                                              amp=amp), context, draws, eot_samples, bpda, surrogate)
+    finally:
+        teardown_distributed(context)
+
+
+def _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data, image_size,
+              norm, eps, preset, points, batch_size, seed, device, data_dir, out, progress,
+              resume, kernels, context, draws, eot_samples, bpda, surrogate) -> None:
+    """The command's body on every rank: rank 0 alone prints and writes."""
     import json
 
     from advlab import ThreatModel
     from advlab._utils import atomic_write
     from advlab.cli._runs import load_run, test_points
     from advlab.evaluation import evaluate as run_evaluation
+    from advlab.evaluation.sanity import is_randomized
     from advlab.store import Store
 
     choices = {"auto": None, "on": True, "off": False}
@@ -76,37 +103,36 @@ def evaluate(
         from advlab.cli._common import load_any_model
 
         stand_in = load_any_model(str(surrogate), device=device)
-    x, y = test_points(ctx, n, seed=seed)
+    x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, max(eps))
-    total = _progress_total(ctx.model, x, preset, threat.norm, len(eps))
-    with Store(ctx.store_path) as store, attack_progress(enabled=progress, total=total) as tick:
-        results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
-                                 batch_size=batch_size, progress=tick, store=store, run_name=ctx.name,
-                                 draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
-                                 surrogate=stand_in)
+    target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
+    # the batch-wise engine (sharded, resumable) for deterministic models; a randomised model's
+    # vote over draws needs all its points in one process
+    batches = context.world_size > 1 or resume or not is_randomized(ctx.model, x[:16])
+    if not batches and resume:
+        raise typer.BadParameter("--resume: a randomised model is evaluated in one pass, without a checkpoint")
+    main = context.is_main
+    store = Store(ctx.store_path) if main else None
+    try:
+        with attack_progress("points", enabled=progress and main, total=len(x)) as tick:
+            results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
+                                     batch_size=batch_size, progress=tick, store=store,
+                                     run_name=ctx.name, batches=batches, resume=resume,
+                                     checkpoint=Path(f"{target}.partial") if batches else None,
+                                     draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
+                                     surrogate=stand_in, **kernels)
+    finally:
+        if store is not None:
+            store.close()
+    if not main:
+        return
     for r in results:  # what the points are: "test" only for a split the model never saw
         r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
     _print_table(results, ctx.split_label, ctx.split_note)
-    target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")
     echo(f"\nstored in {ctx.store_path} (evaluation ids {[r.extras['store_id'] for r in results]}) and {target}")
     _print_verdict(results[0])
-
-
-def _progress_total(model, x, preset: str, norm: str, n_eps: int) -> int | None:
-    """Upper bound of the attack work in points (every attack on every point at every eps)."""
-    import torch
-
-    from advlab.evaluation.presets import resolve_ensemble
-    from advlab.models.user import unwrap_logits
-
-    try:
-        with torch.no_grad():
-            classes = unwrap_logits(model(x[:1])).shape[1]
-        return len(x) * len(resolve_ensemble(preset, classes, norm)) * n_eps
-    except Exception:  # the evaluation itself reports a bad preset clearly
-        return None
 
 
 def _print_table(results: list, label: str = "test", note: str = "") -> None:

@@ -8,10 +8,12 @@ example exists, and check for the signs of gradient masking listed by Athalye, C
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from advlab.evaluation.adaptive import EOT, adapt
 from advlab.evaluation.draws import Judge, mean_interval
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
 from advlab.evaluation.indicators import indicator_flags
+from advlab.evaluation.kernels import Kernels, accelerate
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
@@ -35,6 +38,7 @@ from advlab.evaluation.sanity import (
     gradient_flags,
     is_randomized,
 )
+from advlab.evaluation.sharding import evaluate_sharded, use_batches
 from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
@@ -142,7 +146,10 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
              n: int | None = None, sanity: bool = True, eot_samples: int = 20, draws: int = 11,
              bpda: bool | None = None, surrogate: nn.Module | None = None,
              progress: Progress | None = None, store: Any = None,
-             run_name: str | None = None) -> EvaluationResult | list[EvaluationResult]:
+             run_name: str | None = None, batches: bool | None = None, resume: bool = False,
+             checkpoint: str | Path | None = None, channels_last: bool = False,
+             compile: bool | str = False, amp: str | None = None,
+             ) -> EvaluationResult | list[EvaluationResult]:
     """Robust accuracy of ``model`` under ``threat``: the per-sample worst case over an ensemble.
 
     Call as ``evaluate(model, x, y, threat)`` or ``evaluate(model, (x, y) | dataset | loader,
@@ -171,6 +178,15 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
             re-run with its backward pass, and a transfer step crafts examples on it alone; every
             candidate is verified on ``model``.
         store: an :class:`advlab.store.Store` (or a path to one) to record the result in.
+        batches: evaluate batch by batch (:mod:`advlab.evaluation.sharding`): each global batch
+            of ``batch_size`` points with its own seed, sharded over the ranks of an initialised
+            process group, results gathered, store rows written once (rank 0), ``x_adv`` not
+            kept. Default (None): on inside a process group, with ``checkpoint`` and for a
+            DataLoader or Dataset (streamed with bounded memory).
+        checkpoint / resume: a sidecar file committing every finished batch; ``resume=True``
+            continues it after a kill and refuses other model, data, threat or preset.
+        channels_last / compile / amp: opt-in kernels for the attacks only (``amp``: "bf16" or
+            "fp16"); the clean pass and the verification of every example stay float32 eager.
     """
     if isinstance(y, ThreatModel):
         y, threat = None, y
@@ -178,6 +194,19 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
         raise ValueError("evaluate needs a ThreatModel, e.g. ThreatModel(norm='linf', eps=0.1)")
     if surrogate is not None and not isinstance(surrogate, nn.Module):
         raise TypeError(f"surrogate must be an nn.Module returning logits, got {type(surrogate).__name__}")
+    kernels = Kernels(channels_last=channels_last, compile=compile, amp=amp)
+    if use_batches(batches, data, checkpoint=checkpoint, resume=resume):
+        target = _model_device(model) if device is None else resolve_device(device)
+        model = model.to(target) if device is not None else model
+        results = evaluate_sharded(
+            model, data, y, threat, attacks=attacks, eps=eps, batch_size=batch_size, device=target,
+            seed=seed, n=n, sanity=sanity, eot_samples=eot_samples, progress=progress,
+            kernels=kernels, checkpoint=checkpoint, resume=resume,
+            prepare=functools.partial(_prepare_batchwise, sanity=sanity, eot_samples=eot_samples,
+                                      bpda=bpda, surrogate=surrogate),
+            flags_after=_flags_after,
+            write_store=lambda rs: _store(store, run_name, rs) if store is not None else None)
+        return results if eps is not None else results[0]
     x, labels = collect_data(data, y)
     if n is not None:
         x, labels = x[:n], labels[:n]
@@ -209,6 +238,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
                                          surrogate=surrogate, x=x[index], y=labels[index])
     flags += more
     suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
+    attack_model = accelerate(attack_model, kernels, example=x[:1])
     pool = Pool.empty(x)
     outcomes = []
     for k, eps_k in enumerate(eps_list):
@@ -236,6 +266,28 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     if store is not None:
         _store(store, run_name, results)
     return results if eps is not None else results[0]
+
+
+def _prepare_batchwise(model: nn.Module, x: Tensor, labels: Tensor, correct: Tensor,
+                       ensemble: list[AttackStep], *, sanity: bool, eot_samples: int,
+                       bpda: bool | None, surrogate: nn.Module | None
+                       ) -> tuple[nn.Module, list[AttackStep], list[Flag], bool]:
+    """The batch-wise engine's set-up on global batch 0: the gradient checks and the adaptive
+    steps (BPDA, surrogate) as in the in-memory path. Returns the model to attack, the ensemble,
+    the flags and whether the gradients stay suspicious."""
+    if is_randomized(model, x[:16]):
+        raise NotImplementedError(
+            "the batch-wise evaluation (process groups, checkpoint/resume, streaming) does not "
+            "support randomised models yet (their majority vote over draws needs every point in "
+            "one process): call evaluate(..., batches=False) without checkpoint or resume")
+    flags, masked = _sanity_before(model, x, labels, correct) if sanity else ([], False)
+    index = correct.nonzero().squeeze(1)[:128]
+    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=False,
+                                                  eot_samples=eot_samples, masked=masked, bpda=bpda,
+                                                  surrogate=surrogate, x=x[index], y=labels[index])
+    flags += more
+    suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
+    return attack_model, ensemble, flags, suspicious
 
 
 def _expected(results: list[EvaluationResult], judge: Judge, x: Tensor, y: Tensor,

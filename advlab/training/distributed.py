@@ -12,34 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from advlab._dist import DistContext, broadcast_object, gather_objects
 from advlab._utils import resolve_device
 
+__all__ = ["DistContext", "all_reduce_sum", "broadcast_object", "gather_objects",
+           "setup_distributed", "teardown_distributed", "wrap_model"]
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DistContext:
-    """Where this process stands in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # True when fit created the process group and must destroy it
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def setup_distributed(device: str | torch.device | None) -> tuple[DistContext, torch.device]:
@@ -88,21 +71,3 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
     if context.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def broadcast_object(obj: Any, context: DistContext) -> Any:
-    """Rank 0's ``obj`` on every rank (picklable objects)."""
-    if not context.enabled:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def gather_objects(obj: Any, context: DistContext) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
-    if not context.enabled:
-        return [obj]
-    gathered: list[Any] = [None] * context.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered

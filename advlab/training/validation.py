@@ -63,7 +63,7 @@ def adversarial_validation(data: Any, threat: ThreatModel, *, n: int | None = 50
         robust = 0.0
         if len(x_part):
             result: Any = evaluate(model, x_part, y_part, threat, attacks=attacks, sanity=False,
-                                   seed=seed + rank, batch_size=batch_size)
+                                   seed=seed + rank, batch_size=batch_size, batches=False)
             robust = float(result.robust_correct.sum())
         counts = torch.tensor([robust, float(len(x_part))], dtype=torch.float64, device=device)
         if world > 1:

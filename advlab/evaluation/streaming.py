@@ -1,0 +1,122 @@
+"""Points as a stream of fixed-size batches: tensors, a ``Dataset`` or a ``DataLoader`` of any
+size, read batch by batch so that memory stays bounded by the batch size, not the data size.
+
+Batch ``b`` holds the global points ``[b * batch_size, (b + 1) * batch_size)`` in the order of the
+data, whatever the loader's own batch size: the global batches (and so the per-batch seeds of
+:mod:`advlab.evaluation.sharding`) do not depend on how the data is loaded or on the world size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """One global batch: ``x`` ``(B, ...)``, ``y`` ``(B,)`` int64, its index and first point."""
+
+    index: int
+    start: int
+    x: Tensor
+    y: Tensor
+
+
+def _tensor(value: Any) -> Any:
+    return torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+
+
+def _labels(y: Any) -> Tensor:
+    y = torch.as_tensor(_tensor(y))
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot: y.argmax(1))")
+    return y.long()
+
+
+def in_memory(data: Any, y: Any = None) -> tuple[Tensor, Tensor] | None:
+    """``(x, y)`` when the data already are tensors (no copy), else None (a stream)."""
+    data = _tensor(data)
+    if isinstance(data, Tensor):
+        if y is None:
+            raise ValueError("evaluate(model, x, y, threat): y (a (N,) label tensor) is missing")
+        return data, _labels(y)
+    if isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
+        return data.x, _labels(data.y)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(_tensor(data[0]), Tensor):
+        return _tensor(data[0]), _labels(data[1])
+    if isinstance(getattr(data, "tensors", None), tuple) and len(data.tensors) == 2:
+        return data.tensors[0], _labels(data.tensors[1])
+    return None
+
+
+def total_points(data: Any, y: Any = None, n: int | None = None) -> int | None:
+    """The number of points that will be evaluated, when known without reading the data."""
+    pair = in_memory(data, y)
+    if pair is not None:
+        total = len(pair[0])
+    else:
+        dataset = getattr(data, "dataset", data)
+        try:
+            total = len(dataset)
+        except TypeError:
+            return n
+    return total if n is None else min(total, n)
+
+
+def _raw_batches(data: Any) -> Iterator[tuple[Any, Any]]:
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
+    if isinstance(data, TorchDataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        data = DataLoader(data, batch_size=256)
+    if not isinstance(data, (Iterable, DataLoader)):
+        raise TypeError(f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
+    for item in data:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError("every batch of the DataLoader must be (x, y) (or start with x, y), "
+                            f"got {type(item).__name__}")
+        yield _tensor(item[0]), _labels(item[1])
+
+
+def iter_batches(data: Any, y: Any = None, *, batch_size: int,
+                 n: int | None = None) -> Iterator[Batch]:
+    """Global batches of ``batch_size`` points (the last may be shorter), at most ``n`` points.
+
+    Tensors are sliced (views); a stream is re-chunked with a buffer of at most one loader batch
+    plus ``batch_size`` points.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pair = in_memory(data, y)
+    limit = n if n is not None else float("inf")
+    if pair is not None:
+        x, labels = pair
+        stop = int(min(len(x), limit))
+        for index, start in enumerate(range(0, stop, batch_size)):
+            end = min(start + batch_size, stop)
+            yield Batch(index, start, x[start:end], labels[start:end])
+        return
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    held = seen = index = 0
+    for bx, by in _raw_batches(data):
+        if seen >= limit:
+            break
+        take = int(min(len(bx), limit - seen))
+        xs.append(bx[:take])
+        ys.append(by[:take])
+        held += take
+        seen += take
+        while held >= batch_size:
+            x_all, y_all = torch.cat(xs), torch.cat(ys)
+            yield Batch(index, index * batch_size, x_all[:batch_size].clone(), y_all[:batch_size].clone())
+            index += 1
+            xs, ys = [x_all[batch_size:]], [y_all[batch_size:]]
+            held -= batch_size
+    if held:
+        yield Batch(index, index * batch_size, torch.cat(xs), torch.cat(ys))

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 
 from advlab import ThreatModel
-from advlab.certify.stats import clopper_pearson_interval
 from advlab.data import load_dataset
 from advlab.evaluation import evaluate
 from advlab.experiments.runs import train_run
+from advlab.stats import clopper_pearson_interval
 
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "x1": ("small_cnn", {"channels": [32, 64], "hidden": 128}),

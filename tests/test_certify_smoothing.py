@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab import ThreatModel
+from advlab import ThreatModel, stats
 from advlab.attacks import pgd
 from advlab.certify import (
     ABSTAIN,
@@ -19,7 +19,6 @@ from advlab.certify import (
     certified_accuracy_table,
     smooth_certify,
     smooth_predict,
-    stats,
 )
 
 D = 10

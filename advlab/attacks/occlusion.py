@@ -195,7 +195,7 @@ def occlusion_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, size: int, str
                        generator: torch.Generator | None = None) -> OcclusionAccuracy:
     """Robust accuracy against :func:`occlusion` on ``(x, y)``, with ``n`` and a two-sided
     Clopper-Pearson interval at ``confidence`` (the empirical robust accuracy: an upper bound)."""
-    from advlab.certify.stats import clopper_pearson_interval  # a leaf module; lazy to keep layers
+    from advlab.stats import clopper_pearson_interval
 
     info = occlusion(model, x, y, size=size, stride=stride, fill=fill, bounds=bounds,
                      batch_size=batch_size, return_info=True, generator=generator)

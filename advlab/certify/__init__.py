@@ -7,7 +7,7 @@
   :func:`ibp_bounds`, :func:`ibp_certify`, :func:`certified_accuracy_ibp`.
 * Certified next to empirical robust accuracy at the same radii: :func:`compare_smoothing`,
   :func:`compare_ibp` (what ``advlab certify`` prints and stores).
-* Exact binomial statistics (Clopper-Pearson) in :mod:`advlab.certify.stats`.
+* Exact binomial statistics (Clopper-Pearson) in :mod:`advlab.stats`.
 
     from advlab.certify import smooth_certify, certified_accuracy_table, ibp_certify
     cert = smooth_certify(model, x, sigma=0.25, n=10_000, generator=torch.Generator().manual_seed(0))
@@ -28,7 +28,7 @@ from advlab.certify.smoothing import (
     smooth_certify,
     smooth_predict,
 )
-from advlab.certify.stats import (
+from advlab.stats import (
     CertifiedAccuracy,
     accuracy_with_interval,
     binomial_test_half,

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from advlab.certify.ibp import ibp_certify
 from advlab.certify.smoothing import certified_accuracy_table, smooth_certify, smooth_predict
-from advlab.certify.stats import accuracy_with_interval
+from advlab.stats import accuracy_with_interval
 
 Progress = Callable[[str, int], None]
 

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from advlab.attacks._core import AttackInputError, check_inputs, model_guard
-from advlab.certify.stats import CertifiedAccuracy, accuracy_with_interval
 from advlab.models.normalize import Normalize
+from advlab.stats import CertifiedAccuracy, accuracy_with_interval
 
 Box = tuple[Tensor, Tensor]
 

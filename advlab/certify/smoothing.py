@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, check_logits, model_guard
-from advlab.certify.stats import (
+from advlab.stats import (
     CertifiedAccuracy,
     accuracy_with_interval,
     binomial_test_half,

@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -168,11 +169,21 @@ def parse_json_object(text: str | None, option: str = "--model-args") -> dict[st
     return value
 
 
+@dataclass
+class ModelOptions:
+    """How to build a model that is not a run: the MODEL options of the commands."""
+
+    weights: Path | None = None
+    model_args: dict[str, Any] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    imports: list[str] = field(default_factory=list)
+
+
 def model_options(weights: Path | None = None, model_args: str | None = None,
                   mean: list[float] | None = None, std: list[float] | None = None,
                   imports: list[str] | None = None) -> Any:
-    """The command-line MODEL options as a :class:`advlab.cli._runs.ModelOptions`."""
-    from advlab.cli._runs import ModelOptions
+    """The command-line MODEL options as a :class:`ModelOptions`."""
 
     return ModelOptions(weights=weights, model_args=parse_json_object(model_args),
                         mean=list(mean) if mean else None, std=list(std) if std else None,

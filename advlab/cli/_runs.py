@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.cli._common import ModelOptions
+
 
 @dataclass
 class RunContext:
@@ -38,16 +40,6 @@ class RunContext:
         """The store next to the run (``<runs root>/advlab.db``), as ``advlab train`` uses."""
         return self.run_dir.parent / "advlab.db"
 
-
-@dataclass
-class ModelOptions:
-    """How to build a model that is not a run: the MODEL options of the commands."""
-
-    weights: Path | None = None
-    model_args: dict[str, Any] | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    imports: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 # Importing the zoo modules registers their builders in MODELS.
 from advlab.models import resnet, zoo  # noqa: F401
+from advlab.models.anymodel import load_any_model
 from advlab.models.io import ModelFileError, ModelNotFoundError, load_model, save_model
 from advlab.models.normalize import Normalize
 from advlab.models.registry import (
@@ -24,7 +25,7 @@ from advlab.models.registry import (
     model_summary,
     register_model,
 )
-from advlab.models.user import LogitsAdapter, load_any_model
+from advlab.models.user import LogitsAdapter
 
 __all__ = [
     "MODELS",

@@ -20,14 +20,10 @@ from torch import Tensor, nn
 
 from advlab._utils import atomic_write, atomic_write_json, json_safe, resolve_device
 from advlab.models.registry import create_model, unwrap
+from advlab.models.user import ModelFileError
 
 FORMAT = "advlab-model"
 FORMAT_VERSION = 1
-
-
-class ModelFileError(ValueError):
-    """A model file is not what it claims to be (not JSON, not safetensors, checksum mismatch,
-    missing keys, unknown architecture); the message names the file."""
 
 
 class ModelNotFoundError(ModelFileError, FileNotFoundError):

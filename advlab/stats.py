@@ -1,4 +1,4 @@
-"""Exact binomial statistics for certificates: Clopper-Pearson bounds and the binomial test.
+"""Exact binomial statistics (certificates, accuracies with intervals): Clopper-Pearson bounds and the binomial test.
 
 Clopper & Pearson (1934) bound a binomial proportion from ``k`` successes in ``n`` trials by
 inverting the binomial tail: the one-sided lower bound at level ``alpha`` is the ``p`` with

@@ -192,3 +192,19 @@ def test_theory_spirals_with_label_noise(tmp_path):
                                     "landscape_2d_small", "landscape_2d_large"}
     for name in data["figures"].values():
         assert_png(out / name)
+
+
+def test_geometry_on_a_torchscript_model_of_the_users(runs, tmp_path):
+    """Any MODEL form works in ``advlab geometry``: here a TorchScript file with --dataset."""
+    import warnings
+
+    model = _trained("moons", (16,), 100, 0.0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch 2.13
+        torch.jit.save(torch.jit.trace(model, torch.rand(2, 2)), str(tmp_path / "moons.pt"))
+        result = invoke("geometry", str(tmp_path / "moons.pt"), "--dataset", "moons",
+                        "--points", "2", "--eigs", "2", "--directions", "2",
+                        "--out", str(tmp_path / "geometry"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "geometry" / "summary.json").read_text())
+    assert len(next(iter(summary["per_sample"].values()))["boundary_curvature"]) == 2

@@ -21,7 +21,21 @@ from typing import Annotated, Any
 
 import typer
 
-from advlab.cli._common import echo, seed_everything, setup_logging, user_errors
+from advlab.cli._common import (
+    MODEL_HELP,
+    DataOption,
+    ImageSizeOption,
+    ImportOption,
+    MeanOption,
+    ModelArgsOption,
+    StdOption,
+    WeightsOption,
+    echo,
+    model_options,
+    seed_everything,
+    setup_logging,
+    user_errors,
+)
 
 #: Test points drawn for the weight-space landscapes (the analysed points are the first of them).
 POOL = 128
@@ -29,9 +43,17 @@ POOL = 128
 
 @user_errors
 def geometry(
-    run: Annotated[Path, typer.Argument(help="Run directory (advlab train --out ...).")],
-    compare: Annotated[Path | None, typer.Option(
-        help="A second run on the same dataset (e.g. adversarially trained), analysed in the same planes.")] = None,
+    run: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    compare: Annotated[str | None, typer.Option(
+        help="A second model on the same dataset (e.g. adversarially trained): a run, a saved model, TorchScript or .pt2 (--weights and --model-args are MODEL's; --mean/--std apply to both), analysed in the same planes.")] = None,
+    weights: WeightsOption = None,
+    model_args: ModelArgsOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    imports: ImportOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the run's).")] = None,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
     points: Annotated[int, typer.Option(help="Test points analysed for the figures (the same for both models).")] = 8,
     compare_points: Annotated[int, typer.Option(
         help="Test points of the paired comparison with --compare (at least 100 for useful intervals).")] = 100,
@@ -58,10 +80,14 @@ def geometry(
     from advlab.geometry.analysis_steps import STEPS
     from advlab.store import Store
 
-    ctx = load_run(run, data_dir=data_dir, device=device)
+    options = model_options(weights, model_args, mean, std, imports)
+    ctx = load_run(run, dataset=dataset, data_dir=data_dir, device=device, model_options=options,
+                   data=data, image_size=image_size)
     models = {ctx.name: ctx.model}
     if compare is not None:
-        other = load_run(compare, data_dir=data_dir, device=device)
+        other = load_run(compare, dataset=dataset, data_dir=data_dir, device=device,
+                         model_options=model_options(None, None, mean, std, imports),
+                         data=data, image_size=image_size)
         _check_same_dataset(ctx, other)
         models[other.name if other.name != ctx.name else f"{other.name}-compare"] = other.model
     seed_everything(seed)

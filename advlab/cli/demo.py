@@ -236,6 +236,7 @@ def demo(
     echo(f"\nreport: {report.resolve()}", bold=True)
     for item in headline:
         echo(f"  {item['label']:<18} {item['value']:<14} {item['note']}")
-    echo(f"  (n = {len(y)} test points for accuracies, {min(len(y), plan.n_analysis)} for the DeepFool "
-         "ratio; an interval too wide to conclude is reported as such)")
+    echo(f"  (n = {len(y)} test points for accuracies; the DeepFool ratio on those of the first "
+         f"{min(len(y), plan.n_analysis)} that both models classify correctly; an interval too "
+         "wide to conclude is reported as such)")
     echo(f"total time {time.perf_counter() - total:.0f} s")

@@ -228,16 +228,12 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     num_classes = logits.shape[1]
     ensemble = resolve_ensemble(attacks, num_classes, threat.norm)
     generator = torch.Generator(device=target).manual_seed(seed)
-    masked = False
-    if sanity:
-        more, masked = _sanity_before(model, x, labels, correct)
-        flags += more + chance_flag(correct.float().mean().item(), num_classes, len(x))
-    index = correct.nonzero().squeeze(1)[:128]
-    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=randomized,
-                                         eot_samples=eot_samples, masked=masked, bpda=bpda,
-                                         surrogate=surrogate, x=x[index], y=labels[index])
+    chance = chance_flag(correct.float().mean().item(), num_classes, len(x)) if sanity else []
+    attack_model, ensemble, more, suspicious = _attack_setup(
+        model, x, labels, correct, ensemble, sanity=sanity, randomized=randomized,
+        eot_samples=eot_samples, bpda=bpda, surrogate=surrogate, after_checks=chance)
     flags += more
-    suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
+    suspicious = suspicious or any(f.code in MASKING for f in flags)
     attack_model = accelerate(attack_model, kernels, example=x[:1])
     pool = Pool.empty(x)
     outcomes = []
@@ -268,26 +264,38 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     return results if eps is not None else results[0]
 
 
-def _prepare_batchwise(model: nn.Module, x: Tensor, labels: Tensor, correct: Tensor,
-                       ensemble: list[AttackStep], *, sanity: bool, eot_samples: int,
-                       bpda: bool | None, surrogate: nn.Module | None
-                       ) -> tuple[nn.Module, list[AttackStep], list[Flag], bool]:
-    """The batch-wise engine's set-up on global batch 0: the gradient checks and the adaptive
-    steps (BPDA, surrogate) as in the in-memory path. Returns the model to attack, the ensemble,
-    the flags and whether the gradients stay suspicious."""
-    if is_randomized(model, x[:16]):
-        raise NotImplementedError(
-            "the batch-wise evaluation (process groups, checkpoint/resume, streaming) does not "
-            "support randomised models yet (their majority vote over draws needs every point in "
-            "one process): call evaluate(..., batches=False) without checkpoint or resume")
+def _attack_setup(model: nn.Module, x: Tensor, labels: Tensor, correct: Tensor,
+                  ensemble: list[AttackStep], *, sanity: bool, randomized: bool, eot_samples: int,
+                  bpda: bool | None, surrogate: nn.Module | None,
+                  after_checks: list[Flag] | None = None
+                  ) -> tuple[nn.Module, list[AttackStep], list[Flag], bool]:
+    """The gradient checks and the adaptive steps (EOT, BPDA, surrogate): the model to attack,
+    the ensemble, the flags (``after_checks`` between the two) and whether the gradients stay
+    suspicious (masked and not handled by straight-through passes)."""
     flags, masked = _sanity_before(model, x, labels, correct) if sanity else ([], False)
+    flags += after_checks or []
     index = correct.nonzero().squeeze(1)[:128]
-    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=False,
+    attack_model, ensemble, more, handled = adapt(model, ensemble, randomized=randomized,
                                                   eot_samples=eot_samples, masked=masked, bpda=bpda,
                                                   surrogate=surrogate, x=x[index], y=labels[index])
     flags += more
     suspicious = (masked and not handled) or any(f.code in MASKING for f in flags)
     return attack_model, ensemble, flags, suspicious
+
+
+def _prepare_batchwise(model: nn.Module, x: Tensor, labels: Tensor, correct: Tensor,
+                       ensemble: list[AttackStep], *, sanity: bool, eot_samples: int,
+                       bpda: bool | None, surrogate: nn.Module | None
+                       ) -> tuple[nn.Module, list[AttackStep], list[Flag], bool]:
+    """The batch-wise engine's set-up on global batch 0, as the in-memory path's
+    (:func:`_attack_setup`); randomised models are refused there."""
+    if is_randomized(model, x[:16]):
+        raise NotImplementedError(
+            "the batch-wise evaluation (process groups, checkpoint/resume, streaming) does not "
+            "support randomised models yet (their majority vote over draws needs every point in "
+            "one process): call evaluate(..., batches=False) without checkpoint or resume")
+    return _attack_setup(model, x, labels, correct, ensemble, sanity=sanity, randomized=False,
+                         eot_samples=eot_samples, bpda=bpda, surrogate=surrogate)
 
 
 def _expected(results: list[EvaluationResult], judge: Judge, x: Tensor, y: Tensor,

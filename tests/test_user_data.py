@@ -55,6 +55,12 @@ def test_held_out_split_of_a_model_advlab_did_not_train_is_not_called_test(tmp_p
     assert result.exit_code == 0, result.output
     assert "test points" not in result.output
     assert "cannot tell whether these points were in its training data" in result.output
+    from advlab.store import Store
+
+    with Store(tmp_path / "runs" / "advlab.db") as store:  # the store row says it too
+        (row,) = store.get_evaluations(kind="evaluate")
+        assert row["result"]["extras"]["points"] != "test"
+        assert "cannot tell" in row["result"]["extras"]["points"]
 
 
 def test_tensor_files_and_safetensors(tmp_path):

@@ -89,6 +89,7 @@ def _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset,
     from advlab._utils import atomic_write
     from advlab.cli._runs import load_run, test_points
     from advlab.evaluation import evaluate as run_evaluation
+    from advlab.evaluation.evaluate import store_results
     from advlab.evaluation.sanity import is_randomized
     from advlab.store import Store
 
@@ -108,26 +109,24 @@ def _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset,
     target = out or ctx.run_dir / f"evaluate-{threat.norm}-{preset}.json"
     # the batch-wise engine (sharded, resumable) for deterministic models; a randomised model's
     # vote over draws needs all its points in one process
-    batches = context.world_size > 1 or resume or not is_randomized(ctx.model, x[:16])
-    if not batches and resume:
-        raise typer.BadParameter("--resume: a randomised model is evaluated in one pass, without a checkpoint")
+    randomized = is_randomized(ctx.model, x[:16])
+    if randomized and (resume or context.world_size > 1):
+        raise typer.BadParameter("a randomised model is evaluated in one process and one pass: "
+                                 "run it without --resume and without torchrun")
     main = context.is_main
-    store = Store(ctx.store_path) if main else None
-    try:
-        with attack_progress("points", enabled=progress and main, total=len(x)) as tick:
-            results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
-                                     batch_size=batch_size, progress=tick, store=store,
-                                     run_name=ctx.name, batches=batches, resume=resume,
-                                     checkpoint=Path(f"{target}.partial") if batches else None,
-                                     draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
-                                     surrogate=stand_in, **kernels)
-    finally:
-        if store is not None:
-            store.close()
+    with attack_progress("points", enabled=progress and main, total=len(x)) as tick:
+        results = run_evaluation(ctx.model, x, y, threat, eps=eps, attacks=preset, seed=seed,
+                                 batch_size=batch_size, progress=tick, batches=not randomized,
+                                 resume=resume,
+                                 checkpoint=None if randomized else Path(f"{target}.partial"),
+                                 draws=draws, eot_samples=eot_samples, bpda=choices[bpda],
+                                 surrogate=stand_in, **kernels)
     if not main:
         return
     for r in results:  # what the points are: "test" only for a split the model never saw
         r.extras["points"] = "test" if ctx.split_label == "test" else ctx.split_note
+    with Store(ctx.store_path) as store:  # after the labels, so the store rows carry them too
+        store_results(store, ctx.name, results)
     _print_table(results, ctx.split_label, ctx.split_note)
     text = json.dumps([r.to_dict() for r in results], indent=2)
     atomic_write(target, lambda fh: fh.write(text), mode="w")

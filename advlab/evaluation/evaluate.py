@@ -205,7 +205,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
             prepare=functools.partial(_prepare_batchwise, sanity=sanity, eot_samples=eot_samples,
                                       bpda=bpda, surrogate=surrogate),
             flags_after=_flags_after,
-            write_store=lambda rs: _store(store, run_name, rs) if store is not None else None)
+            write_store=lambda rs: store_results(store, run_name, rs) if store is not None else None)
         return results if eps is not None else results[0]
     x, labels = collect_data(data, y)
     if n is not None:
@@ -260,7 +260,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     for r in results:
         logger.info("%s", r.summary())
     if store is not None:
-        _store(store, run_name, results)
+        store_results(store, run_name, results)
     return results if eps is not None else results[0]
 
 
@@ -357,7 +357,9 @@ def _result(x: Tensor, correct: Tensor, pool: Pool, threat: ThreatModel, outcome
         x_adv=torch.where(mask, pool.x_adv, x), **meta)
 
 
-def _store(store: Any, run_name: str | None, results: list[EvaluationResult]) -> None:
+def store_results(store: Any, run_name: str | None, results: list[EvaluationResult]) -> None:
+    """Record ``results`` in ``store`` (an :class:`advlab.store.Store` or a path), one row per
+    eps; each result's ``extras["store_id"]`` gets its row id."""
     from advlab.store import Store
 
     owned = not isinstance(store, Store)

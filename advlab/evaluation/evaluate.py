@@ -39,25 +39,11 @@ from advlab.evaluation.sanity import (
     is_randomized,
 )
 from advlab.evaluation.sharding import evaluate_sharded, use_batches
+from advlab.evaluation.streaming import as_labels, in_memory
 from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
 __all__ = ["EOT", "collect_data", "evaluate"]
-
-
-def _as_tensor(value: Any) -> Any:
-    import numpy as np
-
-    return torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
-
-
-def _labels(y: Any) -> Tensor:
-    y = _as_tensor(y)
-    if not isinstance(y, Tensor):
-        raise TypeError(f"labels must be a tensor or numpy array of class indices, got {type(y).__name__}")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot: y.argmax(1))")
-    return y.long()
 
 
 def collect_data(data: Any, y: Any = None) -> tuple[Tensor, Tensor]:
@@ -66,17 +52,9 @@ def collect_data(data: Any, y: Any = None) -> tuple[Tensor, Tensor]:
     from torch.utils.data import DataLoader
     from torch.utils.data import Dataset as TorchDataset
 
-    data = _as_tensor(data)
-    if isinstance(data, Tensor):
-        if y is None:
-            raise ValueError("evaluate(model, x, y, threat): y (a (N,) label tensor) is missing")
-        return data, _labels(y)
-    if isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
-        return data.x, _labels(data.y)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(_as_tensor(data[0]), Tensor):
-        return _as_tensor(data[0]), _labels(data[1])
-    if isinstance(getattr(data, "tensors", None), tuple) and len(data.tensors) == 2:
-        return data.tensors[0], _labels(data.tensors[1])
+    pair = in_memory(data, y)  # tensors, numpy arrays, (x, y), advlab or TensorDataset
+    if pair is not None:
+        return pair
     if isinstance(data, TorchDataset) and hasattr(data, "__len__"):
         data = DataLoader(data, batch_size=256)
     if isinstance(data, (Iterable, DataLoader)):
@@ -84,7 +62,7 @@ def collect_data(data: Any, y: Any = None) -> tuple[Tensor, Tensor]:
         if not batches:
             raise ValueError("evaluate got empty data")
         xs, ys = zip(*batches)
-        return torch.cat(xs), _labels(torch.cat([torch.as_tensor(v) for v in ys]))
+        return torch.cat(xs), as_labels(torch.cat([torch.as_tensor(v) for v in ys]))
     raise TypeError(f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
 
 

@@ -31,8 +31,13 @@ def _tensor(value: Any) -> Any:
     return torch.as_tensor(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
 
 
-def _labels(y: Any) -> Tensor:
-    y = torch.as_tensor(_tensor(y))
+def as_labels(y: Any) -> Tensor:
+    """``y`` as int64 class indices, from a tensor, a numpy array or a list."""
+    try:
+        y = torch.as_tensor(_tensor(y))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"labels must be a tensor or numpy array of class indices, got "
+                        f"{type(y).__name__}") from err
     if y.is_floating_point() or y.dtype == torch.bool:
         raise TypeError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot: y.argmax(1))")
     return y.long()
@@ -44,13 +49,13 @@ def in_memory(data: Any, y: Any = None) -> tuple[Tensor, Tensor] | None:
     if isinstance(data, Tensor):
         if y is None:
             raise ValueError("evaluate(model, x, y, threat): y (a (N,) label tensor) is missing")
-        return data, _labels(y)
+        return data, as_labels(y)
     if isinstance(getattr(data, "x", None), Tensor) and isinstance(getattr(data, "y", None), Tensor):
-        return data.x, _labels(data.y)
+        return data.x, as_labels(data.y)
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(_tensor(data[0]), Tensor):
-        return _tensor(data[0]), _labels(data[1])
+        return _tensor(data[0]), as_labels(data[1])
     if isinstance(getattr(data, "tensors", None), tuple) and len(data.tensors) == 2:
-        return data.tensors[0], _labels(data.tensors[1])
+        return data.tensors[0], as_labels(data.tensors[1])
     return None
 
 
@@ -80,7 +85,7 @@ def _raw_batches(data: Any) -> Iterator[tuple[Any, Any]]:
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise TypeError("every batch of the DataLoader must be (x, y) (or start with x, y), "
                             f"got {type(item).__name__}")
-        yield _tensor(item[0]), _labels(item[1])
+        yield _tensor(item[0]), as_labels(item[1])
 
 
 def iter_batches(data: Any, y: Any = None, *, batch_size: int,

@@ -142,24 +142,25 @@ def build_report(store_path: str | Path, out: str | Path, title: str = "advlab r
         data = _collect(store)
     by_kind = data["by_kind"]
     sections: list[tuple[str, str]] = []
+    stats = {r["run_name"]: r["result"] for r in by_kind.get("minimal-norm", [])}
+    names = [*(r["name"] for r in data["runs"]), *data["evaluations"], *stats]  # one colour per run
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         sections.append(("Models and training", _runs_section(data["runs"]) + _maybe(
-            fig.training_curves(data["metrics"], tmpdir / "training.png"),
-            "Training curves: loss and accuracy per epoch (validation accuracy solid, training dotted, "
-            "adversarial validation dashed).")))
+            fig.training_curves(data["metrics"], tmpdir / "training.png", names=names),
+            "Training curves: loss and accuracy per epoch, one colour per run in every chart (validation "
+            "accuracy solid, training dotted, adversarial validation dashed).")))
         sections.append(("Robustness curves", _maybe(
-            fig.robustness_curves(data["evaluations"], tmpdir / "curves.png"),
+            fig.robustness_curves(data["evaluations"], tmpdir / "curves.png", names=names),
             "Accuracy under attack as the radius grows: the per-sample worst case over the attack "
             "ensemble, pooled across eps so the curves are monotone.") or paragraph("No evaluation stored yet.")))
         sections.append(("Attacks and sanity flags", _attack_section(data["evaluations"])))
-        stats = {r["run_name"]: r["result"] for r in by_kind.get("minimal-norm", [])}
         rows = [[run, s.get("attack"), s.get("norm"), s.get("median"), s.get("rho_adv"), s.get("success_rate")]
                 for run, s in sorted(stats.items())]
         sections.append(("Minimal perturbations", (table(
             ["model", "attack", "norm", "median norm", "rho_adv = mean ||r||/||x||", "success"], rows,
             percent_columns=[5]) if rows else "") + _maybe(
-            fig.norm_histograms(stats, tmpdir / "norms.png"),
+            fig.norm_histograms(stats, tmpdir / "norms.png", names=names),
             "Distribution of minimal adversarial perturbations (DeepFool); rho_adv is DeepFool's "
             "robustness metric.")))
         certified = certify_section(by_kind)

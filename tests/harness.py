@@ -75,3 +75,27 @@ def run_torchrun(*args: str, cwd: Path, timeout: float = 280) -> str:
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def trained_mlp(dataset: str, widths: tuple[int, ...], steps: int, weight_decay: float,
+                seed: int) -> nn.Module:
+    """A registry MLP on ``dataset`` trained with a plain full-batch Adam loop (eval mode)."""
+    from advlab.data import load_dataset
+    from advlab.models import create_model
+
+    data = load_dataset(dataset, "train")
+    info = data.info
+    model = create_model("mlp", info.num_classes, info.input_shape, normalize=(info.mean, info.std),
+                         widths=widths, seed=seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(data.x), data.y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+def flag_codes(result) -> list[str]:
+    """The codes of the sanity flags an evaluation raised, in order."""
+    return [w["code"] for w in result.warnings]

@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from harness import flag_codes
 from torch import nn
 
 from advlab import ThreatModel, evaluate
@@ -23,10 +24,6 @@ N = 64
 def points(digits):
     _, _, x, y = digits
     return x[:N], y[:N]
-
-
-def codes(result) -> list[str]:
-    return [w["code"] for w in result.warnings]
 
 
 def test_new_flags_are_documented():
@@ -45,7 +42,7 @@ def test_silent_success_flag(digits_mlp, points):
         return x.clone()
 
     result = evaluate(digits_mlp, *points, ThreatModel("linf", 0.2), attacks=[AttackStep("forgetful", forgetful)])
-    assert "silent_success" in codes(result)
+    assert "silent_success" in flag_codes(result)
     assert result.robust_accuracy == result.clean_accuracy
 
 
@@ -55,7 +52,7 @@ def test_incomplete_optimization_flag(digits_mlp, points):
         return pgd(model, x, y, threat, steps=15, step_size=threat.eps / 200, random_start=False)
 
     result = evaluate(digits_mlp, *points, ThreatModel("linf", 0.2), attacks=[AttackStep("timid", timid)])
-    assert "incomplete_optimization" in codes(result)
+    assert "incomplete_optimization" in flag_codes(result)
 
 
 def test_transfer_failure_flag_and_silent_with_a_faithful_surrogate(digits_mlp, points):
@@ -63,11 +60,11 @@ def test_transfer_failure_flag_and_silent_with_a_faithful_surrogate(digits_mlp, 
     torch.manual_seed(7)  # an untrained MLP: its adversarial examples do not transfer
     stranger = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
     result = evaluate(digits_mlp, *points, threat, attacks="fast", surrogate=stranger)
-    assert "transfer_failure" in codes(result)
+    assert "transfer_failure" in flag_codes(result)
     assert result.per_attack["transfer-apgd-ce"]["breaks"] < result.per_attack["transfer-apgd-ce"]["ran_on"]
     twin = copy.deepcopy(digits_mlp)
     faithful = evaluate(digits_mlp, *points, threat, attacks="fast", surrogate=twin)
-    assert "transfer_failure" not in codes(faithful)
+    assert "transfer_failure" not in flag_codes(faithful)
     with torch.no_grad():  # the model and its twin are untouched by the evaluation
         assert torch.equal(twin(points[0]), digits_mlp(points[0]))
 

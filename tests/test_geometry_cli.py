@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 import typer
+from harness import trained_mlp
 from torch import nn
 from typer.testing import CliRunner
 
 from advlab.cli.geometry import geometry
 from advlab.cli.theory import theory_app
-from advlab.data import load_dataset
 from advlab.geometry.analysis import analyse
-from advlab.models import create_model, save_model
+from advlab.models import save_model
 from advlab.store import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,27 +31,12 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
-def _trained(dataset: str, widths: tuple[int, ...], steps: int, weight_decay: float, seed: int) -> nn.Module:
-    """A registry MLP trained with a plain full-batch Adam loop."""
-    data = load_dataset(dataset, "train")
-    info = data.info
-    model = create_model("mlp", info.num_classes, info.input_shape, normalize=(info.mean, info.std),
-                         widths=widths, seed=seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(data.x), data.y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    save_model(_trained("digits", (32,), 60, 0.0, 0), root / "standard", dataset="digits")
-    save_model(_trained("digits", (32,), 30, 1e-2, 1), root / "smooth", dataset="digits")
-    save_model(_trained("moons", (16,), 100, 0.0, 0), root / "moons", dataset="moons")
+    save_model(trained_mlp("digits", (32,), 60, 0.0, 0), root / "standard", dataset="digits")
+    save_model(trained_mlp("digits", (32,), 30, 1e-2, 1), root / "smooth", dataset="digits")
+    save_model(trained_mlp("moons", (16,), 100, 0.0, 0), root / "moons", dataset="moons")
     return root
 
 
@@ -198,7 +183,7 @@ def test_geometry_on_a_torchscript_model_of_the_users(runs, tmp_path):
     """Any MODEL form works in ``advlab geometry``: here a TorchScript file with --dataset."""
     import warnings
 
-    model = _trained("moons", (16,), 100, 0.0, 0)
+    model = trained_mlp("moons", (16,), 100, 0.0, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch 2.13
         torch.jit.save(torch.jit.trace(model, torch.rand(2, 2)), str(tmp_path / "moons.pt"))

@@ -112,9 +112,9 @@ def test_one_colour_per_run_in_every_chart(tmp_path, monkeypatch):
     assert to_hex(line.get_color()) == run_colour("zeta-model", names)
     zeta_bar = next(p for p in hist.axes[0].patches if p.get_label().startswith("zeta-model"))
     assert to_hex(zeta_bar.get_facecolor(), keep_alpha=False) == run_colour("zeta-model", names)
-    loss_lines = {l.get_label(): to_hex(l.get_color()) for l in training.axes[0].get_lines()}
+    loss_lines = {line.get_label(): to_hex(line.get_color()) for line in training.axes[0].get_lines()}
     assert loss_lines["zeta-model"] == run_colour("zeta-model", names)
-    acc_colours = {to_hex(l.get_color()) for l in training.axes[1].get_lines()}
+    acc_colours = {to_hex(line.get_color()) for line in training.axes[1].get_lines()}
     assert acc_colours == set(run_colours(names).values())  # accuracy lines: run colours only
     for fig in kept:
         assert _titles_inside(fig)

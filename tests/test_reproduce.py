@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import typer
-from torch import nn
+from harness import trained_mlp
 from typer.testing import CliRunner
 
 from advlab.cli.reproduce import reproduce
-from advlab.data import load_dataset
 from advlab.experiments.reproduce import REPRODUCTIONS
-from advlab.models import create_model, save_model
+from advlab.models import save_model
 
 app = typer.Typer()
 app.command("reproduce")(reproduce)
@@ -21,25 +19,11 @@ app.command("noop")(lambda: None)
 runner = CliRunner()
 
 
-def _trained(steps: int, weight_decay: float, seed: int) -> nn.Module:
-    data = load_dataset("digits", "train")
-    info = data.info
-    model = create_model("mlp", info.num_classes, info.input_shape, normalize=(info.mean, info.std),
-                         widths=(32,), seed=seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(data.x), data.y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
-    save_model(_trained(30, 0.0, 0), root / "models" / "digits-small_cnn-none-s0", dataset="digits")
-    save_model(_trained(20, 1e-2, 1), root / "models" / "digits-small_cnn-fgsm-rs-s0", dataset="digits")
+    save_model(trained_mlp("digits", (32,), 30, 0.0, 0), root / "models" / "digits-small_cnn-none-s0", dataset="digits")
+    save_model(trained_mlp("digits", (32,), 20, 1e-2, 1), root / "models" / "digits-small_cnn-fgsm-rs-s0", dataset="digits")
     return root
 
 

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from advlab.report.plotting import DPI, LEGEND_INSIDE_MAX, add_legend, new_figure, run_colours, save_figure, wrap
+from advlab.report.plotting import (
+    DPI,
+    LEGEND_INSIDE_MAX,
+    add_legend,
+    new_figure,
+    run_colours,
+    save_figure,
+    wrap,
+)
 
 __all__ = ["DPI", "gallery", "norm_histograms", "robustness_curves", "run_colours", "training_curves"]
 

@@ -2,17 +2,18 @@
 
 Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): for each ``sigma`` in ``--sigmas``
 (0.25, 0.5) a ``small_cnn`` is trained with Gaussian noise of that ``sigma`` (advlab's ``noise``
-objective, which clips ``x + noise`` to [0, 1]; ``--unclipped-noise`` trains on ``x + noise`` as
-Cohen et al. do, matching the unclipped noise of certification) and cached under
-``--cache-dir``. The first ``--points`` test points (500) are certified with CERTIFY (n0 = 100,
-N = ``--n`` = 10 000, alpha = 0.001); the script prints the certified accuracy at L2 radii
-0.25 / 0.5 / 0.75 / 1.0 with 95 % Clopper-Pearson intervals, the abstention rate and the
-time. Where ``adversarial-robustness-toolbox`` is importable (the benchmark environment,
-``benchmarks/.venv-peers``), ART's ``PyTorchRandomizedSmoothing`` certifies the same model and
-points for comparison (certified accuracies should agree within the Monte-Carlo intervals);
-otherwise it is skipped and the script says so.
+objective with ``clip=False``: ``x + noise`` is not clipped to [0, 1], as Cohen et al. train and
+as certification draws it; ``--clipped-noise`` trains on the clipped noise of the defense's
+default) and cached under ``--cache-dir``. The first ``--points`` test points (500) are certified
+with CERTIFY (n0 = 100, N = ``--n`` = 10 000, alpha = 0.001); the script prints the certified
+accuracy at L2 radii 0.25 / 0.5 / 0.75 / 1.0 with 95 % Clopper-Pearson intervals, the abstention
+rate and the time. Where ``adversarial-robustness-toolbox`` is importable (the benchmark
+environment, ``benchmarks/.venv-peers``), ART's ``PyTorchRandomizedSmoothing`` certifies the same
+model on the first ``--art-points`` of those points with the same n0, N and alpha, and advlab's
+figures on those same points are printed beside it (the certified accuracies should agree within
+the Monte-Carlo intervals); otherwise it is skipped and the script says so.
 
-    python benchmarks/certify.py                                   # the full run (~1 h on 2 cores)
+    python benchmarks/certify.py                                   # the full run (~1.5 h on 1 core)
     python benchmarks/certify.py --points 50 --n 1000              # a few minutes
     python benchmarks/certify.py --sigmas 0.25 --threads 2 --json certify.json
 
@@ -33,6 +34,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -48,21 +50,12 @@ LOG = logging.getLogger("benchmarks.certify")
 REPORTED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _gaussian_objective(sigma: float) -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
-    """Cross-entropy on ``x + N(0, sigma^2 I)`` without clipping (Cohen et al. 2019, Sec. 4)."""
-
-    def objective(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
-
-    return objective
-
-
 def noise_trained_model(args: argparse.Namespace, sigma: float, device: str) -> tuple[nn.Module, float | None]:
     """The cached noise-trained small_cnn for ``sigma``, trained first if absent (seed 0).
 
     Returns ``(model, training seconds)``; ``None`` seconds when it came from the cache.
     """
-    kind = "unclipped" if args.unclipped_noise else "noise"
+    kind = "noise" if args.clipped_noise else "unclipped"
     run_dir = (Path(args.cache_dir) / "certify"
                / f"small_cnn-{kind}-{sigma:g}-{args.train_samples}-{args.epochs}ep")
     if (run_dir / "model.safetensors").exists():
@@ -70,8 +63,7 @@ def noise_trained_model(args: argparse.Namespace, sigma: float, device: str) -> 
         return load_model(run_dir, device=device), None
     train = load_dataset("fashion-mnist", split="train", n=args.train_samples or None, seed=0)
     model = create_model("small_cnn", train.num_classes, train.input_shape, seed=0)
-    objective = (_gaussian_objective(sigma) if args.unclipped_noise
-                 else get_objective("noise", sigma=sigma))
+    objective = get_objective("noise", sigma=sigma, clip=args.clipped_noise)
     LOG.info("training %s on %d images for %d epochs -> %s", kind, len(train), args.epochs, run_dir)
     start = time.perf_counter()
     result = fit(model, train, objective=objective, epochs=args.epochs, lr=2e-3, seed=0,
@@ -88,7 +80,7 @@ def _art_certify(model: nn.Module, x: Tensor, sigma: float, args: argparse.Names
         return {"skipped": "adversarial-robustness-toolbox is not importable here"}
     clf = PyTorchRandomizedSmoothing(
         model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=10,
-        sample_size=args.n, scale=sigma, alpha=args.alpha, clip_values=(0.0, 1.0),
+        sample_size=args.n0, scale=sigma, alpha=args.alpha, clip_values=(0.0, 1.0),
         device_type="gpu" if x.is_cuda else "cpu")
     start = time.perf_counter()
     prediction, radius = clf.certify(x.cpu().numpy(), n=args.n, batch_size=args.batch_size)
@@ -96,11 +88,19 @@ def _art_certify(model: nn.Module, x: Tensor, sigma: float, args: argparse.Names
             "prediction": torch.as_tensor(prediction).long(), "radius": torch.as_tensor(radius).float()}
 
 
-def _art_rows(art: dict[str, Any], y: Tensor) -> list[dict[str, float]]:
+def _art_rows(art: dict[str, Any], cert: Any, y: Tensor) -> list[dict[str, Any]]:
+    """ART's certified accuracy per radius next to advlab's on the same points, each with a 95 %
+    Clopper-Pearson interval, and whether the two intervals overlap."""
+    from advlab.stats import accuracy_with_interval
+
     rows = []
     for r in REPORTED_RADII:
-        correct = (art["prediction"] == y.cpu()) & (art["radius"] >= r)
-        rows.append({"radius": r, "accuracy": correct.float().mean().item()})
+        art_correct = (art["prediction"] == y.cpu()) & (art["radius"] >= r)
+        ours = (cert.prediction.cpu() == y.cpu()) & (cert.radius.cpu() >= r)
+        a = accuracy_with_interval(int(art_correct.sum()), len(y), radius=r)
+        o = accuracy_with_interval(int(ours.sum()), len(y), radius=r)
+        rows.append({"radius": r, "art": a.to_dict(), "advlab": o.to_dict(),
+                     "intervals_overlap": bool(a.low <= o.high and o.low <= a.high)})
     return rows
 
 
@@ -131,14 +131,23 @@ def smoothing_part(args: argparse.Namespace, device: str) -> dict[str, Any]:
                 print(f"  radius {row.radius:4.2f}: certified accuracy {row.accuracy:.3f} "
                       f"[{row.low:.3f}, {row.high:.3f}]  ({row.correct}/{row.total})")
         if not args.no_art:
-            art = _art_certify(model, x, sigma, args)
+            k = min(args.art_points, len(x))
+            art = _art_certify(model, x[:k], sigma, args)
             if "skipped" in art:
                 print(f"  ART: skipped ({art['skipped']})")
                 entry["art"] = art
             else:
-                entry["art"] = {"seconds": art["seconds"], "rows": _art_rows(art, y)}
-                print(f"  ART: {art['seconds']:.1f} s; " + ", ".join(
-                    f"r={r['radius']:g}: {r['accuracy']:.3f}" for r in entry["art"]["rows"]))
+                ours = SimpleNamespace(prediction=cert.prediction[:k], radius=cert.radius[:k])
+                entry["art"] = {"points": k, "seconds": art["seconds"],
+                                "advlab_seconds_same_points": seconds * k / len(x),
+                                "rows": _art_rows(art, ours, y[:k])}
+                print(f"  ART on the first {k} points: {art['seconds']:.1f} s "
+                      f"({art['seconds'] / k:.3f} s per point, advlab {seconds / len(x):.3f})")
+                for row in entry["art"]["rows"]:
+                    a, o = row["art"], row["advlab"]
+                    print(f"    radius {row['radius']:4.2f}: ART {a['accuracy']:.3f} [{a['low']:.3f}, "
+                          f"{a['high']:.3f}]  advlab {o['accuracy']:.3f} [{o['low']:.3f}, {o['high']:.3f}]"
+                          f"  {'intervals overlap' if row['intervals_overlap'] else 'DIFFERENT'}")
         figures[f"{sigma:g}"] = entry
     return figures
 
@@ -244,8 +253,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--short-epochs", type=int, default=2,
                         help="epochs of the ibp and occlusion parts' models")
     parser.add_argument("--ibp-model", default="mlp", help="zoo model of the ibp part (mlp, small_cnn)")
-    parser.add_argument("--unclipped-noise", action="store_true",
-                        help="train on x + noise without clipping (as Cohen et al.)")
+    parser.add_argument("--clipped-noise", action="store_true",
+                        help="train on x + noise clipped to [0, 1] (default: unclipped, as Cohen et al.)")
+    parser.add_argument("--art-points", type=int, default=100,
+                        help="points (the first of --points) that ART certifies for comparison")
     parser.add_argument("--no-art", action="store_true", help="skip the ART comparison")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -34,7 +34,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 #    dependencies anyway and list the dependencies explicitly, so nothing can replace our torch.
 "${PIP[@]}" --no-deps foolbox adversarial-robustness-toolbox
 "${PIP[@]}" eagerpy GitPython typing-extensions requests scipy \
-    numpy scikit-learn six setuptools tqdm packaging
+    numpy scikit-learn six setuptools tqdm packaging statsmodels  # statsmodels: ART's smoothing bound
 
 # 3b. The reference AutoAttack (Croce & Hein), packaged on PyPI as pyautoattack (import name
 #     `autoattack`); its requirements are torch and numpy, already here.

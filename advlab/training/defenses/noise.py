@@ -30,7 +30,7 @@ DISTRIBUTIONS = (*NOISE_DISTRIBUTIONS, *ALIASES)
 @register_objective("noise",
                     description="random-noise augmentation (Gaussian or uniform), the baseline")
 class Noise(Defense):
-    """Cross-entropy on ``x + n`` clipped to [0, 1], with ``n`` from
+    """Cross-entropy on ``x + n`` clipped to [0, 1] (``clip=False``: not clipped), with ``n`` from
     :func:`~advlab.attacks.noise.random_noise`: ``"cube"`` (alias ``"uniform"``) is uniform in
     ``[-sigma, sigma]^d`` (Goodfellow et al.'s comparison with sigma = eps = 0.25 on MNIST);
     ``"gaussian"`` (the default) is ``N(0, sigma^2 I)``; ``"sphere"`` and ``"ball"`` are that
@@ -40,21 +40,28 @@ class Noise(Defense):
     The noisy batch's logits give ``train_adv_acc`` (accuracy on the training perturbations);
     with ``clean_weight > 0`` the clean ones give ``train_acc``. BatchNorm running statistics
     follow the noisy batches unless ``clean_weight > 0`` (then the clean ones).
+
+    ``clip=False`` trains on ``x + n`` outside the data bounds too, as Cohen, Rosenfeld & Kolter
+    (2019) do: the base classifier then sees the same noise that randomized smoothing certifies
+    with (:func:`advlab.certify.smooth_certify` does not clip).
     """
 
     def __init__(self, *, sigma: float = 0.25, distribution: str = "gaussian",
-                 clean_weight: float = 0.0) -> None:
+                 clean_weight: float = 0.0, clip: bool = True) -> None:
         super().__init__()
         self.sigma = check_number("sigma", sigma)
         check_choice("distribution", distribution, DISTRIBUTIONS)
         if not 0.0 <= clean_weight < 1.0:
             raise ValueError(f"clean_weight must lie in [0, 1), got {clean_weight}")
-        self.distribution, self.clean_weight = distribution, float(clean_weight)
+        if not isinstance(clip, bool):
+            raise TypeError(f"clip must be True or False, got {clip!r}")
+        self.distribution, self.clean_weight, self.clip = distribution, float(clean_weight), clip
         self.settings = {"sigma": self.sigma, "distribution": distribution,
-                         "clean_weight": self.clean_weight}
+                         "clean_weight": self.clean_weight, "clip": clip}
 
     def perturb(self, x: Tensor) -> Tensor:
-        """``x`` plus noise from the objective's generator, clipped to [0, 1]: ``(B, ...)``.
+        """``x`` plus noise from the objective's generator, clipped to [0, 1] unless
+        ``clip=False``: ``(B, ...)``.
 
         ``"gaussian"`` is i.i.d. ``N(0, sigma^2)`` per coordinate (the law randomized smoothing
         certifies; Cohen et al. 2019); the other laws come from
@@ -64,12 +71,14 @@ class Noise(Defense):
         law = ALIASES.get(self.distribution, self.distribution)
         if law == "gaussian":
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return (x + noise * self.sigma).clamp(0.0, 1.0)
+            noisy = x + noise * self.sigma
+            return noisy.clamp(0.0, 1.0) if self.clip else noisy
         if law == "cube":
             norm, radius = "linf", self.sigma
         else:
             norm, radius = "l2", self.sigma * math.sqrt(x[0].numel())
-        return random_noise(x, norm, radius, distribution=law, generator=generator)
+        bounds = (0.0, 1.0) if self.clip else (-math.inf, math.inf)
+        return random_noise(x, norm, radius, distribution=law, bounds=bounds, generator=generator)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
         x_noisy = self.perturb(x)

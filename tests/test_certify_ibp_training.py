@@ -99,6 +99,7 @@ def test_certified_at_most_empirical_for_both_methods(trained, digits):
                                generator=torch.Generator().manual_seed(0))
     for row in smooth["rows"]:
         assert row["certified"]["correct"] <= row["empirical"]["correct"], row
+        assert row["certified_but_broken"] == 0, row
 
 
 def test_cli_certify_prints_json_and_store_rows(trained, tmp_path):

@@ -68,16 +68,17 @@ def hessian(state: AnalysisState) -> None:
         state.skip("hessian_spectrum", f"input dimension {dim} > {MAX_SPECTRUM_DIM}: dense Hessians "
                                        f"are too expensive; top-{state.params['eigs']} Lanczos only")
     kind = "every eigenvalue" if spectra else f"top {state.params['eigs']} eigenvalues (Lanczos)"
-    path = plot_eigenvalue_profiles(profiles, state.png("hessian_eigenvalues"),
+    path = plot_eigenvalue_profiles(profiles, state.png("hessian_eigenvalues"), colours=state.palette,
                                     title="Input-Hessian eigenvalue profile of the cross-entropy")
     state.figure("hessian_eigenvalues", path,
                  f"|λ| of the input Hessian of the loss against rank ({kind}; thin lines: single "
-                 "test points, thick: median; values below 1e-8 of the largest, round-off around "
+                 f"test points, thick: median over n = {len(next(iter(profiles.values())))} points; values below 1e-8 of the largest, round-off around "
                  "the exact zeros of ReLU networks, are drawn at that floor). Lower curves mean a "
                  "flatter, less curved loss (Moosavi-Dezfooli et al. 2019).")
 
 
-    path = plot_profile_bands(bands, state.png("eigenvalue_profile_bands"), h=state.params["h"])
+    path = plot_profile_bands(bands, state.png("eigenvalue_profile_bands"), h=state.params["h"],
+                              colours=state.palette)
     state.figure("eigenvalue_profile_bands", path,
                  f"Top {state.params['eigs']} eigenvalues per point, median (line) and 10-90 % band "
                  f"over the n = {len(x)} points, of the pointwise input Hessian (left) and of the "
@@ -112,7 +113,8 @@ def curvature_bounds_step(state: AnalysisState) -> None:
                         fraction_quadratic_model_breaks=float((~(below & above))[valid].sum()) / count,
                         fraction_lower_equals_upper=float((bounds["lower"] == bounds["upper"])[valid].sum()) / count)
         lower[label], upper[label] = bounds["lower"], bounds["upper"]
-    path = plot_bounds_vs_measured(state.norms, lower, upper, state.png("curvature_bounds"))
+    path = plot_bounds_vs_measured(state.norms, lower, upper, state.png("curvature_bounds"),
+                                   colours=state.palette)
     name = "cross-entropy, flip at CE = log 2" if loss == "ce" else "margin loss, flip at 0"
     state.figure("curvature_bounds", path,
                  f"CURE's bounds ({name}) on the minimal perturbation, n = {len(state.x)} points: ▼ "
@@ -161,7 +163,8 @@ def noise_ratios(state: AnalysisState) -> None:
     reference = linear_noise_reference(state.dim, directions=state.params["directions"],
                                        points=1000, generator=state.generator)
     state.summary.curves["noise_reference_linear"] = reference
-    path = plot_noise_ratios(ratios, state.dim, medians, state.png("noise_ratio"), reference=reference)
+    path = plot_noise_ratios(ratios, state.dim, medians, state.png("noise_ratio"), reference=reference,
+                             colours=state.palette)
     state.figure("noise_ratio", path,
                  "Left: per test point, the distance to the boundary along a random direction (median "
                  f"over {state.params['directions']} directions) divided by the DeepFool distance, with "

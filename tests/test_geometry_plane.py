@@ -92,7 +92,8 @@ def test_plane_step_writes_figures_and_paired_rows(plane_summary):
         assert (out / summary.figures[name]).stat().st_size > 1000
     assert "n = 40" in summary.captions["eigenvector_plane_flattening"]
     stored = json.loads((out / "summary.json").read_text())
-    for name in ("plane_curvature_eigenvector", "plane_curvature_adversarial", "plane_curvature_shared"):
+    for name in ("plane_curvature_eigenvector", "plane_curvature_adversarial", "plane_curvature_shared",
+                 "plane_curvature_restricted"):
         row = stored["comparison"][name]
         assert 30 <= row["n"] <= 40 and row["verdict"] in ("lower", "higher", "no significant difference")
         lo, hi = row["ci"]
@@ -121,3 +122,24 @@ def test_every_section_figure_has_its_box(plane_summary):
 def test_figures_use_the_report_colours(plane_summary):
     summary, _ = plane_summary
     assert summary.params["colours"] == colours_for(["standard", "robust"])
+
+
+def test_restricted_plane_finds_the_largest_curvature_orthogonal_to_u():
+    from advlab.geometry.scale import ScaleHessianOperator
+
+    model = _smooth_model()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    y = model(x).argmax(dim=1)
+    direction = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    kwargs = {"h": 0.01, "steps": 16}
+    plain = eigen_plane(model, x, y, direction, generator=torch.Generator().manual_seed(8), **kwargs)
+    restricted = eigen_plane(model, x, y, direction, restrict=True,
+                             generator=torch.Generator().manual_seed(8), **kwargs)
+    u, v = flat(restricted["u"]), flat(restricted["v"])
+    assert torch.allclose((u * v).sum(dim=1), torch.zeros(4, dtype=torch.float64), atol=1e-8)
+    operator = ScaleHessianOperator(model, x, y, h=0.01)
+
+    def form(w):
+        return (flat(w) * operator(flat(w))).sum(dim=1)
+
+    assert bool((form(restricted["v"]) >= form(plain["v"]) - 1e-6).all())

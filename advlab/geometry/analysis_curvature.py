@@ -28,6 +28,7 @@ from advlab.geometry.hessian import cure_curvature, hutchinson_frobenius
 from advlab.geometry.lanczos import hessian_eigs, hessian_spectrum
 from advlab.geometry.profile_plots import linear_noise_reference, plot_profile_bands
 from advlab.geometry.scale import confidence_normalised, scale_hessian_eigs
+from advlab.geometry.stats import bootstrap_median
 
 #: Largest input dimension for which dense Hessian spectra are computed.
 MAX_SPECTRUM_DIM = 1024
@@ -160,6 +161,8 @@ def noise_ratios(state: AnalysisState) -> None:
         state.aggregate(label, median_noise_ratio=line.median_ratio, sqrt_d=math.sqrt(state.dim),
                         noise_ratio_over_sqrt_d=line.median_ratio / math.sqrt(state.dim), subspace=subspace)
         ratios[label] = line.ratio
+    medians_ci = "; ".join(f"{label} median {_median_with_interval(values, state.generator)}"
+                           for label, values in ratios.items())
     reference = linear_noise_reference(state.dim, directions=state.params["directions"],
                                        points=1000, generator=state.generator)
     state.summary.curves["noise_reference_linear"] = reference
@@ -170,6 +173,17 @@ def noise_ratios(state: AnalysisState) -> None:
                  f"over {state.params['directions']} directions) divided by the DeepFool distance, with "
                  f"the prediction √d of Fawzi et al. (2016) and (grey band) the median and 10-90 % band "
                  f"of the exact ratio of a linear classifier ({reference['median']:.3g} "
-                 f"[{reference['low']:.3g}, {reference['high']:.3g}]); n = {len(state.x)} points, "
+                 f"[{reference['low']:.3g}, {reference['high']:.3g}]); n = {len(state.x)} points "
+                 f"({medians_ci}; 95 % bootstrap intervals), "
                  "probes clipped to [0, 1] (unclipped ratios in summary.json). Right: the same ratio inside random "
                  "m-dimensional subspaces (median over points) against √(d/m).")
+
+
+def _median_with_interval(values: torch.Tensor, generator: torch.Generator | None) -> str:
+    """``"m [lo, hi] (n = k)"``: the median of the finite ``values`` with its bootstrap interval."""
+    finite = values.double().cpu()
+    finite = finite[torch.isfinite(finite)]
+    if finite.numel() < 2:
+        return f"n/a (n = {finite.numel()})"
+    lo, hi = bootstrap_median(finite, generator=generator)
+    return f"{finite_median(finite):.3g} [{lo:.3g}, {hi:.3g}] (n = {finite.numel()})"

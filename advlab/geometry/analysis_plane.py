@@ -7,7 +7,10 @@ correctly), per model (:mod:`advlab.geometry.eigenplane`): ``u`` its own DeepFoo
 
 * ``plane_curvature_eigenvector``: along ``v``, ``|l(x+hv) - 2 l(x) + l(x-hv)| / h^2``;
 * ``plane_curvature_adversarial``: the same along ``u``;
-* ``plane_curvature_shared``: both models along the *first* model's ``v`` (one common direction).
+* ``plane_curvature_shared``: both models along the *first* model's ``v`` (one common direction);
+* ``plane_curvature_restricted``: along the top eigenvector of ``P H_h P`` (``P = I - u u^T``), the
+  direction orthogonal to ``u`` of largest curvature (``eigen_plane(..., restrict=True)``; the
+  top eigenvector of ``H_h`` itself is often close to ``u`` for ReLU networks).
 
 With two models each is a paired row (second / first, :func:`advlab.geometry.stats.paired_ratio`:
 median of the per-point ratios, 95 % paired bootstrap interval, ``n``, verdict from the interval
@@ -46,7 +49,10 @@ ROWS = (("plane_curvature_eigenvector", "curvature_v",
         ("plane_curvature_adversarial", "curvature_u",
          "|second difference of the loss| at step h along the own DeepFool direction u"),
         ("plane_curvature_shared", "curvature_shared",
-         "|second difference of the loss| at step h along the first model's eigenvector direction"))
+         "|second difference of the loss| at step h along the first model's eigenvector direction"),
+        ("plane_curvature_restricted", "curvature_restricted",
+         "|second difference of the loss| at step h along the top eigenvector of P H_h P, P = I - u u^T "
+         "(the largest curvature orthogonal to u)"))
 
 
 def _directions(model: Any, x: Tensor, y: Tensor,
@@ -75,9 +81,11 @@ def _measure(state: AnalysisState, x: Tensor, y: Tensor) -> dict[str, dict[str, 
     for label, model in state.models.items():
         direction, norm, correct = _directions(model, x, y, state.generator)
         plane = eigen_plane(model, x, y, direction, h=h, generator=state.generator)
+        restricted = eigen_plane(model, x, y, direction, h=h, generator=state.generator, restrict=True)
         measured[label] = {**plane, "norm": norm, "correct": correct,
                            "curvature_v": second_difference(model, x, y, plane["v"], step=h),
-                           "curvature_u": second_difference(model, x, y, plane["u"], step=h)}
+                           "curvature_u": second_difference(model, x, y, plane["u"], step=h),
+                           "curvature_restricted": second_difference(model, x, y, restricted["v"], step=h)}
     first = measured[state.first]
     for label, model in state.models.items():
         measured[label]["curvature_shared"] = second_difference(model, x, y, first["v"], step=h)
@@ -110,7 +118,8 @@ def eigenvector_plane(state: AnalysisState) -> None:
     fallback = finite_median(norms[norms > 0]) if bool((norms > 0).any()) else 1.0
     extents = state.params["extent_factor"] * torch.where(norms > 0, norms, torch.full_like(norms, fallback))
     per_point = {label: {key: m[key] for key in ("eigenvalue", "cosine", "used_second", "curvature_v",
-                                                 "curvature_u", "curvature_shared", "correct")}
+                                                 "curvature_u", "curvature_shared", "curvature_restricted",
+                                                 "correct")}
                  for label, m in measured.items()}
     state.summary.curves["eigenvector_plane"] = {
         "points": len(x), "step": state.params["h"], "h": state.params["h"], "per_point": per_point,

@@ -167,8 +167,8 @@ def _decision_region_figures(state: AnalysisState) -> None:
         path = decision_regions_2d(model, x_train, y_train, state.png(f"decision_regions_{label}"),
                                    title=f"{label}: decision regions and training points")
         state.figure(f"decision_regions_{label}", path,
-                     f"Predicted class of {label} over the input square (shaded) with the training "
-                     "points coloured by their label.")
+                     f"Predicted class of {label} over the input square (shaded) with the n = "
+                     f"{len(x_train)} training points coloured by their label.")
 
 
 def _own_directions(state: AnalysisState, label: str) -> Tensor:

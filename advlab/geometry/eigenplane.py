@@ -39,8 +39,15 @@ def _orthogonal(direction: Tensor, u: Tensor) -> Tensor:
 
 
 def eigen_plane(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *, h: float,
-                steps: int | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                steps: int | None = None, generator: torch.Generator | None = None,
+                restrict: bool = False) -> dict[str, Tensor]:
     """``u`` (unit ``direction``) and ``v`` (top scale-``h`` eigenvector orthogonalised against ``u``).
+
+    With ``restrict`` the eigenvector is the top one of the curvature restricted to the
+    complement of ``u``, ``P H_h P`` with ``P = I - u u^T`` (Lanczos on the projected operator):
+    the direction orthogonal to ``u`` along which the loss curves most. Without it (the default),
+    the top eigenvector of ``H_h`` itself, Gram-Schmidt against ``u``; for ReLU networks it is often
+    close to ``u`` (``cosine`` near 1), and what is left is only part of an eigendirection.
 
     Args:
         model: classifier returning logits; x: points ``(N, ...)``; y: labels ``(N,)``.
@@ -58,10 +65,15 @@ def eigen_plane(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *, h:
     if bool((flat(direction).norm(dim=1) == 0).any()):
         raise ValueError("direction is zero for some point; pass a DeepFool perturbation or a gradient")
     operator = ScaleHessianOperator(model, x, y, h=h)
-    k = min(2, operator.dim)
-    values, vectors = lanczos(operator, operator.dim, k, steps, batch_size=len(x), which="LA",
-                              generator=generator, device=x.device)  # (N, k), (N, k, D)
     u = flat(unit(direction)).double()
+    k = min(2, operator.dim)
+
+    def projected(q: Tensor) -> Tensor:
+        rows = _orthogonal(q.reshape(len(x), -1).double(), u.to(q.device))
+        return _orthogonal(operator(rows.to(q.dtype)).reshape(len(x), -1).double(), u.to(q.device))
+
+    values, vectors = lanczos(projected if restrict else operator, operator.dim, k, steps, batch_size=len(x),
+                              which="LA", generator=generator, device=x.device)  # (N, k), (N, k, D)
     cosine = (vectors[:, 0] * u).sum(dim=1).abs()  # (N,)
     second = cosine > PARALLEL if k > 1 else torch.zeros_like(cosine, dtype=torch.bool)
     pick = second.long()[:, None, None].expand(-1, 1, vectors.shape[2])

@@ -78,8 +78,8 @@ def plane_summary(digits, digits_mlp, tmp_path_factory):
     x_tr, y_tr, x_te, y_te = digits
     other = _train(make_mlp(seed=1, hidden=32), x_tr, y_tr, epochs=4)
     out = tmp_path_factory.mktemp("plane")
-    summary = analyse({"standard": digits_mlp, "robust": other}, x_te[:60], y_te[:60], out, points=2,
-                      eigs=2, directions=2, plane_points=40, resolution=9, hutchinson_samples=2,
+    summary = analyse({"standard": digits_mlp, "robust": other}, x_te[:40], y_te[:40], out, points=2,
+                      eigs=2, directions=2, plane_points=16, resolution=9, hutchinson_samples=2,
                       landscape_batch=8, subspace_dims=(16,), generator=torch.Generator().manual_seed(0))
     return summary, out
 
@@ -87,22 +87,22 @@ def plane_summary(digits, digits_mlp, tmp_path_factory):
 def test_plane_step_writes_figures_and_paired_rows(plane_summary):
     summary, out = plane_summary
     plane = summary.curves["eigenvector_plane"]
-    assert plane["points"] == 40 and summary.params["plane_points"] == 40
+    assert plane["points"] == 16 and summary.params["plane_points"] == 16
     for name in ("eigenvector_plane_0", "eigenvector_plane_1", "eigenvector_plane_flattening"):
         assert (out / summary.figures[name]).stat().st_size > 1000
-    assert "n = 40" in summary.captions["eigenvector_plane_flattening"]
+    assert "n = 16" in summary.captions["eigenvector_plane_flattening"]
     stored = json.loads((out / "summary.json").read_text())
     for name in ("plane_curvature_eigenvector", "plane_curvature_adversarial", "plane_curvature_shared",
                  "plane_curvature_restricted"):
         row = stored["comparison"][name]
-        assert 30 <= row["n"] <= 40 and row["verdict"] in ("lower", "higher", "no significant difference")
+        assert 12 <= row["n"] <= 16 and row["verdict"] in ("lower", "higher", "no significant difference")
         lo, hi = row["ci"]
         assert lo <= row["ratio"] <= hi and math.isfinite(lo)
         assert row == stored["curves"]["eigenvector_plane"]["comparison"][name]
     row = stored["comparison"]["plane_curvature_eigenvector"]
     assert f"{row['ratio']:.3g}" in summary.captions["eigenvector_plane_flattening"]
     curvature = plane["per_point"]["standard"]["curvature_v"]
-    assert curvature.shape == (40,) and bool(torch.isfinite(curvature).all())
+    assert curvature.shape == (16,) and bool(torch.isfinite(curvature).all())
 
 
 def test_every_section_figure_has_its_box(plane_summary):

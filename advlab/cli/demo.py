@@ -147,8 +147,11 @@ def _geometry(plan: DemoPlan, models: dict[str, Any], x, y, store, out_dir: Path
     from advlab.geometry import analyse, store_summary
 
     started = _stage(5, f"geometry of both models ({plan.geometry_points} points)")
+    from advlab.report.plotting import colours_for, report_run_names
+
     summary = analyse(models, x, y, out_dir / "geometry", points=plan.geometry_points, eigs=plan.eigs,
-                      directions=8, generator=generator, metadata={"dataset": plan.dataset})
+                      directions=8, generator=generator, metadata={"dataset": plan.dataset},
+                      colours=colours_for(models, report_run_names(store)))
     store_summary(store, next(iter(models)), summary)
     rows = list(summary.comparison.items())[:2]
     _done(started, "; ".join(f"{name} ratio {row['ratio']:.3g} [{row['ci'][0]:.3g}, {row['ci'][1]:.3g}] "

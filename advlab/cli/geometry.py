@@ -109,7 +109,7 @@ def geometry(
         raise ValueError(f"--compare-points must be at least 2 (100 or more recommended), got {compare_points}")
     summary = analyse(models, x, y, target, points=points, eigs=eigs, directions=directions,
                       generator=generator, progress=tick, train_xy=_training_points(ctx, x, seed),
-                      metadata=metadata, h=h, bound_loss=bound_loss)
+                      metadata=metadata, h=h, bound_loss=bound_loss, colours=_colours(ctx, models))
     bar.close()
     if compare is not None:
         _paired_comparison(ctx, models, summary, target, seed=seed, n=compare_points, h=h, clip=clip,
@@ -127,6 +127,8 @@ def _paired_comparison(ctx: Any, models: dict[str, Any], summary: Any, target: P
     import torch
 
     from advlab._utils import atomic_write_json
+    from advlab.geometry.analysis import plane_rows
+    from advlab.geometry.analysis_plane import plane_lines
     from advlab.geometry.compare import compare
 
     x, y = _candidates(ctx, seed + 1, n)
@@ -134,12 +136,24 @@ def _paired_comparison(ctx: Any, models: dict[str, Any], summary: Any, target: P
     labels = (first_label, second_label)
     result = compare(first, second, x[:n], y[:n], labels=labels, h=h, clip=clip, directions=directions,
                      generator=torch.Generator(device=x.device).manual_seed(seed))
-    summary.comparison = result.rows
+    summary.comparison = {**result.rows, **plane_rows(summary)}
     summary.params["comparison"] = {**result.params, "points": result.points,
                                     "both_correct": result.both_correct, "labels": list(labels)}
     summary.timings["paired comparison"] = sum(result.timings.values())
-    summary.metadata["comparison_lines"] = result.lines()
+    summary.metadata["comparison_lines"] = result.lines() + plane_lines(summary)
     atomic_write_json(target / "summary.json", summary.to_dict())
+
+
+def _colours(ctx: Any, models: dict[str, Any]) -> dict[str, str]:
+    """The colour the report gives each model's run (from the store's run names)."""
+    from advlab.report.plotting import colours_for, report_run_names
+    from advlab.store import Store
+
+    names: list[str] = []
+    if ctx.store_path.exists():
+        with Store(ctx.store_path) as store:
+            names = report_run_names(store)
+    return colours_for(models, names)
 
 
 def _check_same_dataset(ctx: Any, other: Any) -> None:
@@ -211,13 +225,18 @@ def _comparison_lines(summary: Any) -> list[str]:
     """The paired comparison's lines (from :func:`advlab.geometry.compare` or the figure points)."""
     if "comparison_lines" in summary.metadata:
         return list(summary.metadata["comparison_lines"])
+    from advlab.geometry.analysis_plane import plane_lines
+
+    plane = set(summary.curves.get("eigenvector_plane", {}).get("comparison") or {})
     lines = []
     if summary.comparison:
         first, second = summary.models
         lines.append(f"{second} / {first} on the {summary.points} figure points (95 % paired bootstrap; "
                      "use --compare for 100 points):")
     for name, row in summary.comparison.items():
+        if name in plane:
+            continue
         lo, hi = row["ci"]
         said = row["verdict"] if row["verdict"] != "lower" and row["verdict"] != "higher" else f"{summary.models[1]} {row['verdict']}"
         lines.append(f"{name}: {_number(row['ratio'])} [{_number(lo)}, {_number(hi)}] n={row['n']}: {said}")
-    return lines
+    return lines + plane_lines(summary)

@@ -80,7 +80,8 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
             hutchinson_samples: int = 64, generator: torch.Generator | None = None,
             progress: Progress | None = None, train_xy: tuple[Tensor, Tensor] | None = None,
             metadata: dict[str, Any] | None = None, h: float = 0.5,
-            bound_loss: str = "ce") -> GeometrySummary:
+            bound_loss: str = "ce", plane_points: int = 40,
+            colours: dict[str, str] | None = None) -> GeometrySummary:
     """Run every geometry analysis that applies on ``points`` test points of ``x``.
 
     Args:
@@ -105,26 +106,40 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
         metadata: stored as is in the summary (dataset, run names, seed, ...).
         h: scale of the finite-difference curvature (:mod:`advlab.geometry.scale`).
         bound_loss: loss of CURE's bounds: ``"ce"`` (flip at ``log 2``) or ``"cw"`` (margin, 0).
+        plane_points: points of the (DeepFool direction, top eigenvector at scale ``h``) plane and
+            its paired curvature rows (:mod:`advlab.geometry.analysis_plane`; at most ``len(x)``),
+            chosen like the analysed points; at least 40 for a useful interval.
+        colours: model label -> colour of every figure (default
+            :func:`advlab.report.plotting.colours_for` of the labels; the CLI passes the colours the
+            report gives those runs).
 
     Returns:
         the :class:`GeometrySummary`, also written to ``out_dir / "summary.json"``.
     """
     _check(models, x, y, points, eigs, directions)
+    if isinstance(plane_points, bool) or not isinstance(plane_points, int) or plane_points < 0:
+        raise ValueError(f"plane_points must be a non-negative int (0 skips the plane), got {plane_points!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    index = select_points(models, x, y, points)
+    plane_points = min(plane_points, len(x))
+    chosen = select_points(models, x, y, max(points, plane_points))
+    index, plane_index = chosen[:points], chosen[:plane_points]
     params = {"points": points, "eigs": min(eigs, x[0].numel()), "directions": directions,
               "subspace_dims": None if subspace_dims is None else list(subspace_dims),
               "spectrum_points": spectrum_points, "landscape_batch": min(landscape_batch, len(x)),
               "resolution": resolution, "extent_factor": extent_factor,
-              "hutchinson_samples": hutchinson_samples, "h": float(h), "bound_loss": bound_loss}
+              "hutchinson_samples": hutchinson_samples, "h": float(h), "bound_loss": bound_loss,
+              "plane_points": plane_points}
     summary = GeometrySummary(models=list(models), input_shape=list(x.shape[1:]),
                               input_dim=x[0].numel(), indices=index.tolist(),
                               labels=y[index.to(y.device)].tolist(), params=params,
                               metadata={"out_dir": str(out_dir.resolve()), **(metadata or {})})
     state = AnalysisState(models, x[index.to(x.device)], y[index.to(y.device)],
                           (x[:landscape_batch], y[:landscape_batch]), out_dir, summary,
-                          generator, train_xy)
+                          generator, train_xy,
+                          pool=(x[plane_index.to(x.device)], y[plane_index.to(y.device)]) if plane_points else None)
+    state.colours = dict(colours) if colours else {}
+    summary.params["colours"] = state.palette
     for done, (name, step) in enumerate(STEPS, start=1):
         started = time.perf_counter()
         step(state)
@@ -132,9 +147,15 @@ def analyse(models: dict[str, nn.Module], x: Tensor, y: Tensor, out_dir: str | P
         logger.info("geometry: %s done in %.1f s", name, summary.timings[name])
         if progress is not None:
             progress(name, done, len(STEPS))
-    summary.comparison = compare_models(summary, generator=generator)
+    summary.comparison = {**compare_models(summary, generator=generator), **plane_rows(summary)}
     atomic_write_json(out_dir / "summary.json", summary.to_dict())
     return summary
+
+
+def plane_rows(summary: GeometrySummary) -> dict[str, dict[str, Any]]:
+    """The paired rows of the eigenvector-plane step (:mod:`advlab.geometry.analysis_plane`), to be
+    kept in ``summary.comparison`` next to any other comparison; ``{}`` when it did not run."""
+    return dict(summary.curves.get("eigenvector_plane", {}).get("comparison") or {})
 
 
 def store_summary(store: Any, run_name: str | None, summary: GeometrySummary) -> int:

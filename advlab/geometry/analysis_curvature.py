@@ -28,6 +28,7 @@ from advlab.geometry.hessian import cure_curvature, hutchinson_frobenius
 from advlab.geometry.lanczos import hessian_eigs, hessian_spectrum
 from advlab.geometry.profile_plots import linear_noise_reference, plot_profile_bands
 from advlab.geometry.scale import confidence_normalised, scale_hessian_eigs
+from advlab.geometry.stats import bootstrap_median
 
 #: Largest input dimension for which dense Hessian spectra are computed.
 MAX_SPECTRUM_DIM = 1024
@@ -68,16 +69,17 @@ def hessian(state: AnalysisState) -> None:
         state.skip("hessian_spectrum", f"input dimension {dim} > {MAX_SPECTRUM_DIM}: dense Hessians "
                                        f"are too expensive; top-{state.params['eigs']} Lanczos only")
     kind = "every eigenvalue" if spectra else f"top {state.params['eigs']} eigenvalues (Lanczos)"
-    path = plot_eigenvalue_profiles(profiles, state.png("hessian_eigenvalues"),
+    path = plot_eigenvalue_profiles(profiles, state.png("hessian_eigenvalues"), colours=state.palette,
                                     title="Input-Hessian eigenvalue profile of the cross-entropy")
     state.figure("hessian_eigenvalues", path,
                  f"|λ| of the input Hessian of the loss against rank ({kind}; thin lines: single "
-                 "test points, thick: median; values below 1e-8 of the largest, round-off around "
+                 f"test points, thick: median over n = {len(next(iter(profiles.values())))} points; values below 1e-8 of the largest, round-off around "
                  "the exact zeros of ReLU networks, are drawn at that floor). Lower curves mean a "
                  "flatter, less curved loss (Moosavi-Dezfooli et al. 2019).")
 
 
-    path = plot_profile_bands(bands, state.png("eigenvalue_profile_bands"), h=state.params["h"])
+    path = plot_profile_bands(bands, state.png("eigenvalue_profile_bands"), h=state.params["h"],
+                              colours=state.palette)
     state.figure("eigenvalue_profile_bands", path,
                  f"Top {state.params['eigs']} eigenvalues per point, median (line) and 10-90 % band "
                  f"over the n = {len(x)} points, of the pointwise input Hessian (left) and of the "
@@ -112,7 +114,8 @@ def curvature_bounds_step(state: AnalysisState) -> None:
                         fraction_quadratic_model_breaks=float((~(below & above))[valid].sum()) / count,
                         fraction_lower_equals_upper=float((bounds["lower"] == bounds["upper"])[valid].sum()) / count)
         lower[label], upper[label] = bounds["lower"], bounds["upper"]
-    path = plot_bounds_vs_measured(state.norms, lower, upper, state.png("curvature_bounds"))
+    path = plot_bounds_vs_measured(state.norms, lower, upper, state.png("curvature_bounds"),
+                                   colours=state.palette)
     name = "cross-entropy, flip at CE = log 2" if loss == "ce" else "margin loss, flip at 0"
     state.figure("curvature_bounds", path,
                  f"CURE's bounds ({name}) on the minimal perturbation, n = {len(state.x)} points: ▼ "
@@ -158,15 +161,29 @@ def noise_ratios(state: AnalysisState) -> None:
         state.aggregate(label, median_noise_ratio=line.median_ratio, sqrt_d=math.sqrt(state.dim),
                         noise_ratio_over_sqrt_d=line.median_ratio / math.sqrt(state.dim), subspace=subspace)
         ratios[label] = line.ratio
+    medians_ci = "; ".join(f"{label} median {_median_with_interval(values, state.generator)}"
+                           for label, values in ratios.items())
     reference = linear_noise_reference(state.dim, directions=state.params["directions"],
                                        points=1000, generator=state.generator)
     state.summary.curves["noise_reference_linear"] = reference
-    path = plot_noise_ratios(ratios, state.dim, medians, state.png("noise_ratio"), reference=reference)
+    path = plot_noise_ratios(ratios, state.dim, medians, state.png("noise_ratio"), reference=reference,
+                             colours=state.palette)
     state.figure("noise_ratio", path,
                  "Left: per test point, the distance to the boundary along a random direction (median "
                  f"over {state.params['directions']} directions) divided by the DeepFool distance, with "
                  f"the prediction √d of Fawzi et al. (2016) and (grey band) the median and 10-90 % band "
                  f"of the exact ratio of a linear classifier ({reference['median']:.3g} "
-                 f"[{reference['low']:.3g}, {reference['high']:.3g}]); n = {len(state.x)} points, "
+                 f"[{reference['low']:.3g}, {reference['high']:.3g}]); n = {len(state.x)} points "
+                 f"({medians_ci}; 95 % bootstrap intervals), "
                  "probes clipped to [0, 1] (unclipped ratios in summary.json). Right: the same ratio inside random "
                  "m-dimensional subspaces (median over points) against √(d/m).")
+
+
+def _median_with_interval(values: torch.Tensor, generator: torch.Generator | None) -> str:
+    """``"m [lo, hi] (n = k)"``: the median of the finite ``values`` with its bootstrap interval."""
+    finite = values.double().cpu()
+    finite = finite[torch.isfinite(finite)]
+    if finite.numel() < 2:
+        return f"n/a (n = {finite.numel()})"
+    lo, hi = bootstrap_median(finite, generator=generator)
+    return f"{finite_median(finite):.3g} [{lo:.3g}, {hi:.3g}] (n = {finite.numel()})"

@@ -82,6 +82,8 @@ class AnalysisState:
     u: Tensor | None = None  # (N, ...) unit adversarial direction of the first model
     v: Tensor | None = None  # (N, ...) unit random direction orthogonal to u
     extents: Tensor | None = None  # (N,) half-width of each point's cross-section
+    pool: tuple[Tensor, Tensor] | None = None  # (P, ...), (P,) points of the eigenvector plane
+    colours: dict[str, str] = field(default_factory=dict)  # model label -> the run's colour
 
     @property
     def params(self) -> dict[str, Any]:
@@ -102,6 +104,19 @@ class AnalysisState:
 
     def aggregate(self, label: str, **values: Any) -> None:
         self.summary.aggregates.setdefault(label, {}).update(values)
+
+    def colour(self, label: str) -> str:
+        """The colour of model ``label`` in every figure (the report's colour of that run)."""
+        if label not in self.colours:
+            from advlab.report.plotting import colours_for
+
+            self.colours = {**colours_for(self.models), **self.colours}
+        return self.colours[label]
+
+    @property
+    def palette(self) -> dict[str, str]:
+        """``{label: colour}`` of every model (see :meth:`colour`)."""
+        return {label: self.colour(label) for label in self.models}
 
     def png(self, name: str) -> Path:
         """``out_dir / <name>.png`` with anything but letters, digits, ``-``, ``_``, ``.`` replaced."""

@@ -21,6 +21,7 @@ from advlab.attacks._core import model_guard, predict
 from advlab.attacks.result import AttackResult
 from advlab.geometry._common import orthonormal_pair, random_normal
 from advlab.geometry.analysis_curvature import curvature_bounds_step, hessian, noise_ratios
+from advlab.geometry.analysis_plane import eigenvector_plane
 from advlab.geometry.analysis_plots import plot_point_sections
 from advlab.geometry.analysis_state import AnalysisState, finite_median
 from advlab.geometry.boundary import (
@@ -28,6 +29,7 @@ from advlab.geometry.boundary import (
     decision_regions_2d,
     section_curvature,
 )
+from advlab.geometry.box import box_section, box_summary
 from advlab.geometry.hessian import input_gradient
 from advlab.geometry.landscape import (
     filter_normalized_direction,
@@ -124,16 +126,35 @@ def cross_sections(state: AnalysisState) -> None:
 
 def _section_figure(state: AnalysisState, i: int, sections: list[dict[str, Any]],
                     curvatures: list[float]) -> None:
-    """Cross-sections of point ``i`` for every model side by side, recorded with a caption."""
+    """Cross-sections of point ``i`` for every model side by side, with the input box, recorded
+    with a caption."""
     true_class = int(state.y[i])
-    path = plot_point_sections(sections, list(state.models), curvatures, state.png(f"cross_section_{i}"),
-                               point=i, true_class=true_class, reference=state.first)
-    state.figure(f"cross_section_{i}", path,
+    name = f"cross_section_{i}"
+    boxes = record_boxes(state, name, state.x[i], sections)
+    path = plot_point_sections(sections, list(state.models), curvatures, state.png(name),
+                               point=i, true_class=true_class, reference=state.first, boxes=boxes)
+    state.figure(name, path,
                  f"Decision regions of {' and '.join(state.models)} in the plane through test point "
-                 f"{i} (true class {true_class}), each spanned by its own DeepFool direction "
-                 "(horizontal) and a shared random direction orthogonalised against it (vertical), in L2 units; the black "
-                 "line is the boundary of the point's predicted class, the dashed white line "
-                 "encloses the valid inputs; κ is the boundary curvature at the crossing.")
+                 f"{i} (true class {true_class}; n = 1 point per panel, the curvature of all "
+                 f"{len(state.x)} points is in summary.json), each spanned by its own DeepFool direction "
+                 "(horizontal) and a shared random direction orthogonalised against it (vertical), in L2 "
+                 "units; the black line is the boundary of the point's predicted class, the dashed white "
+                 f"line the [0, 1] box ({_box_words(state.models, boxes)}); κ is the boundary curvature "
+                 "at the crossing.")
+
+
+def record_boxes(state: AnalysisState, name: str, x0: Tensor, sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The [0, 1] box cut by each section's plane (:func:`box_section`), recorded in
+    ``summary.curves["boxes"][name]`` as ``{label: {"vertices", "fraction"}}``."""
+    boxes = [box_section(x0, section["u"], section["v"], extent=section["extent"]) for section in sections]
+    state.summary.curves.setdefault("boxes", {})[name] = {
+        label: {"vertices": box["vertices"], "fraction": box["fraction"]}
+        for label, box in zip(state.models, boxes)}
+    return boxes
+
+
+def _box_words(labels: Any, boxes: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{label}: {box_summary(box)}" for label, box in zip(labels, boxes))
 
 
 def _decision_region_figures(state: AnalysisState) -> None:
@@ -146,42 +167,55 @@ def _decision_region_figures(state: AnalysisState) -> None:
         path = decision_regions_2d(model, x_train, y_train, state.png(f"decision_regions_{label}"),
                                    title=f"{label}: decision regions and training points")
         state.figure(f"decision_regions_{label}", path,
-                     f"Predicted class of {label} over the input square (shaded) with the training "
-                     "points coloured by their label.")
+                     f"Predicted class of {label} over the input square (shaded) with the n = "
+                     f"{len(x_train)} training points coloured by their label.")
+
+
+def _own_directions(state: AnalysisState, label: str) -> Tensor:
+    """Model ``label``'s DeepFool directions ``(N, ...)`` (the shared ``u`` where it found none)."""
+    return torch.stack([_own_direction(state, label, i) for i in range(len(state.x))])
 
 
 def input_landscape(state: AnalysisState) -> None:
-    """Per-sample loss along ``u`` and ``v`` (1-D) and mean loss over their plane (2-D)."""
+    """Per-sample loss along each model's own DeepFool direction ``u`` and the random direction
+    ``v`` (1-D), and the mean loss over their plane (2-D)."""
     assert state.u is not None and state.v is not None and state.extents is not None
     scale = finite_median(state.extents)
     offsets, grid = torch.linspace(-scale, scale, 41), torch.linspace(-scale, scale, 21)
     curves: dict[str, Any] = {"offsets": offsets, "grid": grid, "models": {}}
-    lines, names = [], []
+    lines, names, colours = [], [], []
+    n = len(state.x)
     for label, model in state.models.items():
-        along_u = loss_line(model, state.x, state.y, state.u, offsets)
-        along_v = loss_line(model, state.x, state.y, state.v, offsets)
-        surface = loss_surface(model, state.x, state.y, state.u, state.v, grid, grid)
+        own, random = orthonormal_pair(_own_directions(state, label), state.v)
+        along_u = loss_line(model, state.x, state.y, own, offsets)
+        along_v = loss_line(model, state.x, state.y, random, offsets)
+        surface = loss_surface(model, state.x, state.y, own, random, grid, grid)
         state.record(label, loss_along_adversarial=along_u["loss"].T, loss_along_random=along_v["loss"].T)
-        curves["models"][label] = {"adversarial": along_u["loss"].double().mean(dim=1),
-                                   "random": along_v["loss"].double().mean(dim=1),
+        curves["models"][label] = {"adversarial": along_u["loss"].double().quantile(0.5, dim=1),
+                                   "random": along_v["loss"].double().quantile(0.5, dim=1),
                                    "surface": surface["loss"].double().mean(dim=2)}
         lines += [along_u, along_v]
         names += [f"{label}: DeepFool direction", f"{label}: random direction"]
+        colours += [state.colour(label)] * 2
         path = plot_loss_surface(surface, state.png(f"input_loss_surface_{label}"),
                                  title=f"{label}: input-space loss around the test points",
-                                 xlabel=f"α along the DeepFool direction of {state.first} (L2)",
+                                 xlabel=f"α along the DeepFool direction of {label} (L2)",
                                  ylabel="β along a random orthogonal direction (L2)")
         state.figure(f"input_loss_surface_{label}", path,
-                     f"Cross-entropy of {label} averaged over {len(state.x)} test points on the "
-                     "plane x + αu + βv (u: DeepFool direction, v: random orthogonal direction).")
+                     f"Cross-entropy of {label} averaged over n = {n} test points on the plane "
+                     f"x + αu + βv (u: {label}'s own DeepFool direction, v: a random direction "
+                     "orthogonal to it), log colour scale; the plane leaves the [0, 1] box (see "
+                     "the cross-sections).")
     state.summary.curves["input_loss"] = curves
-    path = plot_loss_curves(lines, names, state.png("input_loss_lines"), log_scale=True,
+    path = plot_loss_curves(lines, names, state.png("input_loss_lines"), log_scale=True, colours=colours,
+                            styles=["-", "--"] * len(state.models),
                             title="Input-space loss: adversarial vs random direction",
                             xlabel="distance from the test point (L2)",
-                            ylabel="cross-entropy (mean over points)")
+                            ylabel="cross-entropy")
     state.figure("input_loss_lines", path,
-                 "Mean cross-entropy along the DeepFool direction and along a random direction "
-                 "through each test point: the loss rises steeply only along the adversarial one.")
+                 f"Cross-entropy along each model's own DeepFool direction (solid) and along a random "
+                 f"direction (dashed) through each test point: median over n = {n} points with the "
+                 "10-90 % band, one colour per run; the loss rises steeply only along the adversarial one.")
 
 
 def weight_landscape(state: AnalysisState) -> None:
@@ -192,6 +226,7 @@ def weight_landscape(state: AnalysisState) -> None:
     origin = int(line_axis.abs().argmin())
     curves: dict[str, Any] = {}
     lines = []
+    colours = [state.colour(label) for label in state.models]
     for label, model in state.models.items():
         first = filter_normalized_direction(model, generator=state.generator)
         second = filter_normalized_direction(model, generator=state.generator)
@@ -206,17 +241,19 @@ def weight_landscape(state: AnalysisState) -> None:
                                  title=f"{label}: loss around the weights (filter-normalised)",
                                  xlabel="α along direction 1", ylabel="β along direction 2")
         state.figure(f"weight_landscape_2d_{label}", path,
-                     f"Mean cross-entropy of {label} on {len(x_batch)} test points at "
-                     "θ + αd₁ + βd₂ for two random filter-normalised directions (Li et al. 2018).")
+                     f"Mean cross-entropy of {label} on n = {len(x_batch)} test points at "
+                     "θ + αd₁ + βd₂ for two random filter-normalised directions (Li et al. 2018), log "
+                     "colour scale.")
     state.summary.curves["weight_landscape"] = curves
-    path = plot_loss_curves(lines, list(state.models), state.png("weight_landscape_1d"),
+    path = plot_loss_curves(lines, list(state.models), state.png("weight_landscape_1d"), colours=colours,
                             log_scale=True, title="Loss along a filter-normalised weight direction")
     state.figure("weight_landscape_1d", path,
-                 f"Mean loss on {len(x_batch)} test points at θ + αd along one random "
+                 f"Mean loss on n = {len(x_batch)} test points at θ + αd along one random "
                  "filter-normalised direction d per model (Li et al. 2018); flatter is wider.")
 
 
 STEPS = (("minimal perturbations", minimal_perturbations), ("cross-sections", cross_sections),
          ("input-space loss", input_landscape), ("weight-space loss", weight_landscape),
-         ("Hessian spectrum", hessian), ("curvature bounds", curvature_bounds_step),
+         ("Hessian spectrum", hessian), ("eigenvector plane", eigenvector_plane),
+         ("curvature bounds", curvature_bounds_step),
          ("random noise", noise_ratios))

@@ -154,12 +154,15 @@ def section_curvature(section: dict[str, Any]) -> tuple[float, float]:
 
 def plot_cross_sections(sections: list[dict[str, Any]], titles: list[str], path: str | Path, *,
                         xlabel: str | list[str] = "α along the adversarial direction u",
-                        ylabel: str = "β along a random direction v") -> Path:
+                        ylabel: str = "β along a random direction v",
+                        boxes: list[dict[str, Any]] | None = None) -> Path:
     """Draw cross-sections side by side with one class colour map.
 
     The point ``x0`` is a white star, the boundary of its class a black line, and the part of
     the plane inside the input box (often only a sliver around the ``u`` axis for images) is
-    outlined with a dashed white line. ``xlabel`` may give one label per section.
+    outlined with a dashed white line: the exact polygon when ``boxes`` gives one
+    :func:`advlab.geometry.box.box_section` per section, else the grid's ``inside_box``.
+    ``xlabel`` may give one label per section.
     """
     from matplotlib.colors import ListedColormap
 
@@ -170,7 +173,7 @@ def plot_cross_sections(sections: list[dict[str, Any]], titles: list[str], path:
     colours = ListedColormap([f"C{i % 10}" for i in range(max(classes, 2))])
     fig, axes = new_figure(ncols=len(sections))
     axes = [axes] if len(sections) == 1 else list(axes)
-    for ax, section, title, label in zip(axes, sections, titles, xlabels):
+    for index, (ax, section, title, label) in enumerate(zip(axes, sections, titles, xlabels)):
         extent = section["extent"]
         box = (-extent, extent, -extent, extent)
         image = ax.imshow(section["predictions"].cpu().numpy(), origin="lower", extent=box,
@@ -178,14 +181,32 @@ def plot_cross_sections(sections: list[dict[str, Any]], titles: list[str], path:
         offsets1, offsets2 = section["offsets1"].cpu().numpy(), section["offsets2"].cpu().numpy()
         ax.contour(offsets1, offsets2, section["margins"].cpu().numpy(), levels=[0.0], colors="black",
                    linewidths=1.2)
-        inside = section["inside_box"].float().cpu().numpy()
-        if 0 < inside.sum() < inside.size:
-            ax.contour(offsets1, offsets2, inside, levels=[0.5], colors="white", linestyles="--",
-                       linewidths=1.0)
+        if boxes is not None:
+            draw_box(ax, boxes[index])
+        else:
+            inside = section["inside_box"].float().cpu().numpy()
+            if 0 < inside.sum() < inside.size:
+                ax.contour(offsets1, offsets2, inside, levels=[0.5], colors="white", linestyles="--",
+                           linewidths=1.0)
         ax.plot([0.0], [0.0], marker="*", color="white", markeredgecolor="black", markersize=13)
         ax.set(title=title, xlabel=label, ylabel=ylabel)
     fig.colorbar(image, ax=axes, ticks=range(colours.N), label="predicted class", shrink=0.8)
     return save_figure(fig, path)
+
+
+def draw_box(ax: Any, box: dict[str, Any]) -> None:
+    """Outline a :func:`advlab.geometry.box.box_section` polygon on ``ax`` (dashed white); a box
+    met only in a segment or at the point is drawn as that segment (or a white ring)."""
+    vertices = box["vertices"].cpu().numpy()
+    if len(vertices) == 0:
+        return
+    if box["fraction"] >= 1e-4:
+        closed = list(vertices) + [vertices[0]]
+        ax.plot([v[0] for v in closed], [v[1] for v in closed], color="white", linestyle="--",
+                linewidth=1.2, label="[0, 1] box")
+    else:
+        ax.plot(vertices[:, 0], vertices[:, 1], color="white", linestyle="--", linewidth=1.2,
+                marker="o", markersize=9, markerfacecolor="none", label="[0, 1] box (degenerate)")
 
 
 def decision_regions_2d(model: nn.Module, x_train: Tensor, y_train: Tensor, path: str | Path, *,

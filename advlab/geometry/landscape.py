@@ -32,7 +32,7 @@ from advlab.geometry._common import (
     random_normal,
     unit,
 )
-from advlab.report.plotting import new_figure, save_figure
+from advlab.report.plotting import add_legend, new_figure, save_figure
 from advlab.threat import per_sample_view
 
 Direction = dict[str, Tensor]
@@ -194,24 +194,76 @@ def weight_landscape_1d(model: nn.Module, x: Tensor, y: Tensor, offsets: Sequenc
 def plot_loss_curves(curves: list[dict[str, Any]], labels: list[str], path: str | Path, *,
                      title: str = "Loss along a filter-normalised direction",
                      xlabel: str = "α (step along the direction)", ylabel: str = "mean loss",
-                     log_scale: bool = False) -> Path:
+                     log_scale: bool = False, colours: list[str] | None = None,
+                     styles: list[str] | None = None) -> Path:
     """Overlay 1-D curves (from :func:`weight_landscape_1d` or :func:`loss_line`) of several models.
 
-    A ``loss`` of shape ``(A, B)`` (per sample) is averaged over samples.
+    A ``loss`` of shape ``(A, B)`` (per sample) is drawn as its median over the ``B`` samples with
+    the 10-90 % band (the legend gives ``n``). ``colours``/``styles``: one colour (the run's, see
+    :func:`advlab.report.plotting.colours_for`) and line style per curve.
     """
     if len(curves) != len(labels) or not curves:
         raise ValueError(f"need one label per curve, got {len(curves)} curves and {len(labels)} labels")
+    colours = colours or [f"C{i % 10}" for i in range(len(curves))]
+    styles = styles or ["-"] * len(curves)
     fig, ax = new_figure(width=5.6, height=4.0)
-    for curve, label in zip(curves, labels):
-        values = curve["loss"].double()
-        values = values.mean(dim=1) if values.dim() == 2 else values
-        ax.plot(curve["offsets"].cpu().numpy(), values.cpu().numpy(), label=label, linewidth=1.6)
+    for curve, label, colour, style in zip(curves, labels, colours, styles):
+        values = curve["loss"].double().cpu()
+        offsets = curve["offsets"].cpu().numpy()
+        if values.dim() == 2:
+            band = torch.quantile(values, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=1)
+            ax.fill_between(offsets, band[0].numpy(), band[2].numpy(), color=colour, alpha=0.15)
+            label, values = f"{label} (median, 10-90 %, n={values.shape[1]})", band[1]
+        ax.plot(offsets, values.numpy(), label=label, linewidth=1.6, color=colour, linestyle=style)
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if log_scale:
         ax.set_yscale("log")
-    ax.legend()
+    add_legend(ax)
     return save_figure(fig, path)
+
+
+def draw_loss(ax: Any, values: Tensor, offsets1: Tensor, offsets2: Tensor, *, levels: int = 20,
+              log_scale: bool | None = None) -> Any:
+    """Filled contours of a loss grid ``(len(offsets2), len(offsets1))`` on ``ax``; the mappable.
+
+    ``log_scale`` (default: whenever the loss is positive, as cross-entropy is) spaces the colour
+    levels logarithmically (a symmetric-log scale when some values are not positive), so the basin
+    stays readable next to steep walls."""
+    import numpy as np
+    from matplotlib.colors import LogNorm, SymLogNorm
+
+    grid = values.double().cpu().numpy()
+    a, b = offsets1.cpu().numpy(), offsets2.cpu().numpy()
+    low, high = float(grid.min()), float(grid.max())
+    if high <= low:
+        high = low + max(abs(low), 1.0) * 1e-6
+    if log_scale is None or log_scale:
+        if low > 0:
+            norm = LogNorm(low, high)
+            spaced = np.geomspace(low, high * (1 + 1e-9), levels)
+        else:
+            linthresh = max(1e-3 * max(abs(low), abs(high)), 1e-12)
+            norm = SymLogNorm(linthresh, vmin=low, vmax=high)
+            spaced = norm.inverse(np.linspace(0.0, 1.0, levels))
+        return ax.contourf(a, b, grid, levels=spaced, cmap="viridis", norm=norm)
+    return ax.contourf(a, b, grid, levels=levels, cmap="viridis")
+
+
+def loss_colorbar(fig: Any, filled: Any, ax: Any, *, label: str, ticks: int = 5, **kwargs: Any) -> Any:
+    """A colour bar for :func:`draw_loss` with ``ticks`` readable labels (``%.2g``) spread over its
+    range, geometrically on a log scale, instead of one label per contour level."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    bar = fig.colorbar(filled, ax=ax, label=label, **kwargs)
+    low, high = filled.norm.vmin, filled.norm.vmax
+    if low is None or high is None or not high > low:
+        return bar
+    spread = np.geomspace(low, high, ticks) if isinstance(filled.norm, LogNorm) else np.linspace(low, high, ticks)
+    bar.set_ticks(spread, labels=[f"{value:.2g}" for value in spread])
+    bar.minorticks_off()
+    return bar
 
 
 def plot_loss_surface(surface: dict[str, Any], path: str | Path, *,
@@ -221,29 +273,19 @@ def plot_loss_surface(surface: dict[str, Any], path: str | Path, *,
     """Filled contour plot of a 2-D landscape with labelled contour lines; the origin is marked.
 
     A per-sample ``loss`` ``(Bb, A, B)`` (from :func:`loss_surface`) is averaged over samples.
-    ``log_scale`` (default: when the loss is positive and spans more than a factor 100) spaces
-    the colour levels logarithmically, so the basin stays readable next to steep walls.
+    The colour scale is logarithmic for a positive loss (symmetric-log otherwise) unless
+    ``log_scale=False`` (:func:`draw_loss`).
     """
-    import numpy as np
-    from matplotlib.colors import LogNorm
-
     values = surface["loss"].double()
     values = values.mean(dim=2) if values.dim() == 3 else values
-    offsets1, offsets2 = surface["offsets1"].cpu().numpy(), surface["offsets2"].cpu().numpy()
-    low, high = float(values.min()), float(values.max())
-    if log_scale is None:
-        log_scale = low > 0 and high > 100 * low
     fig, ax = new_figure(width=5.4, height=4.4)
-    if log_scale and low > 0:
-        spaced = np.geomspace(low, high * (1 + 1e-9), levels)
-        filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=spaced, cmap="viridis",
-                             norm=LogNorm(low, high))
-    else:
-        filled = ax.contourf(offsets1, offsets2, values.cpu().numpy(), levels=levels, cmap="viridis")
-    lines = ax.contour(offsets1, offsets2, values.cpu().numpy(), levels=filled.levels[::4], colors="white",
-                       linewidths=0.6)
+    filled = draw_loss(ax, values, surface["offsets1"], surface["offsets2"], levels=levels,
+                       log_scale=log_scale)
+    lines = ax.contour(surface["offsets1"].cpu().numpy(), surface["offsets2"].cpu().numpy(),
+                       values.cpu().numpy(), levels=filled.levels[::4], colors="white", linewidths=0.6)
     ax.clabel(lines, fontsize=7, fmt="%.2g")
     ax.plot([0.0], [0.0], marker="*", color="red", markersize=12)
-    fig.colorbar(filled, ax=ax, label="loss (log scale)" if log_scale and low > 0 else "loss")
+    logarithmic = log_scale is not False
+    loss_colorbar(fig, filled, ax, label="loss (log scale)" if logarithmic else "loss")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return save_figure(fig, path)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from advlab.geometry.scale import eigenvalue_profile
-from advlab.report.plotting import new_figure, save_figure
+from advlab.report.plotting import colours_for, new_figure, save_figure
 
 
 def linear_noise_reference(dim: int, *, directions: int = 10, points: int = 4000,
@@ -40,20 +40,23 @@ def linear_noise_reference(dim: int, *, directions: int = 10, points: int = 4000
 
 
 def plot_profile_bands(profiles: dict[str, dict[str, Tensor]], path: str | Path, *,
-                       h: float, title: str = "Input-Hessian eigenvalue profile") -> Path:
+                       h: float, title: str = "Input-Hessian eigenvalue profile",
+                       colours: dict[str, str] | None = None) -> Path:
     """``profiles[label][kind]`` ``(P, k)`` eigenvalues per point, ``kind`` in ``("pointwise",
-    "scale")``; one panel per kind, median line and 10-90 % band per model, symlog y-axis."""
+    "scale")``; one panel per kind, median line and 10-90 % band per model, symlog y-axis.
+    ``colours``: label -> colour (default :func:`advlab.report.plotting.colours_for`)."""
     kinds = [kind for kind in ("pointwise", "scale") if any(kind in p for p in profiles.values())]
+    palette = colours or colours_for(profiles)
     fig, axes = new_figure(len(kinds), width=4.6, height=3.8, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        for index, (label, by_kind) in enumerate(profiles.items()):
+        for label, by_kind in profiles.items():
             if kind not in by_kind:
                 continue
             values = by_kind[kind].detach().double().cpu().sort(dim=1, descending=True).values
             band = eigenvalue_profile(values)
             rank = torch.arange(1, values.shape[1] + 1).numpy()
-            colour = f"C{index % 10}"
-            ax.plot(rank, band["median"].numpy(), color=colour, lw=1.8, label=f"{label} (n={len(values)})")
+            colour = palette[label]
+            ax.plot(rank, band["median"].numpy(), color=colour, lw=1.8, label=f"{label}: median, 10-90 % (n={len(values)})")
             ax.fill_between(rank, band["low"].numpy(), band["high"].numpy(), color=colour, alpha=0.2)
         scale = max(float(p[kind].abs().max()) for p in profiles.values() if kind in p)
         ax.set_yscale("symlog", linthresh=max(scale * 1e-4, 1e-12))

@@ -7,7 +7,8 @@ geometry, so geometry may import it; this module imports nothing from advlab).
 Readability is handled here once for every figure: constrained layout, titles wrapped to the
 width they have (:func:`fit_titles`), crowded x tick labels rotated or thinned
 (:func:`declutter_ticks`), legends placed by :func:`add_legend`, and one colour per run name
-across all charts (:func:`run_colours`).
+across all charts (:func:`run_colours`; :func:`colours_for` gives the geometry figures the same
+colours from the store's run names, :func:`report_run_names`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,38 @@ def run_colours(names: Iterable[str]) -> dict[str, str]:
     ordered = sorted(set(names), key=str)
     cmap = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
     return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(ordered)}
+
+
+def colours_for(labels: Iterable[str], names: Iterable[str] = ()) -> dict[str, str]:
+    """The colour of each of ``labels`` as the report draws it when its runs are ``names``.
+
+    Labels among ``names`` get :func:`run_colours` ``(names)`` (so a geometry figure drawn with
+    the store's run names agrees with every report chart); the others take the palette's unused
+    colours in sorted order, so they never shift the colours of the runs. Without ``names`` this
+    is ``run_colours(labels)``. Returns ``{label: hex colour}`` in the order of ``labels``.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    labels, names = list(labels), list(names)
+    known = run_colours(names) if names else {}
+    if not known:
+        known = run_colours(labels)
+    extra = sorted({label for label in labels if label not in known}, key=str)
+    if extra:
+        cmap = colormaps["tab10" if len(known) + len(extra) <= 10 else "tab20"]
+        free = [c for c in (to_hex(cmap(i)) for i in range(cmap.N)) if c not in known.values()]
+        free = free or [to_hex(cmap(i)) for i in range(cmap.N)]
+        known = {**known, **{label: free[i % len(free)] for i, label in enumerate(extra)}}
+    return {label: known[label] for label in labels}
+
+
+def report_run_names(store: Any) -> list[str]:
+    """The run names the report gives its charts (:func:`run_colours`): the runs of the store,
+    then the runs of its ``evaluate`` and ``minimal-norm`` records (an :class:`advlab.store.Store`)."""
+    names = [run["name"] for run in store.list_runs()]
+    names += [record["run_name"] or "model" for record in store.get_evaluations(kind="evaluate")]
+    return names + [record["run_name"] for record in store.get_evaluations(kind="minimal-norm")]
 
 
 def run_colour(name: str, names: Iterable[str]) -> str:

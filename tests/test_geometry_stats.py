@@ -95,3 +95,14 @@ def test_compare_rows_and_text():
     assert "95 %" in text and "n=12" in text
     with pytest.raises(ValueError, match="unknown quantities"):
         compare(model_a, model_b, x, y, quantities=("curviness",))
+
+
+def test_no_verdict_from_too_few_points():
+    from advlab.geometry.stats import MIN_POINTS
+
+    a = torch.ones(MIN_POINTS - 1)
+    few = paired_ratio(a, 3 * a, generator=torch.Generator().manual_seed(0))
+    assert few.ci[0] > 1 and few.verdict == "no significant difference"
+    a = torch.ones(MIN_POINTS)
+    enough = paired_ratio(a, 3 * a, generator=torch.Generator().manual_seed(0))
+    assert enough.verdict == "higher"

@@ -56,6 +56,12 @@ def bootstrap_median(values: Tensor, *, resamples: int = 2000, level: float = 0.
     return float(lo), float(hi)
 
 
+#: Fewest paired points from which a difference of medians is ever called one. With ``n`` points
+#: all on one side of the null, the sign test's two-sided p-value is ``2 / 2**n``, below 0.05 only
+#: from ``n = 6``; a percentile bootstrap of 3 points would still give an interval excluding it.
+MIN_POINTS = 6
+
+
 def verdict(lo: float, hi: float, *, null: float = 1.0) -> str:
     """``"lower"`` if the interval lies below ``null``, ``"higher"`` above, else no difference."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -87,6 +93,9 @@ def paired_ratio(a: Tensor, b: Tensor, *, mask: Tensor | None = None, resamples:
                  level: float = 0.95, generator: torch.Generator | None = None) -> RatioInterval:
     """Median of ``b_i / a_i`` over the points where ``mask`` holds and both are finite and positive.
 
+    The verdict comes from the interval alone, and is "no significant difference" on fewer than
+    :data:`MIN_POINTS` points whatever the interval (no 95 % test can decide on so few).
+
     Args:
         a, b: per-point values ``(n,)`` of the two models on the same points.
         mask: ``(n,)`` bool, the points to use (e.g. both models classify them correctly).
@@ -100,8 +109,9 @@ def paired_ratio(a: Tensor, b: Tensor, *, mask: Tensor | None = None, resamples:
         keep &= mask.detach().cpu().bool()
     ratios = b[keep] / a[keep]
     lo, hi = bootstrap_median(ratios, resamples=resamples, level=level, generator=generator)
+    n = int(keep.sum())
     return RatioInterval(a_median=median(a[keep]), b_median=median(b[keep]), ratio=median(ratios),
-                         ci=(lo, hi), n=int(keep.sum()), verdict=verdict(lo, hi))
+                         ci=(lo, hi), n=n, verdict=verdict(lo, hi) if n >= MIN_POINTS else SAME)
 
 
 def proportion_interval(successes: int, n: int, *, z: float = 1.959964) -> tuple[float, float]:

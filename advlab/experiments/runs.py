@@ -61,7 +61,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
               adv_val_eps: float | None = None, adv_val_n: int = 500, patience: int | None = None,
               progress: bool = True, dataset_options: dict[str, Any] | None = None,
               force: bool = False, model_options: dict[str, Any] | None = None,
-              ema_decay: float | None = None) -> TrainedRun:
+              ema_decay: float | None = None,
+              init_options: dict[str, Any] | None = None) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
     Args:
@@ -72,7 +73,12 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
             :func:`advlab.training.fit` (Adam with the one-cycle schedule by default).
         seed: the model initialisation, the validation split, the data order and the attacks of
             the adversarial validation.
-        init: fine-tune the model of this run (its architecture; ``model`` is ignored).
+        init: fine-tune this model (its architecture; ``model`` is ignored): any MODEL form of
+            :func:`advlab.models.load_any_model` -- a run directory, a saved model, a factory
+            ``file.py:Name`` / ``package.module:Name``, a TorchScript file or a ``.pt2``
+            archive. ``init_options`` are its keyword options there (``weights``,
+            ``model_args``, ``mean``, ``std``, ``imports``). The run saves the model with its
+            recipe (factory, program copy, normalisation), so ``load_model(run_dir)`` rebuilds it.
         n_train: train on a seeded random subset of this many samples.
         run_name, store_path: the run's name in the store (default: the directory's name) and the
             store (default: ``run_dir.parent / "advlab.db"``).
@@ -117,6 +123,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
            data_dir: str | Path | None) -> TrainedRun:
     """The body of :func:`train_run` (``args``: its stored arguments)."""
     from advlab.data import load_dataset
+    from advlab.experiments.init_model import init_record
     from advlab.training import fit, get_objective
 
     dataset, options, seed, init = args["dataset"], dict(args["dataset_options"] or {}), args["seed"], args["init"]
@@ -125,7 +132,8 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
     train_data, val_data, net = _data_and_model(dataset, args["model"], seed, args["val_fraction"],
                                                 init, n_train=args["n_train"], data_dir=data_dir,
                                                 options=options,
-                                                model_options=args["model_options"])
+                                                model_options=args["model_options"],
+                                                init_options=args.get("init_options"))
     test_data = load_dataset(dataset, "test", data_dir=data_dir, **options)
     if test_data.info.test_split.startswith("the whole file"):
         raise ValueError(f"{dataset}: test_fraction=0 leaves no test split (the test points "
@@ -141,7 +149,8 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
               "dataset_options": options, "test_split": test_data.info.test_split,
               **({"model_options": dict(args["model_options"])} if args["model_options"] else {}),
               "adv_val": validation[1] if validation else None,
-              "train_args": json_safe(args)}
+              "train_args": json_safe(args),
+              **({"init": init_record(init, net)} if init is not None else {})}
     started = time.perf_counter()
     result = fit(net, train_data, val_data=val_data, objective=objective, epochs=args["epochs"],
                  batch_size=args["batch_size"], lr=args["lr"], optimizer=args["optimizer"],
@@ -150,7 +159,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
                  config=config, progress=progress, store=store_path, run_name=run_name,
                  epoch_end=validation[0] if validation else None,
                  select_metric="adv_val_acc" if validation else "val_acc",
-                 early_stopping_patience=patience, init=init, overwrite=True,
+                 early_stopping_patience=patience, overwrite=True,
                  ema_decay=args["ema_decay"])
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
@@ -221,10 +230,11 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                     init: str | Path | None, *, n_train: int | None = None,
                     data_dir: str | Path | None = None,
                     options: dict[str, Any] | None = None,
-                    model_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
+                    model_options: dict[str, Any] | None = None,
+                    init_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
     """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
     from advlab.data import load_dataset
-    from advlab.models import create_model, load_model
+    from advlab.models import create_model
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -236,8 +246,10 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
         net = create_model(model, info.num_classes, info.input_shape, normalize=(info.mean, info.std),
                            seed=seed, **(model_options or {}))
         return train_data, val_data, net
-    net = load_model(init).train()
-    if not hasattr(net, "advlab_spec"):  # the user's code (saved with a factory): one forward
+    from advlab.experiments.init_model import init_model
+
+    net = init_model(init, init_options).train()
+    if not hasattr(net, "advlab_spec"):  # the user's code, a program, a wrapper: one forward
         from advlab.models.checks import check_model_data
 
         check_model_data(net, train_data.x[:2], train_data.y, what=info.name)

@@ -159,12 +159,7 @@ def has_recipe(model: nn.Module) -> bool:
 def _save_weights(model: nn.Module, run_dir: Path, name: str, metadata: dict[str, Any]) -> None:
     from advlab.models import save_model
 
-    factory = getattr(model, "advlab_factory", None)
-    if isinstance(factory, dict) and not hasattr(model, "advlab_spec"):
-        save_model(model, run_dir, name=name, factory=factory["factory"],
-                   model_args=factory.get("model_args"), **metadata)
-        return
-    save_model(model, run_dir, name=name, **metadata)
+    save_model(model, run_dir, name=name, **metadata)  # with its recipe (advlab_factory) if any
 
 
 # ----------------------------------------------------------------------------- never lose work
@@ -173,7 +168,7 @@ LOCK_NAME = ".advlab.lock"
 FINISHED_NAME = "finished.json"
 RUN_FILES = ("config.json", "history.json", CHECKPOINT_NAME, "train_result.json", FINISHED_NAME,
              f"{BEST_NAME}.json", f"{BEST_NAME}.safetensors", f"{LAST_NAME}.json",
-             f"{LAST_NAME}.safetensors")
+             f"{LAST_NAME}.safetensors", "architecture.pt", "architecture.pt2")
 
 
 class RunLockedError(RuntimeError):

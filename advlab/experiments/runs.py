@@ -206,16 +206,21 @@ def resume_arguments(run_dir: str | Path, given: dict[str, Any]) -> dict[str, An
     """The :func:`train_run` arguments of the run in ``run_dir`` (its ``config.json``), with the
     ``given`` ones checked: a given argument must agree with the stored one unless it is in
     :data:`RESUME_CHANGEABLE`; otherwise ValueError naming every difference."""
-    import json
+    config, path = _stored_config(Path(run_dir))
+    stored = config.get("train_args")
+    if not isinstance(stored, dict):  # a run of advlab 0.1: its arguments from its config
+        from advlab.experiments.legacy_runs import LEGACY_OPTIONS, legacy_arguments
 
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume (no config.json); "
-                                "start it without --resume")
-    stored = json.loads(path.read_text()).get("train_args")
-    if not isinstance(stored, dict):
-        raise ValueError(f"--resume: {path} does not record its arguments (written by an older "
-                         "advlab); give every original argument again, or use the Python API")
+        stored, missing = legacy_arguments(config)
+        missing = [key for key in missing if key not in given]
+        if missing:
+            raise ValueError(f"--resume: {path} (advlab {config.get('advlab_version', '0.1')}) "
+                             "does not record " + ", ".join(missing) + "; give "
+                             + " ".join(LEGACY_OPTIONS[key] for key in missing)
+                             + " as the run was started with")
+        stored = {**json_safe({k: v for k, v in given.items() if k not in stored}), **stored}
+        logger.info("resuming a run of advlab %s with the arguments its config records",
+                    config.get("advlab_version", "0.1"))
     differences = [f"{key}: the run has {stored[key]!r}, given {value!r}"
                    for key, value in json_safe(given).items()
                    if key in stored and key not in RESUME_CHANGEABLE and stored[key] != value]
@@ -224,6 +229,31 @@ def resume_arguments(run_dir: str | Path, given: dict[str, Any]) -> dict[str, An
                          + "; ".join(differences) + ". Drop them (the run's own are used), or "
                          "train a new run into another --out")
     return {**stored, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}}
+
+
+def _stored_config(run_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The run's config: ``config.json``, else the one inside ``checkpoint.pt``."""
+    import json
+
+    from advlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    path = run_dir / "config.json"
+    if path.exists():
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"--resume: {path} is not JSON ({err}); restore it, or delete it "
+                             "to resume from the config inside checkpoint.pt") from None
+        if isinstance(config, dict):
+            return config, path
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume (no config.json); "
+                                "start it without --resume")
+    config = load_checkpoint(checkpoint).get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"--resume: {checkpoint} records no config; start the run over")
+    return config, checkpoint
 
 
 def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,

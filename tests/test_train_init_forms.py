@@ -166,16 +166,20 @@ def test_mean_std_twice_is_refused(forms, tmp_path, monkeypatch):
         load_any_model(run, mean=[0.5], std=[0.5])
 
 
-def test_resume_of_an_init_run_needs_only_out(forms, tmp_path, monkeypatch):
+@pytest.mark.parametrize("form", ["factory+safetensors", "export"])
+def test_resume_of_an_init_run_needs_only_out(forms, form, tmp_path, monkeypatch):
+    """Resumed after its last epoch, the run reloads its best epoch from model.safetensors
+    (the inner model's tensors) into the wrapped model."""
     monkeypatch.chdir(forms["root"])
     run = tmp_path / "ft"
-    args = ["train", "--init", "net.py:Net", "--model-args", '{"width": 16}', "--weights",
-            "net.safetensors", *NORM, "--dataset", "digits", "--epochs", "2", "--val-fraction",
-            "0", "--no-progress"]
+    args = ["train", "--init", *FORMS[form], "--dataset", "digits", "--epochs", "2",
+            "--val-fraction", "0.1", "--no-progress"]
     assert invoke(*args, "--out", run).exit_code == 0
+    first = load_model(run)
     (run / "train_result.json").unlink()
     (run / "finished.json").unlink()
     result = invoke("train", "--resume", "--out", run, "--no-progress")
     assert result.exit_code == 0, result.output
+    torch.testing.assert_close(_flat(load_model(run)), _flat(first))
     result = invoke("train", "--resume", "--out", run, "--weights", "net-state.bin")
     assert result.exit_code == 2 and "init_options" in result.output

@@ -36,9 +36,10 @@ def init_model(init: str | Path, options: dict[str, Any] | None = None) -> nn.Mo
                          "as a factory file.py:Name with --weights")
     kind = recipe.get("program_kind")
     if kind is not None:
-        logger.warning("init %s is a %s program: it trains as it was %s (dropout and batch-norm "
-                       "keep the mode they had then); for a model whose mode switches, give its "
-                       "code as a factory file.py:Name with --weights", init, kind,
+        logger.warning("init %s is a %s: it trains as it was %s (dropout and batch-norm keep "
+                       "the mode they had then); for a model whose mode switches, give its code "
+                       "as a factory file.py:Name with --weights", init,
+                       "TorchScript program" if kind == "torchscript" else "torch.export program",
                        "traced" if kind == "torchscript" else "exported")
     return net
 

@@ -107,15 +107,21 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
     if os.environ.get("RANK", "0") != "0":
         return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
                       progress, patience, data_dir)
-    with run_lock(run_dir):
-        guard_run_dir(run_dir, resume=resume, overwrite=force)
-        if force:
-            from advlab.store import Store
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir):
+            guard_run_dir(run_dir, resume=resume, overwrite=force)
+            if force:
+                from advlab.store import Store
 
-            with Store(store_path) as store:
-                forget_run(store, run_name)
-        return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
-                      progress, patience, data_dir)
+                with Store(store_path) as store:
+                    forget_run(store, run_name)
+            return _train(run_dir, arguments, store_path, run_name, resume, device,
+                          checkpoint_every, progress, patience, data_dir)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # refused before anything was written: leave no empty run behind
+        raise
 
 
 def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str, resume: bool,

@@ -125,14 +125,16 @@ class RunRecorder:
         if self.is_main and self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, {**state, "config": self.config})
 
-    def best_weights(self) -> dict[str, torch.Tensor] | None:
-        """The best weights: from this process, or from ``model.safetensors`` after a resume."""
+    def best_weights(self, model: nn.Module | None = None) -> dict[str, torch.Tensor] | None:
+        """The best weights: from this process, or from ``model.safetensors`` after a resume
+        (that file holds the inner model of a wrapped ``model``: its keys are mapped back)."""
         if self.best_state is not None:
             return self.best_state
         if self.run_dir is not None and (self.run_dir / f"{BEST_NAME}.safetensors").exists():
             from safetensors.torch import load_file
 
-            return load_file(self.run_dir / f"{BEST_NAME}.safetensors")
+            saved = load_file(self.run_dir / f"{BEST_NAME}.safetensors")
+            return saved if model is None else _as_state_of(model, saved)
         return None
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -148,6 +150,20 @@ class RunRecorder:
         finally:
             if self._owns_store:
                 self.store.close()
+
+
+def _as_state_of(model: nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with the tensors ``save_model`` wrote for it (for a model with a
+    recipe, those of its inner model, under the inner model's prefix)."""
+    from advlab.models.recipe import strip_wrappers
+
+    recipe = getattr(model, "advlab_factory", None)
+    if not isinstance(recipe, dict):
+        return saved
+    inner = strip_wrappers(model, recipe)
+    prefix = next((f"{name}." for name, module in model.named_modules()
+                   if module is inner and name), "")
+    return {**model.state_dict(), **{prefix + key: value for key, value in saved.items()}}
 
 
 def has_recipe(model: nn.Module) -> bool:

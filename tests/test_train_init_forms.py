@@ -183,3 +183,16 @@ def test_resume_of_an_init_run_needs_only_out(forms, form, tmp_path, monkeypatch
     torch.testing.assert_close(_flat(load_model(run)), _flat(first))
     result = invoke("train", "--resume", "--out", run, "--weights", "net-state.bin")
     assert result.exit_code == 2 and "init_options" in result.output
+
+
+@pytest.mark.parametrize("program", ["scripted.model", "exported.pt2"])
+def test_save_model_keeps_a_loaded_program(forms, program, tmp_path):
+    loaded = load_any_model(forms["root"] / program, mean=[MEAN], std=[STD])
+    save_model(loaded, tmp_path / "saved")
+    again = load_model(tmp_path / "saved")
+    x = forms["x"][:20]
+    torch.testing.assert_close(again(x), loaded(x))
+    spec = json.loads((tmp_path / "saved" / "model.json").read_text())["spec"]
+    (tmp_path / "saved" / spec["program"]).write_bytes(b"changed")
+    with pytest.raises(ValueError, match="sha256 checksum mismatch"):
+        load_model(tmp_path / "saved")

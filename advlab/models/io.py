@@ -1,8 +1,10 @@
 """Save and load models as ``<name>.safetensors`` (tensors only) + ``<name>.json`` (recipe).
 
 Loading never unpickles anything: the JSON spec rebuilds the architecture through the model
-registry, and the weights are read with ``safetensors`` (a flat header plus raw tensor bytes),
-after checking the file's sha256 against the one recorded in the JSON.
+registry (or, for a model whose code is the user's, through its recipe: a factory, or a copy of
+its TorchScript / ``torch.export`` program, see :mod:`advlab.models.recipe`), and the weights
+are read with ``safetensors`` (a flat header plus raw tensor bytes), after checking the file's
+sha256 against the one recorded in the JSON.
 """
 
 from __future__ import annotations

@@ -196,3 +196,12 @@ def test_save_model_keeps_a_loaded_program(forms, program, tmp_path):
     (tmp_path / "saved" / spec["program"]).write_bytes(b"changed")
     with pytest.raises(ValueError, match="sha256 checksum mismatch"):
         load_model(tmp_path / "saved")
+
+
+def test_train_help_says_init_takes_every_form_and_runs_a_py_factory():
+    import re
+
+    text = " ".join(re.sub("[│╭╮╰╯─]", " ", invoke("train", "--help").output).split())
+    for words in ("RUNS that file's code", "TorchScript", ".pt2", "--weights", "--model-args",
+                  "--mean", "--import"):
+        assert words in text, words

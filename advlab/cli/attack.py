@@ -22,6 +22,7 @@ from advlab.cli._common import (
     ModelArgsOption,
     StdOption,
     WeightsOption,
+    attack_progress,
     echo,
     model_options,
     parse_key_values,
@@ -48,6 +49,8 @@ def attack(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output .npz (default: <run>/adv-<attack>.npz).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Points attacked at a time (a universal perturbation is fitted on all of them at once).")] = 128,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (points, with an ETA).")] = True,
 ) -> None:
     """Run one attack on the model's test points; print success and perturbation statistics."""
     setup_logging()
@@ -69,17 +72,17 @@ def attack(
     x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, eps)
     generator = torch.Generator(device=x.device).manual_seed(seed)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     start = time.perf_counter()
-    if kind == "minimal":
-        x_adv = fn(ctx.model, x, y, norm=threat.norm, generator=generator)
-    elif kind == "universal":
-        x_adv = threat.clip(x + fn(ctx.model, x, y, threat, generator=generator))
-    elif kind == "spatial":
-        x_adv = fn(ctx.model, x, y, None, generator=generator)
-    elif kind == "patch":  # occlusion, patch: the square is the threat (--param size=8)
-        x_adv = fn(ctx.model, x, y, generator=generator)
-    else:
-        x_adv = fn(ctx.model, x, y, threat, generator=generator)
+    step = len(x) if kind == "universal" else batch_size
+    chunks = []
+    with attack_progress(attack_name, enabled=progress, total=len(x)) as tick:
+        for first in range(0, len(x), step):
+            xb, yb = x[first:first + step], y[first:first + step]
+            chunks.append(_run_attack(fn, kind, ctx.model, xb, yb, threat, generator))
+            tick(attack_name, len(xb))
+    x_adv = torch.cat(chunks)
     elapsed = time.perf_counter() - start
     with torch.no_grad():
         clean_pred, adv_pred = ctx.model(x).argmax(1), ctx.model(x_adv).argmax(1)
@@ -97,6 +100,19 @@ def attack(
     with Store(ctx.store_path) as store:
         store.add_evaluation(ctx.name, "attack", params, stats)
     echo(f"saved {target}; stored in {ctx.store_path}")
+
+
+def _run_attack(fn: Any, kind: str, model: Any, x: Any, y: Any, threat: Any, generator: Any) -> Any:
+    """The adversarial points of one batch, by the attack's kind."""
+    if kind == "minimal":
+        return fn(model, x, y, norm=threat.norm, generator=generator)
+    if kind == "universal":
+        return threat.clip(x + fn(model, x, y, threat, generator=generator))
+    if kind == "spatial":
+        return fn(model, x, y, None, generator=generator)
+    if kind == "patch":  # occlusion, patch: the square is the threat (--param size=8)
+        return fn(model, x, y, generator=generator)
+    return fn(model, x, y, threat, generator=generator)
 
 
 def _statistics(x, x_adv, y, clean_pred, adv_pred, norm: str, elapsed: float) -> dict[str, Any]:

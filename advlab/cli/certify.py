@@ -61,7 +61,9 @@ def certify(
     generator = torch.Generator(device=x.device).manual_seed(seed)
     params: dict[str, Any] = {"method": method, "radii": radii, "points": len(x), "seed": seed,
                               "dataset": ctx.dataset}
-    with Store(ctx.store_path) as store, attack_progress("certifying", enabled=progress) as tick:
+    total = len(x) * (1 + len(radii) * empirical) if method == "smoothing" else len(x)
+    with Store(ctx.store_path) as store, attack_progress("certifying", enabled=progress,
+                                                         total=total) as tick:
         if method == "smoothing":
             params.update(sigma=sigma, n=n, n0=n0, alpha=alpha, attack_steps=attack_steps)
             result = compare_smoothing(ctx.model, x, y, sigma=sigma, radii=radii, n0=n0, n=n,

@@ -106,11 +106,11 @@ def _evaluate(plan: DemoPlan, models: dict[str, Any], x, y, store, seed: int,
     started = _stage(3, f"robustness: Linf and L2 evaluation ({len(x)} points, {presets} preset)")
     curves: dict[str, Any] = {}
     for name, model in models.items():
-        with attack_progress(f"{name} linf", enabled=progress) as tick:
+        with attack_progress(f"{name} linf", enabled=progress, total=len(x)) as tick:
             linf = evaluate(model, x, y, ThreatModel("linf", plan.eps),
                             eps=[plan.eps / 2, plan.eps, 2 * plan.eps], attacks=plan.preset,
                             seed=seed, store=store, run_name=name, progress=tick)
-        with attack_progress(f"{name} l2", enabled=progress) as tick:
+        with attack_progress(f"{name} l2", enabled=progress, total=len(x)) as tick:
             l2 = evaluate(model, x, y, ThreatModel("l2", max(plan.l2_eps)), eps=list(plan.l2_eps),
                           attacks=plan.l2_preset, seed=seed, store=store, run_name=name,
                           progress=tick)

@@ -3,6 +3,7 @@
     advlab train --dataset fashion-mnist --model small_cnn --epochs 2 --out runs/x
     advlab train --defense pgd-at --eps 0.1 --steps 7 --param eps_ramp=0.3 --out runs/pgd
     advlab train --defense fgsm-mix --init runs/x --epochs 2 --out runs/x-ft   (fine-tuning)
+    advlab train --init net.py:Net --weights net.safetensors --dataset digits --out runs/net-ft
     torchrun --nproc_per_node=2 -m advlab train ...     (data-parallel; rank 0 writes)
 
 ``--defense`` picks a registered objective (``advlab.training.OBJECTIVES``); its parameters
@@ -28,6 +29,11 @@ import typer
 from advlab.cli._common import (
     DataOption,
     ImageSizeOption,
+    ImportOption,
+    MeanOption,
+    ModelArgsOption,
+    StdOption,
+    WeightsOption,
     echo,
     is_rank_zero,
     parse_key_values,
@@ -93,7 +99,12 @@ def train(
     sigma: Annotated[float | None, typer.Option(help="noise: noise scale.")] = None,
     eps_ramp: Annotated[float | None, typer.Option(help="Defense: fraction of training over which eps grows from 0.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Any other defense parameter, KEY=VALUE (repeatable).")] = None,
-    init: Annotated[Path | None, typer.Option(help="Fine-tune: start from this model, a run directory or a saved model (also your own architecture saved with save_model(..., factory=...), whose code then runs); --model is ignored.")] = None,
+    init: Annotated[str | None, typer.Option(help="Fine-tune: start from this MODEL, in any form evaluate takes: a run directory, a saved advlab model, a factory path/to/file.py:Name or package.module:Name (with --weights, --model-args; a .py factory RUNS that file's code), a TorchScript file or a torch.export .pt2 archive (recognised by content); --mean/--std wrap it in Normalize. --model is ignored. The run keeps what rebuilds it (factory reference, a copy of the program, the normalisation), so every command loads the run as is.")] = None,
+    weights: WeightsOption = None,
+    model_args: ModelArgsOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    imports: ImportOption = None,
     adv_val: Annotated[bool | None, typer.Option("--adv-val/--no-adv-val", help="Validate adversarially each epoch and keep the most robust epoch (default: on with a defense).")] = None,
     adv_val_eps: Annotated[float | None, typer.Option(help="Radius of the adversarial validation (default: the defense's eps).")] = None,
     adv_val_n: Annotated[int, typer.Option(help="Validation points attacked per epoch.")] = 500,
@@ -112,6 +123,7 @@ def train(
     params = defense_params(param, eps=eps, norm=norm, clean_weight=clean_weight, steps=steps,
                             step_size=step_size, beta=beta, lam=lam, h=h, sigma=sigma,
                             eps_ramp=eps_ramp)
+    init_options = _init_options(init, weights, model_args, mean, std, imports, resume=resume)
     options: dict[str, Any] | None = None
     if data is not None:
         dataset, options = "file", {"path": str(Path(data).resolve()), "test_fraction": test_fraction}
@@ -130,6 +142,8 @@ def train(
                      checkpoint_every=checkpoint_every, adv_val=adv_val,
                      adv_val_eps=adv_val_eps, adv_val_n=adv_val_n, patience=patience,
                      progress=progress, dataset_options=options, ema_decay=ema_decay)
+    if init_options is not None:
+        arguments["init_options"] = init_options
     if recipe is not None and not resume:
         arguments.update(_with_recipe(recipe, arguments, _given(ctx)))
         if out is None:
@@ -152,6 +166,24 @@ def train(
 _DEFENSE_OPTIONS = {"eps", "norm", "clean_weight", "steps", "step_size", "beta", "lam", "h", "sigma",
                     "eps_ramp", "param"}
 _DATA_OPTIONS = {"data", "image_size", "test_fraction"}
+_INIT_OPTIONS = {"weights", "model_args", "mean", "std", "imports"}
+
+
+def _init_options(init: str | None, weights: Path | None, model_args: str | None,
+                  mean: list[float] | None, std: list[float] | None,
+                  imports: list[str] | None, *, resume: bool = False) -> dict[str, Any] | None:
+    """The options of the ``--init`` MODEL (None when none is given), paths made absolute."""
+    from advlab.cli._common import parse_json_object
+
+    given = {"weights": str(Path(weights).resolve()) if weights is not None else None,
+             "model_args": parse_json_object(model_args), "mean": list(mean) if mean else None,
+             "std": list(std) if std else None, "imports": list(imports) if imports else None}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given and init is None and not resume:
+        names = ", ".join("--" + key.replace("_", "-").replace("imports", "import") for key in given)
+        raise ValueError(f"{names}: these describe the --init MODEL; give --init MODEL too (to "
+                         "train a fresh model, drop them)")
+    return given or None
 
 
 def _with_recipe(recipe: str, arguments: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -173,20 +205,30 @@ def _given(ctx: typer.Context) -> set[str]:
             given.add("defense_params")
         elif name in _DATA_OPTIONS:
             given |= {"dataset", "dataset_options"}
+        elif name in _INIT_OPTIONS:
+            given.add("init_options")
         elif name not in ("out", "name", "resume", "force", "recipe"):
             given.add(name)
     return given
 
 
-def _model_name(model: str, init: Path | None) -> str:
-    """The architecture's name: ``model``, or that of the run ``init`` fine-tunes."""
+def _model_name(model: str, init: str | None) -> str:
+    """The architecture's name: ``model``, or that of the MODEL ``init`` fine-tunes (read
+    without loading it: a factory's name, a saved model's spec name, else the file's stem)."""
+    import json
+
+    from advlab.models.user import _split_factory
+
     if init is None:
         return model
-    from advlab.models import load_model
-
-    loaded = load_model(init)
-    spec = getattr(loaded, "advlab_spec", None) or getattr(loaded, "advlab_factory", None) or {}
-    return str(spec.get("name", "model"))
+    path = Path(init)
+    if not path.exists() and _split_factory(init) is not None:
+        return _split_factory(init)[1]  # type: ignore[index]
+    document = path / "model.json" if path.is_dir() else path.with_suffix(".json")
+    try:
+        return str(json.loads(document.read_text())["spec"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return path.stem or "model"
 
 
 def defense_params(extra: list[str] | None, **common: Any) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
               adv_val_eps: float | None = None, adv_val_n: int = 500, patience: int | None = None,
               progress: bool = True, dataset_options: dict[str, Any] | None = None,
               force: bool = False, model_options: dict[str, Any] | None = None,
-              ema_decay: float | None = None) -> TrainedRun:
+              ema_decay: float | None = None,
+              init_options: dict[str, Any] | None = None) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
     Args:
@@ -72,7 +73,12 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
             :func:`advlab.training.fit` (Adam with the one-cycle schedule by default).
         seed: the model initialisation, the validation split, the data order and the attacks of
             the adversarial validation.
-        init: fine-tune the model of this run (its architecture; ``model`` is ignored).
+        init: fine-tune this model (its architecture; ``model`` is ignored): any MODEL form of
+            :func:`advlab.models.load_any_model` -- a run directory, a saved model, a factory
+            ``file.py:Name`` / ``package.module:Name``, a TorchScript file or a ``.pt2``
+            archive. ``init_options`` are its keyword options there (``weights``,
+            ``model_args``, ``mean``, ``std``, ``imports``). The run saves the model with its
+            recipe (factory, program copy, normalisation), so ``load_model(run_dir)`` rebuilds it.
         n_train: train on a seeded random subset of this many samples.
         run_name, store_path: the run's name in the store (default: the directory's name) and the
             store (default: ``run_dir.parent / "advlab.db"``).
@@ -101,15 +107,21 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
     if os.environ.get("RANK", "0") != "0":
         return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
                       progress, patience, data_dir)
-    with run_lock(run_dir):
-        guard_run_dir(run_dir, resume=resume, overwrite=force)
-        if force:
-            from advlab.store import Store
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir):
+            guard_run_dir(run_dir, resume=resume, overwrite=force)
+            if force:
+                from advlab.store import Store
 
-            with Store(store_path) as store:
-                forget_run(store, run_name)
-        return _train(run_dir, arguments, store_path, run_name, resume, device, checkpoint_every,
-                      progress, patience, data_dir)
+                with Store(store_path) as store:
+                    forget_run(store, run_name)
+            return _train(run_dir, arguments, store_path, run_name, resume, device,
+                          checkpoint_every, progress, patience, data_dir)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # refused before anything was written: leave no empty run behind
+        raise
 
 
 def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str, resume: bool,
@@ -117,6 +129,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
            data_dir: str | Path | None) -> TrainedRun:
     """The body of :func:`train_run` (``args``: its stored arguments)."""
     from advlab.data import load_dataset
+    from advlab.experiments.init_model import init_record
     from advlab.training import fit, get_objective
 
     dataset, options, seed, init = args["dataset"], dict(args["dataset_options"] or {}), args["seed"], args["init"]
@@ -125,7 +138,8 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
     train_data, val_data, net = _data_and_model(dataset, args["model"], seed, args["val_fraction"],
                                                 init, n_train=args["n_train"], data_dir=data_dir,
                                                 options=options,
-                                                model_options=args["model_options"])
+                                                model_options=args["model_options"],
+                                                init_options=args.get("init_options"))
     test_data = load_dataset(dataset, "test", data_dir=data_dir, **options)
     if test_data.info.test_split.startswith("the whole file"):
         raise ValueError(f"{dataset}: test_fraction=0 leaves no test split (the test points "
@@ -141,7 +155,8 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
               "dataset_options": options, "test_split": test_data.info.test_split,
               **({"model_options": dict(args["model_options"])} if args["model_options"] else {}),
               "adv_val": validation[1] if validation else None,
-              "train_args": json_safe(args)}
+              "train_args": json_safe(args),
+              **({"init": init_record(init, net)} if init is not None else {})}
     started = time.perf_counter()
     result = fit(net, train_data, val_data=val_data, objective=objective, epochs=args["epochs"],
                  batch_size=args["batch_size"], lr=args["lr"], optimizer=args["optimizer"],
@@ -150,7 +165,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
                  config=config, progress=progress, store=store_path, run_name=run_name,
                  epoch_end=validation[0] if validation else None,
                  select_metric="adv_val_acc" if validation else "val_acc",
-                 early_stopping_patience=patience, init=init, overwrite=True,
+                 early_stopping_patience=patience, overwrite=True,
                  ema_decay=args["ema_decay"])
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
@@ -197,16 +212,21 @@ def resume_arguments(run_dir: str | Path, given: dict[str, Any]) -> dict[str, An
     """The :func:`train_run` arguments of the run in ``run_dir`` (its ``config.json``), with the
     ``given`` ones checked: a given argument must agree with the stored one unless it is in
     :data:`RESUME_CHANGEABLE`; otherwise ValueError naming every difference."""
-    import json
+    config, path = _stored_config(Path(run_dir))
+    stored = config.get("train_args")
+    if not isinstance(stored, dict):  # a run of advlab 0.1: its arguments from its config
+        from advlab.experiments.legacy_runs import LEGACY_OPTIONS, legacy_arguments
 
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume (no config.json); "
-                                "start it without --resume")
-    stored = json.loads(path.read_text()).get("train_args")
-    if not isinstance(stored, dict):
-        raise ValueError(f"--resume: {path} does not record its arguments (written by an older "
-                         "advlab); give every original argument again, or use the Python API")
+        stored, missing = legacy_arguments(config)
+        missing = [key for key in missing if key not in given]
+        if missing:
+            raise ValueError(f"--resume: {path} (advlab {config.get('advlab_version', '0.1')}) "
+                             "does not record " + ", ".join(missing) + "; give "
+                             + " ".join(LEGACY_OPTIONS[key] for key in missing)
+                             + " as the run was started with")
+        stored = {**json_safe({k: v for k, v in given.items() if k not in stored}), **stored}
+        logger.info("resuming a run of advlab %s with the arguments its config records",
+                    config.get("advlab_version", "0.1"))
     differences = [f"{key}: the run has {stored[key]!r}, given {value!r}"
                    for key, value in json_safe(given).items()
                    if key in stored and key not in RESUME_CHANGEABLE and stored[key] != value]
@@ -217,14 +237,40 @@ def resume_arguments(run_dir: str | Path, given: dict[str, Any]) -> dict[str, An
     return {**stored, **{k: v for k, v in given.items() if k in RESUME_CHANGEABLE}}
 
 
+def _stored_config(run_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The run's config: ``config.json``, else the one inside ``checkpoint.pt``."""
+    import json
+
+    from advlab.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    path = run_dir / "config.json"
+    if path.exists():
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"--resume: {path} is not JSON ({err}); restore it, or delete it "
+                             "to resume from the config inside checkpoint.pt") from None
+        if isinstance(config, dict):
+            return config, path
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: {run_dir} holds no run to resume (no config.json); "
+                                "start it without --resume")
+    config = load_checkpoint(checkpoint).get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"--resume: {checkpoint} records no config; start the run over")
+    return config, checkpoint
+
+
 def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
                     init: str | Path | None, *, n_train: int | None = None,
                     data_dir: str | Path | None = None,
                     options: dict[str, Any] | None = None,
-                    model_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
+                    model_options: dict[str, Any] | None = None,
+                    init_options: dict[str, Any] | None = None) -> tuple[Any, Any, nn.Module]:
     """The train / validation splits and the model: fresh (initialised from ``seed``) or ``init``'s."""
     from advlab.data import load_dataset
-    from advlab.models import create_model, load_model
+    from advlab.models import create_model
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -236,8 +282,10 @@ def _data_and_model(dataset: str, model: str, seed: int, val_fraction: float,
         net = create_model(model, info.num_classes, info.input_shape, normalize=(info.mean, info.std),
                            seed=seed, **(model_options or {}))
         return train_data, val_data, net
-    net = load_model(init).train()
-    if not hasattr(net, "advlab_spec"):  # the user's code (saved with a factory): one forward
+    from advlab.experiments.init_model import init_model
+
+    net = init_model(init, init_options).train()
+    if not hasattr(net, "advlab_spec"):  # the user's code, a program, a wrapper: one forward
         from advlab.models.checks import check_model_data
 
         check_model_data(net, train_data.x[:2], train_data.y, what=info.name)

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.models.io import load_model
+from advlab.models.io import factory_spec, load_model
 from advlab.models.normalize import Normalize
+from advlab.models.recipe import load_program, recipe_of, wrap_recipe
 from advlab.models.user import (
-    ExportedModule,
-    LogitsAdapter,
     _error,
     _split_factory,
     build_from_factory,
@@ -42,10 +41,9 @@ def _load_file_model(path: Path, kind: str, weights: Path | None) -> nn.Module:
     if weights is not None:
         raise ValueError(f"--weights is for a factory MODEL; {path} is a {kind} file with its "
                          "own weights")
-    if kind == "torchscript":
-        return LogitsAdapter(torch.jit.load(str(path), map_location="cpu"))
-    if kind == "export":
-        return ExportedModule(torch.export.load(str(path)).module())
+    if kind in ("torchscript", "export"):  # the recipe keeps the program for save_model
+        recipe = {"name": path.stem, "program": str(path.resolve()), "program_kind": kind}
+        return wrap_recipe(load_program(path, kind), recipe)
     if kind in ("torch-save", "pickle"):
         raise _error(f"{path} is a torch.save (pickle) file, which advlab never unpickles as a "
                      "model. Give the architecture as MODEL (file.py:Name) and this file as "
@@ -53,6 +51,19 @@ def _load_file_model(path: Path, kind: str, weights: Path | None) -> nn.Module:
                      "with torch.jit.save / torch.export.save")
     raise _error(f"{path}: not a model advlab knows (a run directory, an advlab model, a "
                  "TorchScript file, a torch.export .pt2 archive, or a factory file.py:Name)")
+
+
+def _normalized(model: nn.Module, normalize: list[list[float]], spec: str) -> nn.Module:
+    """``Sequential(Normalize(mean, std), model)``, its recipe recording ``input_normalize``."""
+    recipe = recipe_of(model)
+    if recipe is not None and recipe.get("input_normalize"):
+        mean, std = recipe["input_normalize"]
+        raise ValueError(f"{spec} already normalises its inputs (mean {mean}, std {std}, "
+                         "recorded with it): drop --mean/--std")
+    wrapped = nn.Sequential(Normalize(*normalize), model)
+    if recipe is not None:  # so that save_model (and a training run) can rebuild it
+        wrapped.advlab_factory = {**recipe, "input_normalize": normalize}  # type: ignore[assignment]
+    return wrapped
 
 
 def load_any_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None,
@@ -82,7 +93,7 @@ def load_any_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[s
                            "weights", text)
         else:
             load_state(model, read_state_dict(Path(weights)), Path(weights))
-        model = LogitsAdapter(model)
+        model = wrap_recipe(model, factory_spec(text, model_args))
         source = {"kind": "factory", "factory": text, "model_args": model_args or {},
                   "weights": str(Path(weights).resolve()) if weights is not None else None}
     else:
@@ -93,8 +104,8 @@ def load_any_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[s
         raise ValueError("give both --mean and --std (per channel), or neither")
     metadata = getattr(model, "advlab_metadata", {}) or {}
     if mean is not None and std is not None:
-        model = nn.Sequential(Normalize(mean, std), model)
         source["normalize"] = [list(map(float, mean)), list(map(float, std))]
+        model = _normalized(model, source["normalize"], text)
     model = model.to(resolve_device(device)).eval()
     model.advlab_source = source  # type: ignore[assignment]
     model.advlab_metadata = metadata  # type: ignore[assignment]

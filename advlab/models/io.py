@@ -1,8 +1,10 @@
 """Save and load models as ``<name>.safetensors`` (tensors only) + ``<name>.json`` (recipe).
 
 Loading never unpickles anything: the JSON spec rebuilds the architecture through the model
-registry, and the weights are read with ``safetensors`` (a flat header plus raw tensor bytes),
-after checking the file's sha256 against the one recorded in the JSON.
+registry (or, for a model whose code is the user's, through its recipe: a factory, or a copy of
+its TorchScript / ``torch.export`` program, see :mod:`advlab.models.recipe`), and the weights
+are read with ``safetensors`` (a flat header plus raw tensor bytes), after checking the file's
+sha256 against the one recorded in the JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from advlab._utils import atomic_write, atomic_write_json, json_safe, resolve_device
+from advlab.models.recipe import (
+    load_program,
+    program_path,
+    save_program,
+    strip_wrappers,
+    wrap_recipe,
+)
 from advlab.models.registry import create_model, unwrap
 from advlab.models.user import ModelFileError
 
@@ -35,7 +44,7 @@ def _check_name(name: str) -> None:
         raise ValueError(f"model file name must be a plain name such as 'model', got {name!r}")
 
 
-def _factory_spec(model: nn.Module, factory: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
+def factory_spec(factory: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
     """The spec of a model built by a factory ``file.py:Name`` / ``package.module:Name``."""
     from advlab.models.user import _split_factory
 
@@ -73,10 +82,10 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], *, name: str = "m
     spec: dict[str, Any] | None
     if factory is not None:
         model = model.model if type(model) is LogitsAdapter else model
-        spec = _factory_spec(model, factory, model_args)
-    elif isinstance(getattr(model, "advlab_factory", None), dict):  # loaded from a factory save
+        spec = factory_spec(factory, model_args)
+    elif isinstance(getattr(model, "advlab_factory", None), dict):  # the user's code, a program
         spec = dict(model.advlab_factory)
-        model = model.model if type(model) is LogitsAdapter else model
+        model = strip_wrappers(model, spec)
     else:
         spec = getattr(model, "advlab_spec", None)
     if spec is None:
@@ -94,6 +103,9 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], *, name: str = "m
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"save_model needs a directory, but {directory} is a file")
+    if "program" in spec:  # TorchScript / torch.export: a copy of the program goes alongside
+        directory.mkdir(parents=True, exist_ok=True)
+        spec = save_program(spec, directory)
     # clone: contiguous, on the CPU, and no two entries sharing storage (safetensors refuses that)
     tensors = {key: value.detach().to("cpu").contiguous().clone()
                for key, value in model.state_dict().items()}
@@ -141,7 +153,8 @@ def _read_document(json_path: Path) -> dict[str, Any]:
         document = {"format": None}
     spec = document.get("spec")
     if document.get("format", FORMAT) != FORMAT or not isinstance(spec, dict) or not (
-            {"name", "num_classes", "input_shape"} <= set(spec) or "factory" in spec):
+            {"name", "num_classes", "input_shape"} <= set(spec) or "factory" in spec
+            or "program" in spec):
         raise ModelFileError(f"{json_path}: not an advlab model description (no valid 'spec')")
     if not isinstance(document.get("sha256"), str):
         raise ModelFileError(f"{json_path}: no 'sha256' of the weights; re-save with save_model")
@@ -177,6 +190,8 @@ def _rebuild(spec: dict[str, Any], json_path: Path) -> nn.Module:
 
         return build_from_factory(str(spec["factory"]), spec.get("model_args") or {},
                                   base=json_path.parent)
+    if "program" in spec:  # TorchScript or torch.export, copied next to the JSON
+        return load_program(program_path(spec, json_path.parent), str(spec.get("program_kind")))
     normalize = spec.get("normalize")
     try:
         return create_model(
@@ -225,11 +240,11 @@ def load_model(path: str | os.PathLike[str], *, name: str = "model",
     tensors = _read_weights(weights_path, document["sha256"])
     model = _rebuild(document["spec"], json_path)
     _load_weights(model, tensors, weights_path)
-    if "factory" in document["spec"]:
-        from advlab.models.user import LogitsAdapter
-
-        model = LogitsAdapter(model)
-        model.advlab_factory = dict(document["spec"])  # type: ignore[assignment]
+    spec = document["spec"]
+    if {"factory", "program", "input_normalize"} & set(spec):
+        if "program" in spec:  # absolute, so that saving the model again copies it
+            spec = {**spec, "program": str(program_path(spec, json_path.parent).resolve())}
+        model = wrap_recipe(model, spec)
     model.to(resolve_device(device)).eval()
     model.advlab_metadata = document.get("metadata") or {}  # type: ignore[assignment]
     return model

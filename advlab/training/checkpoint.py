@@ -10,7 +10,9 @@ fsync, ``os.replace``), so a kill at any moment leaves the previous or the new c
 Resuming compares the checkpoint's config with the current one, key by key, except for
 :data:`RESUME_IGNORED_KEYS` (settings that do not change what is computed). ``epochs`` may
 change only with ``schedule="constant"``: the ``onecycle`` and ``cosine`` schedules are laid out
-over ``epochs``, so a longer run would not be the continuation of the shorter one.
+over ``epochs``, so a longer run would not be the continuation of the shorter one. A checkpoint
+of advlab 0.1 is compared on the keys it has (the keys added since, such as ``train_args`` and
+``test_split``, describe the same run).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     if current.get("schedule") == "constant" and saved.get("schedule") == "constant":
         ignored.add("epochs")
     keys = (saved.keys() | current.keys()) - ignored
+    if str(saved.get("advlab_version", "")).startswith("0.1"):  # keys added since 0.1
+        keys &= saved.keys()
     return sorted(k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>"))
 
 

@@ -289,7 +289,7 @@ def _finish(model: nn.Module, trainer: Trainer, recorder: RunRecorder, run_dir: 
             config: dict[str, Any], elapsed: float) -> FitResult:
     """Load the best weights, record the outcome, build the result."""
     state = trainer.state
-    best = recorder.best_weights() if state.best_epoch is not None else None
+    best = recorder.best_weights(unwrap_model(model)) if state.best_epoch is not None else None
     if best is not None:
         model.load_state_dict(best)
     elif state.best_epoch is not None:

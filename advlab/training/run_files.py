@@ -125,14 +125,16 @@ class RunRecorder:
         if self.is_main and self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, {**state, "config": self.config})
 
-    def best_weights(self) -> dict[str, torch.Tensor] | None:
-        """The best weights: from this process, or from ``model.safetensors`` after a resume."""
+    def best_weights(self, model: nn.Module | None = None) -> dict[str, torch.Tensor] | None:
+        """The best weights: from this process, or from ``model.safetensors`` after a resume
+        (that file holds the inner model of a wrapped ``model``: its keys are mapped back)."""
         if self.best_state is not None:
             return self.best_state
         if self.run_dir is not None and (self.run_dir / f"{BEST_NAME}.safetensors").exists():
             from safetensors.torch import load_file
 
-            return load_file(self.run_dir / f"{BEST_NAME}.safetensors")
+            saved = load_file(self.run_dir / f"{BEST_NAME}.safetensors")
+            return saved if model is None else _as_state_of(model, saved)
         return None
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -150,6 +152,20 @@ class RunRecorder:
                 self.store.close()
 
 
+def _as_state_of(model: nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with the tensors ``save_model`` wrote for it (for a model with a
+    recipe, those of its inner model, under the inner model's prefix)."""
+    from advlab.models.recipe import strip_wrappers
+
+    recipe = getattr(model, "advlab_factory", None)
+    if not isinstance(recipe, dict):
+        return saved
+    inner = strip_wrappers(model, recipe)
+    prefix = next((f"{name}." for name, module in model.named_modules()
+                   if module is inner and name), "")
+    return {**model.state_dict(), **{prefix + key: value for key, value in saved.items()}}
+
+
 def has_recipe(model: nn.Module) -> bool:
     """Whether :func:`advlab.save_model` can save ``model`` without being told how to build it:
     a ``create_model`` spec, or the factory of a model loaded from a factory-saved file."""
@@ -159,12 +175,7 @@ def has_recipe(model: nn.Module) -> bool:
 def _save_weights(model: nn.Module, run_dir: Path, name: str, metadata: dict[str, Any]) -> None:
     from advlab.models import save_model
 
-    factory = getattr(model, "advlab_factory", None)
-    if isinstance(factory, dict) and not hasattr(model, "advlab_spec"):
-        save_model(model, run_dir, name=name, factory=factory["factory"],
-                   model_args=factory.get("model_args"), **metadata)
-        return
-    save_model(model, run_dir, name=name, **metadata)
+    save_model(model, run_dir, name=name, **metadata)  # with its recipe (advlab_factory) if any
 
 
 # ----------------------------------------------------------------------------- never lose work
@@ -173,7 +184,7 @@ LOCK_NAME = ".advlab.lock"
 FINISHED_NAME = "finished.json"
 RUN_FILES = ("config.json", "history.json", CHECKPOINT_NAME, "train_result.json", FINISHED_NAME,
              f"{BEST_NAME}.json", f"{BEST_NAME}.safetensors", f"{LAST_NAME}.json",
-             f"{LAST_NAME}.safetensors")
+             f"{LAST_NAME}.safetensors", "architecture.pt", "architecture.pt2")
 
 
 class RunLockedError(RuntimeError):

@@ -39,7 +39,14 @@ import torch
 from torch import Tensor, nn
 
 from advlab._checks import check_int, check_number
-from advlab.attacks._core import AttackInputError, finalize, model_guard, prepare, reached
+from advlab.attacks._core import (
+    AttackInputError,
+    finalize,
+    model_guard,
+    prepare,
+    reached,
+    reject_targeted,
+)
 from advlab.attacks._hyperplane import hyperplane_step
 from advlab.attacks._iterate import PassCount, SmallestAdversarial
 from advlab.attacks.registry import register_attack
@@ -159,17 +166,15 @@ def _runs(cfg: _Config, best: SmallestAdversarial, shape: tuple[int, ...], x: Te
         _run(cfg, best, shape, x, y, goal, targeted, index, start)
 
 
-def _check(threat: ThreatModel, target: Tensor | str | None, n_target_classes: int, classes: int) -> None:
+def _check(threat: ThreatModel, target: Tensor | str | None) -> None:
     if threat.norm not in _DUAL:
         raise ValueError(f"fab supports the linf, l2 and l1 threat models, got {threat.norm!r}")
     if not (target is None or isinstance(target, Tensor) or target == "top"):
         raise AttackInputError(f"target must be None, a (B,) tensor of classes or 'top', got {target!r}")
-    if target == "top" and n_target_classes > classes - 1:
-        raise AttackInputError(f"n_target_classes={n_target_classes} but the model has only "
-                               f"{classes - 1} other classes; pass n_target_classes <= {classes - 1}")
 
 
 @register_attack("fab", kind="bounded")
+@reject_targeted
 def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 100,
         restarts: int = 1, target: Tensor | str | None = None, n_target_classes: int = 9,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, early_stop: bool = True,
@@ -185,7 +190,8 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             gradient passes untargeted).
         restarts: runs per sample (per target class with ``"top"``); the first from ``x``.
         target: ``None`` (untargeted), ``(B,)`` classes to reach, or ``"top"`` (FAB-T above).
-        n_target_classes: target classes of the ``"top"`` sweep (default 9, AutoAttack's).
+        n_target_classes: target classes of the ``"top"`` sweep (default 9, AutoAttack's; at
+            most ``K - 1`` are used).
         alpha_max, eta, beta: the paper's bias bound, overshoot and backward step (0.1, 1.05, 0.9).
         early_stop: stop on a sample once its smallest adversarial lies within ``eps`` (default
             True; False keeps minimising the norm).
@@ -201,19 +207,20 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     check_int("n_target_classes", n_target_classes)
     for name, value in (("alpha_max", alpha_max), ("eta", eta), ("beta", beta)):
         check_number(name, value)
+    _check(threat, target)
     explicit = target if isinstance(target, Tensor) else None
     count = PassCount(x, return_info)
     with model_guard(model):
         clean = prepare(model, x, y, threat, target=explicit)
-        _check(threat, target, n_target_classes, clean.shape[1])
         cfg = _Config(model, threat, steps, float(alpha_max), float(eta), float(beta), early_stop,
                       count, generator)
         shape, rows = tuple(x.shape[1:]), flat(x.detach())
         best = SmallestAdversarial.start(rows, reached(clean, y if explicit is None else explicit,
                                                        targeted=explicit is not None))
         if target == "top":
-            ranked = clean.scatter(1, y[:, None], -math.inf).topk(n_target_classes, dim=1).indices
-            for rank in range(n_target_classes):
+            ranks = min(n_target_classes, clean.shape[1] - 1)
+            ranked = clean.scatter(1, y[:, None], -math.inf).topk(ranks, dim=1).indices
+            for rank in range(ranks):
                 _runs(cfg, best, shape, rows, y, ranked[:, rank], False, restarts)
         else:
             _runs(cfg, best, shape, rows, y, explicit, explicit is not None, restarts)

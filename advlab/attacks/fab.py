@@ -166,6 +166,18 @@ def _runs(cfg: _Config, best: SmallestAdversarial, shape: tuple[int, ...], x: Te
         _run(cfg, best, shape, x, y, goal, targeted, index, start)
 
 
+def _sweep(cfg: _Config, best: SmallestAdversarial, shape: tuple[int, ...], x: Tensor, y: Tensor,
+           ranked: Tensor, restarts: int, patience: int | None) -> None:
+    """FAB-T: one run per target rank (columns of ``ranked`` ``(B, T)``), on what is left."""
+    eps, idle = cfg.threat.eps_per_sample(x), 0
+    for rank in range(ranked.shape[1]):
+        before = int((best.norm <= eps).sum())
+        _runs(cfg, best, shape, x, y, ranked[:, rank], False, restarts)
+        idle = 0 if int((best.norm <= eps).sum()) > before else idle + 1
+        if patience is not None and idle >= patience:
+            return
+
+
 def _check(threat: ThreatModel, target: Tensor | str | None) -> None:
     if threat.norm not in _DUAL:
         raise ValueError(f"fab supports the linf, l2 and l1 threat models, got {threat.norm!r}")
@@ -178,7 +190,7 @@ def _check(threat: ThreatModel, target: Tensor | str | None) -> None:
 def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 100,
         restarts: int = 1, target: Tensor | str | None = None, n_target_classes: int = 9,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, early_stop: bool = True,
-        generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
+        target_patience: int | None = None, generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
     """FAB (Croce & Hein 2020): minimal-norm boundary steps, kept when inside ``threat``.
 
     Args:
@@ -195,6 +207,8 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         alpha_max, eta, beta: the paper's bias bound, overshoot and backward step (0.1, 1.05, 0.9).
         early_stop: stop on a sample once its smallest adversarial lies within ``eps`` (default
             True; False keeps minimising the norm).
+        target_patience: ``"top"`` only: stop after this many consecutive target ranks brought
+            no new point within ``eps`` (default None: every rank, as AutoAttack).
         generator: randomness of the restarts; same seed -> identical result.
         return_info: return an :class:`~advlab.attacks.result.AttackResult`
             (``extras["min_norm"]``: ``(B,)`` smallest adversarial norm found, ``inf`` if none).
@@ -205,6 +219,8 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
     check_int("steps", steps)
     check_int("restarts", restarts)
     check_int("n_target_classes", n_target_classes)
+    if target_patience is not None:
+        check_int("target_patience", target_patience)
     for name, value in (("alpha_max", alpha_max), ("eta", eta), ("beta", beta)):
         check_number(name, value)
     _check(threat, target)
@@ -220,8 +236,7 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
         if target == "top":
             ranks = min(n_target_classes, clean.shape[1] - 1)
             ranked = clean.scatter(1, y[:, None], -math.inf).topk(ranks, dim=1).indices
-            for rank in range(ranks):
-                _runs(cfg, best, shape, rows, y, ranked[:, rank], False, restarts)
+            _sweep(cfg, best, shape, rows, y, ranked, restarts, target_patience)
         else:
             _runs(cfg, best, shape, rows, y, explicit, explicit is not None, restarts)
         found = per_sample_view(best.found(), best.x)

@@ -136,3 +136,20 @@ def test_l1_standard_lists_fab_t_and_square() -> None:
     assert square_step.blackbox and square_step.escalate is not None
     linf = [step.name for step in resolve_ensemble("standard", 10, "linf")]
     assert "fab-t" not in linf and "square" in linf
+
+
+def test_fab_t_target_patience_stops_the_sweep(digits, digits_cnn) -> None:
+    """At a radius too small to break anything, patience 2 runs two target ranks, not all."""
+    _, _, x_test, y_test = digits
+    x, y = x_test[:8], y_test[:8]
+    threat = ThreatModel("l1", 1e-3)
+    every = fab(digits_cnn, x, y, threat, target="top", n_target_classes=4, steps=5, return_info=True)
+    patient = fab(digits_cnn, x, y, threat, target="top", n_target_classes=4, steps=5, target_patience=2,
+                  return_info=True)
+    with torch.no_grad():
+        clean = digits_cnn(x).argmax(dim=1) == y
+    assert not (every.success & clean).any()
+    # one gradient and one forward pass per step and rank
+    assert (every.gradients[clean] == 4 * 5 * 2).all() and (patient.gradients[clean] == 2 * 5 * 2).all()
+    with pytest.raises(ValueError, match="target_patience"):
+        fab(digits_cnn, x, y, threat, target="top", target_patience=0)

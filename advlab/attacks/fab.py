@@ -211,7 +211,9 @@ def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             no new point within ``eps`` (default None: every rank, as AutoAttack).
         generator: randomness of the restarts; same seed -> identical result.
         return_info: return an :class:`~advlab.attacks.result.AttackResult`
-            (``extras["min_norm"]``: ``(B,)`` smallest adversarial norm found, ``inf`` if none).
+            (``extras["min_norm"]``: ``(B,)`` smallest adversarial norm found, ``inf`` if none;
+            ``gradients``: model passes per sample, the clean one excluded: per step one gradient
+            pass (``K`` untargeted) and one forward pass).
 
     Returns:
         ``x_adv`` ``(B, ...)`` inside the threat model and the bounds.

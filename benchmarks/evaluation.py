@@ -16,6 +16,15 @@ models as advlab's ``standard`` preset:
                    Its predictions are counted by majority vote over 25 passes, for every
                    library alike.
 
+With ``--norm l1`` only the reference runs (torchattacks has no L1 AutoAttack): its L1 version
+(APGD-CE with 5 restarts and APGD-T over 5 targets, both with the larger-radii schedule, FAB-T
+over 9 targets, Square-L1 with 5000 queries) against advlab's L1 ``standard``.
+
+The table gives, per model and AutoAttack, n, both robust accuracies with 95 % Clopper-Pearson
+intervals, the points only AutoAttack broke / only advlab broke, and the paired difference with
+its exact 95 % interval (Clopper-Pearson on the discordant points, McNemar's exact test): a
+difference is only called measured when that interval excludes 0.
+
 Per model the two evaluations run back to back (the order alternates from model to model), each
 timed once with ``time.perf_counter``. Robust accuracy is recounted here for every library from
 its returned examples: a point counts as broken only if its example lies inside the eps-ball and

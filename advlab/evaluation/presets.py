@@ -99,8 +99,9 @@ LP = ("linf", "l2")
 def _l1_standard() -> list[AttackStep]:
     """L1 in ``standard``: AutoAttack's L1 version (Croce & Hein 2021: APGD-L1 with 5 restarts and
     the larger-radii schedule, APGD-T-L1 over 5 target classes), FAB-T-L1 over 9 target classes
-    (Croce & Hein 2020; like APGD-T it stops after two consecutive target ranks broke nothing) and the minimal-norm FMN-L1 (Pintor et al. 2021). Square-L1 follows
-    with the other norms' Square step."""
+    (Croce & Hein 2020; like APGD-T it stops after two consecutive target ranks broke nothing)
+    and the minimal-norm FMN-L1 (Pintor et al. 2021). Square-L1 (Croce & Hein 2021) follows with
+    the other norms' Square step."""
     return [
         AttackStep("apgd-ce", _apgd(loss="ce", steps=100, restarts=5, large_eps=True), norms=("l1",)),
         AttackStep("apgd-t", _apgd(loss="dlr", steps=100, target="top", n_target_classes=5,

@@ -153,3 +153,30 @@ def test_fab_t_target_patience_stops_the_sweep(digits, digits_cnn) -> None:
     assert (every.gradients[clean] == 4 * 5 * 2).all() and (patient.gradients[clean] == 2 * 5 * 2).all()
     with pytest.raises(ValueError, match="target_patience"):
         fab(digits_cnn, x, y, threat, target="top", target_patience=0)
+
+
+#: ``(sum |x_adv - x|, sum (x_adv - x))`` of Linf / L2 Square before the L1 version was added
+#: (the same seeds and calls): the L1 code must leave both norms' random search untouched.
+SQUARE_BEFORE_L1 = {
+    ((4, 1, 8, 8), "linf"): (12.514742411673069, -1.4616672471165657),
+    ((4, 1, 8, 8), "l2"): (9.137383012101054, -0.3042268846184015),
+    ((3, 3, 9, 7), "linf"): (27.848832093179226, -2.187197707593441),
+    ((3, 3, 9, 7), "l2"): (12.293480135500431, 0.6628466174006462),
+    ((4, 20), "linf"): (3.883701477199793, -1.1134744845330715),
+    ((4, 20), "l2"): (6.611048560589552, 0.12935195490717888),
+}
+
+
+@pytest.mark.parametrize("shape,norm", sorted(SQUARE_BEFORE_L1, key=str))
+def test_square_linf_and_l2_unchanged(shape: tuple[int, ...], norm: str) -> None:
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 10)).eval()
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # every point correct: every point is attacked
+    eps = {"linf": 0.05, "l2": 0.5}[norm]
+    out = square(model, x, y, ThreatModel(norm, eps), queries=60, generator=torch.Generator().manual_seed(3))
+    delta = (out - x).double()
+    total_abs, total = SQUARE_BEFORE_L1[(shape, norm)]
+    assert delta.abs().sum().item() == pytest.approx(total_abs, rel=1e-9, abs=1e-9)
+    assert delta.sum().item() == pytest.approx(total, rel=1e-9, abs=1e-9)

@@ -28,14 +28,14 @@ from advlab.threat import lp_norm
 
 NORMS = ["linf", "l2", "l1"]
 EPS_SCALE = {"linf": 0.5, "l2": 2.0, "l1": 4.0, "l0": 0.0}
-DOCUMENTED = {"fgsm", "fgm", "pgd", "apgd", "square", "noise", "deepfool", "cw", "fmn", "universal", "spatial",
+DOCUMENTED = {"fgsm", "fgm", "pgd", "apgd", "fab", "square", "noise", "deepfool", "cw", "fmn", "universal", "spatial",
               "occlusion", "patch"}
 #: The norms each attack supports; any other norm must be a ValueError naming it.
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "apgd": ("linf", "l2", "l1"), "cw": ("l2",), "deepfool": ("linf", "l2"),
+    "apgd": ("linf", "l2", "l1"), "cw": ("l2",), "deepfool": ("linf", "l2"), "fab": ("linf", "l2", "l1"),
     "fgm": ("linf", "l2", "l1"), "fgsm": ("linf", "l2", "l1"), "fmn": ("linf", "l2", "l1"),
     "noise": ("linf", "l2", "l1"), "pgd": ("linf", "l2", "l1"), "spatial": ("linf", "l2", "l1"),
-    "square": ("linf", "l2"), "universal": ("linf", "l2"),
+    "square": ("linf", "l2", "l1"), "universal": ("linf", "l2"),
     "occlusion": ("l0",), "patch": ("l0",),  # kind "patch": a square anywhere, L0 = changed pixels
 }
 #: Options that keep every attack fast; only those an attack's signature names are passed, and
@@ -45,7 +45,7 @@ SMALL_OPTIONS: dict[str, Any] = {
     "max_passes": 1, "deepfool_steps": 2, "n_target_classes": 2, "size": 2, "stride": 2,
 }
 #: Attacks that take ``target=`` (classes to reach).
-TARGETED = {"apgd", "cw", "fgm", "fgsm", "patch", "pgd", "square"}
+TARGETED = {"apgd", "cw", "fab", "fgm", "fgsm", "patch", "pgd", "square"}
 PER_INPUT = sorted(name for name, kind in ATTACK_KINDS.items() if kind != "universal")
 CASES = [(name, norm) for name in sorted(ATTACKS) for norm in SUPPORTED.get(name, NORMS)]
 UNSUPPORTED = [(name, norm) for name in sorted(ATTACKS) for norm in NORMS
@@ -322,7 +322,7 @@ def test_model_restored_when_the_attack_raises(name: str, tiny_model: nn.Module)
 #: A budget that reaches the target on most digits (measured rates in the comments of the test).
 TARGETED_CALLS: dict[str, tuple[str, float, dict[str, Any]]] = {
     "fgsm": ("linf", 0.3, {}), "fgm": ("l2", 3.0, {}), "pgd": ("linf", 0.2, {"steps": 10}),
-    "apgd": ("linf", 0.2, {"steps": 10}), "square": ("linf", 0.3, {"queries": 200}),
+    "apgd": ("linf", 0.2, {"steps": 10}), "fab": ("linf", 0.2, {"steps": 20}), "square": ("linf", 0.3, {"queries": 200}),
     "cw": ("l2", 0.0, {"steps": 50, "binary_steps": 3}),
     "patch": ("l0", 0.0, {"steps": 50, "size": 4, "stride": 1, "positions": "grid"}),
 }

@@ -129,8 +129,8 @@ def test_resolve_ensemble_keeps_its_old_name():
     from advlab.evaluation import resolve_ensemble, resolve_steps
 
     assert resolve_steps is resolve_ensemble
-    assert [s.name for s in resolve_ensemble("standard", 3, "l1")] == ["apgd-ce", "apgd-dlr", "fmn"]
-    assert [s.name for s in resolve_ensemble("standard", 10, "l1")] == ["apgd-ce", "apgd-t", "fmn"]
+    assert [s.name for s in resolve_ensemble("standard", 3, "l1")] == ["apgd-ce", "apgd-dlr", "fab-t", "fmn", "square"]
+    assert [s.name for s in resolve_ensemble("standard", 10, "l1")] == ["apgd-ce", "apgd-t", "fab-t", "fmn", "square"]
 
 
 def _result_with(warnings_: list[dict[str, str]]) -> EvaluationResult:

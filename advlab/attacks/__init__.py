@@ -1,8 +1,8 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, threat, **options)``.
 
-``y`` is always the true label; targeted attacks (fgsm/fgm, pgd, apgd, square, cw) take the
-classes to reach as ``target=`` (``(B,)`` int64), and apgd's AutoAttack sweep over the most
-likely wrong classes is ``target="top"``. Every attack leaves ``x`` and the model untouched (mode
+``y`` is always the true label; targeted attacks (fgsm/fgm, pgd, apgd, fab, square, cw) take the
+classes to reach as ``target=`` (``(B,)`` int64), and the AutoAttack sweeps of apgd and fab
+over the most likely wrong classes are ``target="top"``. Every attack leaves ``x`` and the model untouched (mode
 and ``requires_grad`` restored), returns a result inside the threat model and the bounds, and is
 reproducible through ``generator=``. Per-input attacks return ``x_adv``, or with
 ``return_info=True`` one :class:`AttackResult`. See :mod:`advlab.attacks._core` for the shared
@@ -15,6 +15,7 @@ from advlab.attacks._core import AttackInputError, model_guard
 from advlab.attacks.apgd import apgd  # noqa: E402
 from advlab.attacks.cw import cw  # noqa: E402
 from advlab.attacks.deepfool import deepfool  # noqa: E402
+from advlab.attacks.fab import fab  # noqa: E402
 from advlab.attacks.fgsm import fgm, fgsm  # noqa: E402
 from advlab.attacks.fmn import fmn  # noqa: E402
 from advlab.attacks.losses import get_loss
@@ -30,6 +31,6 @@ from advlab.attacks.square import square  # noqa: E402
 from advlab.attacks.universal import universal  # noqa: E402
 
 __all__ = ["ATTACKS", "AttackInputError", "AttackResult", "MaskThreat", "MinimalNormResult", "PatchThreat",
-           "apgd", "cw", "deepfool", "eyeglass_mask", "fgm", "fgsm", "fmn", "get_attack", "get_loss",
+           "apgd", "cw", "deepfool", "eyeglass_mask", "fab", "fgm", "fgsm", "fmn", "get_attack", "get_loss",
            "masked_pgd", "model_guard", "noise", "occlusion", "occlusion_accuracy", "patch", "pgd",
            "random_noise", "register_attack", "spatial", "square", "universal"]

@@ -15,6 +15,12 @@ the query budget (the paper's schedule).
   the old content, empties window 2 and rescales so the mass of both windows plus the unused
   budget ``eps^2 - ||delta||^2`` goes into window 1, then renormalises ``||delta||_2 = eps``
   (before clipping to the box).
+* ``l1``: the L1 adaptation of Croce & Hein (2021, "Mind the box: l1-APGD for sparse adversarial
+  attacks on image classifiers", ICML; part of their L1 AutoAttack): the L2 scheme with blocks of
+  nested rectangles weighted ``1 / (k+1)^4`` (more peaked) normalised to unit L1 norm, the L1 mass
+  of both windows plus the unused budget ``eps - ||delta||_1`` moved into window 1, and every
+  point projected exactly onto the L1 ball intersected with the box (the start is the
+  projection of the block tiling, which keeps its largest entries).
 
 Shapes: images ``(B, C, H, W)`` are attacked as they are; ``(B, D)`` inputs are viewed as
 ``(B, 1, 1, D)`` and ``(B, C, L)`` as ``(B, C, 1, L)``: the "square" is then an interval of about
@@ -34,7 +40,7 @@ from advlab.attacks._iterate import BestIterate, PassCount
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
-from advlab.threat import ThreatModel, lp_norm
+from advlab.threat import ThreatModel, flat, lp_norm, project_l1_box
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each (of 10000)
 
@@ -110,61 +116,82 @@ def _linf_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[f
 
 
 # ------------------------------------------------------------------------------------------ l2
-def _pseudo_gaussian(a: int, b: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Nested centred rectangles weighted ``1 / (k+1)^2`` (paper, L2 update), unit norm: ``(a, b)``."""
+def _unit(block: Tensor, norm: str) -> Tensor:
+    return block / (block.norm() if norm == "l2" else block.abs().sum())
+
+
+def _pseudo_gaussian(a: int, b: int, device: torch.device, dtype: torch.dtype, norm: str = "l2") -> Tensor:
+    """Nested centred rectangles weighted ``1 / (k+1)^2`` (paper, L2 update; ``1 / (k+1)^4`` for
+    ``l1``), unit norm in ``norm``: ``(a, b)``."""
     levels = max(a // 2, b // 2) + 1
     dist = torch.maximum((torch.arange(a, device=device) - a // 2).abs()[:, None],
                          (torch.arange(b, device=device) - b // 2).abs()[None, :])  # (a, b)
-    weights = 1.0 / torch.arange(1, levels + 1, device=device, dtype=dtype) ** 2
+    weights = 1.0 / torch.arange(1, levels + 1, device=device, dtype=dtype) ** (2 if norm == "l2" else 4)
     tail = weights.flip(0).cumsum(0).flip(0)  # tail[k] = sum_{j >= k} weights[j]
     block = tail[dist]
-    return block / block.norm()
+    return _unit(block, norm)
 
 
-def l2_block(a: int, b: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+def l2_block(a: int, b: int, device: torch.device, dtype: torch.dtype = torch.float32,
+             norm: str = "l2") -> Tensor:
     """The update block ``eta`` of the L2 Square Attack: two pseudo-Gaussian halves of opposite
-    sign (split along the rows, or the columns for a single row), unit L2 norm: ``(a, b)``."""
+    sign (split along the rows, or the columns for a single row), unit L2 norm: ``(a, b)``.
+    ``norm="l1"``: the L1 attack's block (weights ``1 / (k+1)^4``, unit L1 norm)."""
     if a >= 2:
-        top = _pseudo_gaussian(a // 2, b, device, dtype)
-        block = torch.cat([top, -_pseudo_gaussian(a - a // 2, b, device, dtype)], dim=0)
+        top = _pseudo_gaussian(a // 2, b, device, dtype, norm)
+        block = torch.cat([top, -_pseudo_gaussian(a - a // 2, b, device, dtype, norm)], dim=0)
     elif b >= 2:
-        left = _pseudo_gaussian(a, b // 2, device, dtype)
-        block = torch.cat([left, -_pseudo_gaussian(a, b - b // 2, device, dtype)], dim=1)
+        left = _pseudo_gaussian(a, b // 2, device, dtype, norm)
+        block = torch.cat([left, -_pseudo_gaussian(a, b - b // 2, device, dtype, norm)], dim=1)
     else:
         block = torch.ones(a, b, device=device, dtype=dtype)
-    return block / block.norm()
+    return _unit(block, norm)
 
 
 def _l2_normalise(delta: Tensor, eps: Tensor) -> Tensor:
     return delta * _view(eps / lp_norm(delta, "l2").clamp_min(1e-12))
 
 
-def _l2_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
-    """Tiling of ``(H//5) x (W//5)`` blocks with random signs per (sample, channel), norm ``eps``."""
+def _tiling(x: Tensor, generator: torch.Generator | None, norm: str = "l2") -> Tensor:
+    """Tiling of ``(H//5) x (W//5)`` blocks with random signs per (sample, channel): ``(n, C, H, W)``."""
     n, c, h, w = x.shape
     th, tw = max(h // 5, 1), max(w // 5, 1)
     delta = torch.zeros_like(x)
     for top in range(max((h - 5 * th) // 2, 0), h - th + 1, th):
         for left in range(max((w - 5 * tw) // 2, 0), w - tw + 1, tw):
-            block = l2_block(th, tw, x.device, x.dtype)
+            block = l2_block(th, tw, x.device, x.dtype, norm)
             if th == tw and bool(torch.rand(1, generator=generator, device=x.device) > 0.5):
                 block = block.T
             delta[:, :, top:top + th, left:left + tw] = block * _signs((n, c, 1, 1), x, generator)
-    return (x + _l2_normalise(delta, eps)).clamp(*bounds)
+    return delta
+
+
+def _l2_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
+    """The block tiling, rescaled to L2 norm ``eps``, clipped."""
+    return (x + _l2_normalise(_tiling(x, generator), eps)).clamp(*bounds)
+
+
+def _windows(x: Tensor, p: float, generator: torch.Generator | None, norm: str = "l2"
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """Two random windows per sample and the update block placed in window 1 (random
+    orientation): masks ``(n, 1, H, W)`` twice and the placed block ``(n, 1, H, W)``."""
+    n, _, h, w = x.shape
+    size = _window_size(p, h, w, "l2")
+    mask1, rows, cols = _random_window(n, h, w, size, generator, x.device)
+    mask2, _, _ = _random_window(n, h, w, size, generator, x.device)
+    blocks = l2_block(*size, x.device, x.dtype, norm)
+    blocks = torch.stack([blocks, blocks.T]) if size[0] == size[1] else blocks[None]
+    choice = torch.randint(0, len(blocks), (n,), generator=generator, device=x.device)
+    placed = blocks[choice[:, None, None], rows[:, :, None], cols[:, None, :]][:, None] * mask1  # (n,1,H,W)
+    return mask1, mask2, placed
 
 
 def _l2_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[float, float],
              generator: torch.Generator | None) -> Tensor:
     """Move the mass of windows 1 and 2 (plus the unused budget) into window 1: ``(n, C, H, W)``."""
     n, c, h, w = x.shape
-    size = _window_size(p, h, w, "l2")
     delta = x_best - x
-    mask1, rows, cols = _random_window(n, h, w, size, generator, x.device)
-    mask2, _, _ = _random_window(n, h, w, size, generator, x.device)
-    blocks = l2_block(*size, x.device, x.dtype)
-    blocks = torch.stack([blocks, blocks.T]) if size[0] == size[1] else blocks[None]
-    choice = torch.randint(0, len(blocks), (n,), generator=generator, device=x.device)
-    placed = blocks[choice[:, None, None], rows[:, :, None], cols[:, None, :]][:, None] * mask1  # (n,1,H,W)
+    mask1, mask2, placed = _windows(x, p, generator)
 
     def channel_norm(t: Tensor) -> Tensor:  # (n, C, 1, 1)
         return t.square().sum(dim=(2, 3), keepdim=True).sqrt()
@@ -179,6 +206,40 @@ def _l2_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[flo
     return (x + _l2_normalise(delta, eps)).clamp(*bounds)
 
 
+# ------------------------------------------------------------------------------------------ l1
+def _l1_project(x: Tensor, delta: Tensor, eps: Tensor, bounds: tuple[float, float]) -> Tensor:
+    """``x`` plus the exact projection of ``delta`` onto the L1 ball of radius ``eps`` (a hair
+    inside) intersected with the box: ``(n, C, H, W)``."""
+    low, high = bounds
+    base = flat(x)
+    rows = project_l1_box(flat(delta), eps * (1 - 1e-6), low - base, high - base)
+    return (x + rows.view_as(x)).clamp(*bounds)
+
+
+def _l1_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
+    """The L1 block tiling projected onto the L1 ball intersected with the box."""
+    return _l1_project(x, _tiling(x, generator, "l1"), eps, bounds)
+
+
+def _l1_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[float, float],
+             generator: torch.Generator | None) -> Tensor:
+    """The L2 update with L1 masses: windows 1 and 2 plus the unused budget into window 1."""
+    c = x.shape[1]
+    delta = x_best - x
+    mask1, mask2, placed = _windows(x, p, generator, "l1")
+
+    def mass(t: Tensor) -> Tensor:  # (n, C, 1, 1)
+        return t.abs().sum(dim=(2, 3), keepdim=True)
+
+    old = delta * mask1
+    new = placed * _signs((x.shape[0], c, 1, 1), x, generator) + old / mass(old).clamp_min(1e-12)
+    union = mask1 | mask2
+    unused = (eps - lp_norm(delta, "l1")).clamp_min(0.0)  # (n,)
+    new = new / mass(new).clamp_min(1e-12) * (_view(unused) / c + mass(delta * union))
+    delta = torch.where(union, torch.zeros_like(delta), delta) + new
+    return _l1_project(x, delta, eps, bounds)
+
+
 # -------------------------------------------------------------------------------------- search
 def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
                    bounds: tuple[float, float], loss_fn: LossFn, targeted: bool, queries: int,
@@ -186,7 +247,7 @@ def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
     """One run of ``queries`` queries on images ``x`` ``(n, C, H, W)``; ``query(rows, images)``
     maps the images of rows ``rows`` (``None``: all n) to logits. ``y``: the labels the loss takes
     (the target classes when ``targeted``)."""
-    init, step = (_linf_init, _linf_step) if norm == "linf" else (_l2_init, _l2_step)
+    init, step = {"linf": (_linf_init, _linf_step), "l2": (_l2_init, _l2_step), "l1": (_l1_init, _l1_step)}[norm]
     x_start = init(x, eps, bounds, generator)
     logits = query(None, x_start)
     best = BestIterate.start(x_start, loss_fn(logits, y), reached(logits, y, targeted=targeted))
@@ -214,7 +275,7 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
     Args:
         model: classifier returning logits ``(B, K)``.
         x: clean inputs ``(B, C, H, W)``, ``(B, C, L)`` or ``(B, D)``; y: the true labels ``(B,)``.
-        threat: ``linf`` or ``l2`` threat model (``eps`` float or ``(B,)``); ``l1`` is refused.
+        threat: ``linf``, ``l2`` or ``l1`` threat model (``eps`` float or ``(B,)``).
         queries: forward passes per sample and run (default 1000): one for the start point and
             ``queries - 1`` random-search steps. With the clean pass of the input checks a sample
             costs at most ``restarts * queries + 1`` queries; fooled samples stop being queried.
@@ -233,9 +294,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
         ``x_adv`` ``(B, ...)`` inside the threat model: a fooling point where one was found,
         else the point of highest loss (``x`` itself for samples already misclassified).
     """
-    if threat.norm not in ("linf", "l2"):
-        raise ValueError(f"square supports the linf and l2 threat models, got {threat.norm!r}; "
-                         "for l1 use a gradient attack such as apgd")
+    if threat.norm not in ("linf", "l2", "l1"):
+        raise ValueError(f"square supports the linf, l2 and l1 threat models, got {threat.norm!r}")
     check_int("queries", queries)
     check_int("restarts", restarts)
     if not 0.0 < float(p_init) <= 1.0:

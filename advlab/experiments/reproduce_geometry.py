@@ -239,7 +239,7 @@ def noise_ratio(out: Path, *, cache: Path, seed: int, quick: bool) -> Result:
                         f"{details['clipped']['median']:.3g} [{details['clipped']['ci'][0]:.3g}, "
                         f"{details['clipped']['ci'][1]:.3g}]; linear classifier {reference['median']:.3g} "
                         f"[10-90 %: {reference['low']:.3g}, {reference['high']:.3g}], sqrt(d) = "
-                        f"{math.sqrt(flat(x).shape[1]):.3g} (agrees: the unclipped interval meets the "
-                        "linear classifier's 10-90 % band)",
+                        f"{math.sqrt(flat(x).shape[1]):.3g} (the claim holds where the unclipped interval "
+                        "meets the linear classifier's 10-90 % band)",
             "agrees": (u["ci"][1] >= reference["low"] and u["ci"][0] <= reference["high"]),
             "details": details, "figures": {}, "captions": {}}

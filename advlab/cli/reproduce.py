@@ -33,6 +33,8 @@ def reproduce(
 
     if list_ or name is None:
         width = max(len(n) for n in REPRODUCTIONS)
+        echo("runtimes at the defaults, measured once on a busy shared 2-core machine "
+             "(training included where it says so; a laptop CPU is usually faster)")
         for entry in REPRODUCTIONS.values():
             echo(f"{entry.name:<{width}}  {entry.runtime:<40} {entry.claim}")
         return

@@ -1,8 +1,8 @@
 """``advlab reproduce NAME``: one command per result of the seed material.
 
-Each :class:`Reproduction` names the published claim, the source, an estimate of its runtime on a
-laptop CPU (first run, training included; the models are cached in ``<out>/../models`` and
-reused) and the function that measures it (:mod:`advlab.experiments.reproduce_geometry`,
+Each :class:`Reproduction` names the published claim, the source, its runtime at the defaults
+as measured once on a busy shared 2-core machine (one run after another, the first to need a
+pair of models trains it; the models are cached in ``<out>/../models`` and reused) and the function that measures it (:mod:`advlab.experiments.reproduce_geometry`,
 :mod:`advlab.experiments.reproduce_training`). :func:`reproduce` runs one and writes
 ``<out>/<name>.json`` with the claim, the measured value, its 95 % interval and n.
 """
@@ -36,38 +36,38 @@ REPRODUCTIONS = {r.name: r for r in (
     Reproduction("goodfellow-fgsm-training",
                  "FGSM adversarial training (FGSM-mix) cuts the FGSM error sharply "
                  "(MNIST maxout, eps 0.25: 89.4 % -> 17.9 %)",
-                 "Goodfellow, Shlens & Szegedy 2015; slides 002", "~4 min (Fashion-MNIST, 10k images, 1 epoch)",
+                 "Goodfellow, Shlens & Szegedy 2015; slides 002", "4.6 min (trains 2 Fashion-MNIST models)",
                  tr.goodfellow_fgsm_training),
     Reproduction("fawzi-boundaries",
                  "the boundary is far more curved along adversarial than along random directions",
-                 "Fawzi, Moosavi-Dezfooli, Frossard & Soatto 2018; talk 001", "~3 min (digits)",
+                 "Fawzi, Moosavi-Dezfooli, Frossard & Soatto 2018; talk 001", "6.4 min (trains 2 digits models)",
                  geo.fawzi_boundaries),
     Reproduction("fawzi-landscape",
                  "adversarial training flattens the loss in input space (smaller curvature)",
-                 "Moosavi-Dezfooli et al. 2019; talk 001", "~3 min (digits)", geo.fawzi_landscape),
+                 "Moosavi-Dezfooli et al. 2019; talk 001", "6.6 min (digits, cached)", geo.fawzi_landscape),
     Reproduction("curvature-profile",
                  "eigenvalue profile: the adversarially trained network has much smaller eigenvalues",
                  "Fawzi et al.; talk 001, slide 'Eigenvalue profile Original vs Adversarial'",
-                 "~3 min (digits)", geo.curvature_profile),
+                 "3.0 min (digits, cached)", geo.curvature_profile),
     Reproduction("cure-bounds",
                  "the quadratic-model bounds bracket the minimal perturbation: lower <= r* <= upper",
-                 "Moosavi-Dezfooli, Fawzi, Uesato & Frossard 2019", "~3 min (digits)", geo.cure_bounds),
+                 "Moosavi-Dezfooli, Fawzi, Uesato & Frossard 2019", "3.5 min (digits, cached)", geo.cure_bounds),
     Reproduction("deepfool-rho",
                  "DeepFool's rho_adv = E ||r*|| / ||x|| is small (LeNet on MNIST: 0.2)",
-                 "Moosavi-Dezfooli, Fawzi & Frossard 2016", "~3 min (digits)", geo.deepfool_rho),
+                 "Moosavi-Dezfooli, Fawzi & Frossard 2016", "1.5 min (digits, cached)", geo.deepfool_rho),
     Reproduction("noise-ratio",
                  "random noise needs a perturbation about sqrt(d) times the adversarial one",
-                 "Fawzi, Moosavi-Dezfooli & Frossard 2016", "~3 min (digits)", geo.noise_ratio),
+                 "Fawzi, Moosavi-Dezfooli & Frossard 2016", "2.9 min (digits, cached)", geo.noise_ratio),
     Reproduction("random-relu",
                  "one gradient step flips the sign of a wide random ReLU network w.h.p.",
-                 "Bubeck et al. 2021; Bartlett, Bubeck & Cherapanamjeri 2021; page 004", "~1 min",
+                 "Bubeck et al. 2021; Bartlett, Bubeck & Cherapanamjeri 2021; page 004", "3.0 min",
                  tr.random_relu),
     Reproduction("spirals",
                  "an over-parametrised MLP fits noisy labels with islands (train >> test), a small one stays smooth",
-                 "lecture 000", "~5 min (busy CPU)", tr.spirals),
+                 "lecture 000", "22.7 min (load 10-15; see docs)", tr.spirals),
     Reproduction("perceptual-gradients",
                  "robust models have perceptually aligned input gradients",
-                 "Ortiz-Jimenez et al.'s review (page 003); Tsipras et al. 2019", "~3 min (digits)",
+                 "Ortiz-Jimenez et al.'s review (page 003); Tsipras et al. 2019", "1.1 min (digits, cached)",
                  tr.perceptual_gradients),
 )}
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from advlab.attacks.result import AttackResult
 from advlab.evaluation.noise import minimal_noise_norm
 from advlab.geometry._common import rademacher, unit
-from advlab.geometry.boundary import cross_section, section_curvature
+from advlab.geometry.boundary_batch import section_curvatures
 from advlab.geometry.hessian import HessianOperator, dense_hessian
 from advlab.geometry.scale import ScaleHessianOperator
 from advlab.threat import flat
@@ -70,33 +70,33 @@ def curvature_ratio(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *
 def boundary_curvatures(model: nn.Module, x: Tensor, direction: Tensor, norms: Tensor,
                         second: Tensor, *, resolution: int = 31, extent_factor: float = 2.5) -> Tensor:
     """``|kappa| * r`` per point in the model's own DeepFool plane (``direction``, ``second``):
-    the boundary curvature times the distance along ``u``, dimensionless (0 for a flat boundary)."""
-    values = []
-    for i in range(len(x)):
-        r = float(norms[i])
-        if not (math.isfinite(r) and r > 0):
-            values.append(math.nan)
-            continue
-        section = cross_section(model, x[i], direction[i], second[i], extent=extent_factor * r,
-                                resolution=resolution)
-        kappa, crossing = section_curvature(section)
-        values.append(abs(kappa) * crossing)
-    return torch.tensor(values, dtype=torch.float64)
+    the boundary curvature times the distance along ``u``, dimensionless (0 for a flat boundary).
+
+    Sections of half-width ``extent_factor * norms``, evaluated by
+    :func:`~advlab.geometry.boundary_batch.section_curvatures` (only the cells the fit reads)."""
+    kappa, crossing = section_curvatures(model, x, direction, second, extent_factor * norms.double(),
+                                         resolution=resolution)
+    return kappa.abs() * crossing
 
 
 def noise_distances(model: nn.Module, x: Tensor, y: Tensor, *, directions: int = 10,
-                    clip: bool = True, generator: torch.Generator | None = None) -> Tensor:
+                    clip: bool = True, bisection_steps: int = 12,
+                    generator: torch.Generator | None = None) -> Tensor:
     """Median over ``directions`` random lines of the L2 flip distance ``(N,)`` (inf: no flip).
 
     ``clip=True`` keeps the probes in ``[0, 1]`` (reports the applied perturbation's norm);
-    ``clip=False`` probes the function outside the box (searched up to ``4 sqrt(d)``).
+    ``clip=False`` probes the function outside the box (searched up to ``4 sqrt(d)``). All lines
+    are searched in one :func:`~advlab.evaluation.noise.minimal_noise_norm` call (its per-line
+    ``direction_norms``, both rays of each line). ``bisection_steps=12`` after the 8-point scan
+    locates each flip to ``max_norm / 8 / 2**12`` (``sqrt(d) / 32768``, about 1e-3 for
+    Fashion-MNIST clipped, 4x that unclipped), far below the spread over lines; 20 steps (the
+    search's default) cost 60 % more forward passes for digits that no interval resolves.
     """
     dim = flat(x).shape[1]
     bounds = (0.0, 1.0) if clip else (-math.inf, math.inf)
     max_norm = None if clip else 4.0 * math.sqrt(dim)
-    draws = []
-    for _ in range(directions):
-        info = minimal_noise_norm(model, x, y, directions=1, bounds=bounds, max_norm=max_norm,
-                                  generator=generator)
-        draws.append(torch.where(info.success, info.norm, torch.full_like(info.norm, math.inf)))
-    return torch.quantile(torch.stack(draws).double().cpu(), 0.5, dim=0)
+    info = minimal_noise_norm(model, x, y, directions=directions, bounds=bounds, max_norm=max_norm,
+                              bisection_steps=bisection_steps, generator=generator)
+    per_line = info.extras["direction_norms"].double().cpu()  # (N, directions), inf: no flip
+    per_line = torch.where(per_line.isnan(), torch.full_like(per_line, math.inf), per_line)
+    return torch.quantile(per_line, 0.5, dim=1)

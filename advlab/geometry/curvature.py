@@ -40,13 +40,16 @@ distance to ``CE = log 2`` (exact for two classes).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks._core import input_grad, model_guard
 from advlab.attacks.losses import LossFn
 from advlab.geometry.hessian import HessianOperator
 from advlab.geometry.lanczos import lanczos
+from advlab.geometry.scale import ScaleHessianOperator
 from advlab.threat import flat
 
 #: Loss value at which the label flips (see the module docstring), per loss name.
@@ -101,9 +104,24 @@ def _threshold(loss: str | LossFn, threshold: float | None) -> float:
     return THRESHOLDS[key]
 
 
+def _operator(model: nn.Module, x: Tensor, y: Tensor | None, loss: str | LossFn, curvature: str,
+              h: float) -> tuple[Any, Tensor, Tensor]:
+    """``(operator, gradient (B, D) float64, loss (B,) float64)`` of the chosen curvature."""
+    if curvature == "pointwise":
+        operator = HessianOperator(model, x, y, loss)
+        return operator, flat(operator.gradient).double(), operator.loss.double()
+    if curvature != "scale":
+        raise ValueError(f"curvature must be 'pointwise' or 'scale', got {curvature!r}")
+    operator = ScaleHessianOperator(model, x, y, h=h, loss=loss)
+    with model_guard(model):
+        gradient, values, _ = input_grad(model, x, operator.labels, operator.loss_fn)
+    return operator, flat(gradient).double(), values.double()
+
+
 def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
                      loss: str | LossFn = "cw", threshold: float | None = None,
-                     steps: int = 30, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                     steps: int = 30, curvature: str = "pointwise", h: float = 0.5,
+                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """CURE's lower and upper bounds on ``||r*||`` (L2) from the local quadratic model of the loss.
 
     Args:
@@ -116,6 +134,13 @@ def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
             An unconverged Ritz value underestimates ``lambda_max`` (so ``lower`` may be slightly
             too large); ``upper_eigenvector`` stays valid, since it only uses the Ritz pair's
             own curvature ``u^T H u``.
+        curvature: ``"pointwise"`` (the exact input Hessian ``H``: the paper's bounds, rigorous
+            when the loss is quadratic) or ``"scale"`` (``H`` replaced by the curvature at scale
+            ``h``, :class:`~advlab.geometry.scale.ScaleHessianOperator`: the change of the
+            gradient over a distance ``h``, which sees the kinks of a ReLU network that the
+            pointwise Hessian misses; then the bounds are those of the quadratic model with the
+            secant curvature, not guaranteed, and are checked against ``r*`` by the caller).
+        h: the scale of ``curvature="scale"`` (L2, input units).
         generator: Lanczos start vector.
 
     Returns:
@@ -124,17 +149,16 @@ def curvature_bounds(model: nn.Module, x: Tensor, y: Tensor | None = None, *,
         ``gradient_norm``, ``top_eigenvalue``, ``top_projection``, ``gradient_curvature``.
     """
     t = _threshold(loss, threshold)
-    operator = HessianOperator(model, x, y, loss)
-    gradient = flat(operator.gradient).double()  # (B, D)
+    operator, gradient, values = _operator(model, x, y, loss, curvature, h)
     gradient_norm = gradient.norm(dim=1)
-    values, vectors = lanczos(operator, operator.dim, 1, min(operator.dim, steps), batch_size=x.shape[0], which="LA",
-                              generator=generator, device=x.device)
-    top_eigenvalue, top_vector = values[:, 0], vectors[:, 0]  # (B,), (B, D)
+    top, vectors = lanczos(operator, operator.dim, 1, min(operator.dim, steps), batch_size=x.shape[0],
+                           which="LA", generator=generator, device=x.device)
+    top_eigenvalue, top_vector = top[:, 0], vectors[:, 0]  # (B,), (B, D)
     direction = gradient / gradient_norm.clamp_min(1e-300)[:, None]
-    gradient_curvature = (operator(direction) * direction).sum(dim=1)
+    gradient_curvature = (flat(operator(direction.to(x.dtype))).double() * direction).sum(dim=1)
     ingredients = {
-        "loss": operator.loss.double(),
-        "gap": t - operator.loss.double(),
+        "loss": values,
+        "gap": t - values,
         "gradient_norm": gradient_norm,
         "top_eigenvalue": top_eigenvalue,
         "top_projection": (gradient * top_vector).sum(dim=1).abs(),

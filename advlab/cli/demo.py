@@ -42,6 +42,7 @@ class DemoPlan:
     l2_preset: str = "standard"
     n_universal: int = 2000  # training points the universal perturbation is fitted on
     threads: int | None = None  # torch threads (None: torch's default)
+    plane_points: int = 40  # points of the (adversarial, top-eigenvector) plane comparison
 
 
 PLANS = {
@@ -53,7 +54,7 @@ PLANS = {
     # --quick: a couple of minutes on 2 cores; the cheap "fast" preset (APGD-CE) for evaluation
     "digits": DemoPlan("digits", epochs=6, adv_epochs=3, lr=5e-3, eps=0.1, l2_eps=(0.25, 0.5, 1.0),
                        n_eval=64, n_analysis=64, geometry_points=3, eigs=8, n_train=None,
-                       preset="fast", l2_preset="fast", n_universal=600, threads=1),
+                       preset="fast", l2_preset="fast", n_universal=600, threads=1, plane_points=12),
 }
 
 
@@ -150,7 +151,8 @@ def _geometry(plan: DemoPlan, models: dict[str, Any], x, y, store, out_dir: Path
     from advlab.report.plotting import colours_for, report_run_names
 
     summary = analyse(models, x, y, out_dir / "geometry", points=plan.geometry_points, eigs=plan.eigs,
-                      directions=8, generator=generator, metadata={"dataset": plan.dataset},
+                      directions=8, plane_points=plan.plane_points, generator=generator,
+                      metadata={"dataset": plan.dataset},
                       colours=colours_for(models, report_run_names(store)))
     store_summary(store, next(iter(models)), summary)
     rows = list(summary.comparison.items())[:2]

@@ -99,3 +99,36 @@ def trained_mlp(dataset: str, widths: tuple[int, ...], steps: int, weight_decay:
 def flag_codes(result) -> list[str]:
     """The codes of the sanity flags an evaluation raised, in order."""
     return [w["code"] for w in result.warnings]
+
+
+def user_model_forms(root: Path, source: str, module_name: str, build, x: torch.Tensor,
+                     y: torch.Tensor, *, steps: int, transform=None, names: dict[str, str]):
+    """Write ``source`` as ``root/names["module"]``, import it, train ``build(module)`` with Adam
+    for ``steps`` full-batch steps on ``(transform(x), y)``, and save the trained weights in every
+    form a user may bring: safetensors, a state dict (``torch.save``), TorchScript and a
+    ``torch.export`` archive, under the file names ``names`` gives (keys ``module``,
+    ``safetensors``, ``state``, ``script``, ``export``). Returns ``(module, model)`` in eval mode."""
+    import importlib.util
+
+    from safetensors.torch import save_file
+
+    (root / names["module"]).write_text(source)
+    spec = importlib.util.spec_from_file_location(module_name, root / names["module"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = build(module)
+    inputs = x if transform is None else transform(x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs), y).backward()
+        opt.step()
+    model.eval()
+    save_file(model.state_dict(), root / names["safetensors"])
+    torch.save(model.state_dict(), root / names["state"])
+    torch.jit.save(torch.jit.trace(model, x[:2]), root / names["script"])
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)),
+                      root / names["export"])
+    return module, model

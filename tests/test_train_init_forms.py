@@ -3,12 +3,11 @@ loaded afterwards by every command with no extra options."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from harness import user_model_forms
 from typer.testing import CliRunner
 
 from advlab.cli import app, expand_multi_values
@@ -52,25 +51,13 @@ def invoke(*args, env=None):
 def forms(tmp_path_factory, digits):
     """net.py, a briefly trained Net (on normalised inputs) and its weights in every form."""
     root = tmp_path_factory.mktemp("init")
-    (root / "net.py").write_text(MODULE)
-    spec = importlib.util.spec_from_file_location("init_forms_net", root / "net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.Net(width=16)
     x, y = digits[0], digits[1]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model((x - MEAN) / STD), y).backward()
-        opt.step()
-    model.eval()
-    save_file(model.state_dict(), root / "net.safetensors")
-    torch.save(model.state_dict(), root / "net-state.bin")  # extension ignored
-    torch.jit.save(torch.jit.trace(model, x[:2]), root / "scripted.model")
-    batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)),
-                      root / "exported.pt2")
+    _, model = user_model_forms(
+        root, MODULE, "init_forms_net", lambda module: module.Net(width=16), x, y, steps=40,
+        transform=lambda v: (v - MEAN) / STD,
+        names={"module": "net.py", "safetensors": "net.safetensors",
+               "state": "net-state.bin",  # extension ignored
+               "script": "scripted.model", "export": "exported.pt2"})
     save_model(model, root / "saved", factory=f"{root / 'net.py'}:Net", model_args={"width": 16})
     return {"root": root, "model": model, "x": digits[2], "y": digits[3]}
 

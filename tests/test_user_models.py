@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from harness import user_model_forms
 from typer.testing import CliRunner
 
 from advlab.cli import app, expand_multi_values
@@ -62,28 +62,13 @@ def invoke(*args: str, env: dict | None = None):
 @pytest.fixture(scope="module")
 def user(tmp_path_factory, digits):
     """The module file, a model trained with a plain loop, and its weights in every form."""
-    import importlib.util
-
     root = tmp_path_factory.mktemp("user")
-    (root / "gated.py").write_text(MODULE)
-    spec = importlib.util.spec_from_file_location("gated_for_tests", root / "gated.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.GatedNet(width=24)
     x, y = digits[0], digits[1]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
-    save_file(model.state_dict(), root / "weights.safetensors")
-    torch.save(model.state_dict(), root / "weights.pt")
-    torch.jit.save(torch.jit.trace(model, x[:2]), root / "scripted.bin")  # extension ignored
-    batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)),
-                      root / "exported.pt2")
+    module, model = user_model_forms(
+        root, MODULE, "gated_for_tests", lambda module: module.GatedNet(width=24), x, y, steps=80,
+        names={"module": "gated.py", "safetensors": "weights.safetensors", "state": "weights.pt",
+               "script": "scripted.bin",  # extension ignored
+               "export": "exported.pt2"})
     np.savez(root / "digits.npz", x_train=digits[0].numpy(), y_train=digits[1].numpy(),
              x_test=digits[2].numpy(), y_test=digits[3].numpy())
     return {"root": root, "module": module, "model": model, "x": digits[2], "y": digits[3]}

@@ -132,3 +132,21 @@ def user_model_forms(root: Path, source: str, module_name: str, build, x: torch.
     torch.export.save(torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)),
                       root / names["export"])
     return module, model
+
+
+def sigkill_after_epoch(victim: subprocess.Popen, checkpoint: Path, *, epoch: int = 1,
+                        timeout: float = 120) -> int:
+    """SIGKILL ``victim`` as soon as ``checkpoint`` records ``epoch`` (or after ``timeout``
+    seconds, or when it ends by itself); returns its exit code (``-SIGKILL`` when killed)."""
+    import signal
+    import time
+
+    from advlab.training import load_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and victim.poll() is None:
+        if checkpoint.exists() and load_checkpoint(checkpoint)["epoch"] >= epoch:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    return victim.wait(timeout=30)

@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from harness import ROOT
+from harness import ROOT, sigkill_after_epoch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -122,14 +121,8 @@ def test_resume_after_sigkill_of_the_command_with_only_out(reference, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     victim = subprocess.Popen([sys.executable, "-m", "advlab", *TRAIN, "--out", str(run)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    path, deadline = run / "checkpoint.pt", time.monotonic() + 120
-    while time.monotonic() < deadline and victim.poll() is None:
-        if path.exists() and load_checkpoint(path)["epoch"] >= 1:
-            break
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
-    if victim.returncode != -signal.SIGKILL:
+    path = run / "checkpoint.pt"
+    if sigkill_after_epoch(victim, path, timeout=120) != -signal.SIGKILL:
         pytest.skip("the run finished before it could be killed")
     assert load_checkpoint(path)["epoch"] < 3
     result = invoke("train", "--resume", "--out", run, "--no-progress")

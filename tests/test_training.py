@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from harness import Crash
+from harness import Crash, sigkill_after_epoch
 from torch import nn
 from weights import assert_same_weights, snapshot
 
@@ -267,15 +266,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     scope: dict = {"torch": torch, "nn": nn}
     exec(_KILL_SETUP, scope)
     reference = fit(scope["model"], (scope["x"], scope["y"]), **scope["options"])
-    deadline = time.monotonic() + 90
     path = run_dir / "checkpoint.pt"
-    while time.monotonic() < deadline and victim.poll() is None:
-        if path.exists() and load_checkpoint(path)["epoch"] >= 1:
-            break
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
-    assert victim.returncode == -signal.SIGKILL, victim.stdout.read().decode()
+    assert sigkill_after_epoch(victim, path, timeout=90) == -signal.SIGKILL, victim.stdout.read().decode()
     killed_at = load_checkpoint(path)
     assert 1 <= killed_at["epoch"] < 3
     exec(_KILL_SETUP, scope)  # a fresh model; the checkpoint restores everything

@@ -444,3 +444,18 @@ def test_defenses_resume_exactly_under_torchrun(tmp_path):
         states = checkpoint["objective"]
         assert not torch.equal(states[0]["generator"], states[1]["generator"])  # one per rank
         assert all("adv_val_acc" in record for record in checkpoint["history"])
+
+
+def test_noise_clip_false_keeps_the_noise_outside_the_bounds():
+    """``clip=False`` (Cohen et al.'s training for randomized smoothing) leaves x + noise unclipped,
+    for every law; the default clips to [0, 1]."""
+    from advlab.training.defenses.noise import Noise
+
+    x = torch.zeros(8, 1, 6, 6)
+    for law in ("gaussian", "cube", "sphere"):
+        clipped, free = Noise(sigma=0.2, distribution=law), Noise(sigma=0.2, distribution=law, clip=False)
+        clipped.generator = free.generator = None
+        assert clipped.perturb(x).min() >= 0
+        assert free.perturb(x).min() < 0 and free.settings["clip"] is False
+    with pytest.raises(TypeError, match="clip"):
+        Noise(clip="no")

@@ -11,10 +11,14 @@ models as advlab's ``standard`` preset:
                    gradient is exactly zero (shattered gradients, Athalye et al. 2018);
 * ``saturated``    the adversarial model with logits x 1000: the softmax saturates, so the
                    cross-entropy gradient vanishes on correctly classified points;
+* ``sign``         (optional) the standard model behind ``sign(x - 0.5)``: a ``sign`` inside,
+                   zero input gradients. Under Linf its exact robust accuracy is computed too,
+                   by enumerating every binarised image the eps-ball can reach;
 * ``noisy``        (optional) the standard model with Gaussian input noise (sigma 0.1): a
-                   randomised model (advlab switches to EOT; AutoAttack standard does not).
-                   Its predictions are counted by majority vote over 25 passes, for every
-                   library alike.
+                   randomised model. advlab detects it and switches to EOT; both AutoAttacks run
+                   their ``rand`` version (APGD-CE and APGD-DLR, EOT over 20 draws). Its
+                   predictions are counted by majority vote over 25 passes, for every library
+                   alike.
 
 With ``--norm l1`` only the reference runs (torchattacks has no L1 AutoAttack): its L1 version
 (APGD-CE with 5 restarts and APGD-T over 5 targets, both with the larger-radii schedule, FAB-T
@@ -45,6 +49,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -91,6 +96,41 @@ class Binarize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # x (B, C, H, W) in [0, 1]
         return self.model((torch.sign(x - self.threshold) + 1) / 2)
+
+
+def exact_binarized_robust(model: Binarize, x: Tensor, y: Tensor, eps: float, chunk: int = 8192
+                           ) -> Tensor | None:
+    """``(N,)`` the exact Linf robustness of a :class:`Binarize` model, or ``None`` if too large.
+
+    Behind ``sign(x - t)`` only the binarised image matters, and under Linf every pixel moves on
+    its own: the inputs the model can see are the product over pixels of the sign values reachable
+    in ``[x - eps, x + eps]`` cut to [0, 1]. Enumerating that product (at most ``2 ** 22`` images
+    per point) gives the true robust accuracy, the floor no attack can go below.
+    """
+    t = model.threshold
+    robust = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    with model_guard(model), torch.no_grad():
+        for i in range(len(x)):
+            lo, hi = (x[i] - eps).clamp(0.0, 1.0).flatten(), (x[i] + eps).clamp(0.0, 1.0).flatten()
+            options = [[v for v, ok in ((0.0, a < t), (0.5, a <= t <= b), (1.0, b > t)) if ok]
+                       for a, b in zip(lo.tolist(), hi.tolist())]
+            free = [j for j, o in enumerate(options) if len(o) > 1]
+            if math.prod(len(options[j]) for j in free) > 2 ** 22:
+                return None
+            base = torch.tensor([o[0] for o in options], device=x.device)
+            grids = torch.cartesian_prod(*[torch.tensor(options[j], device=x.device) for j in free]
+                                         ) if free else torch.empty(1, 0, device=x.device)
+            grids = grids.reshape(-1, len(free))
+            wrong = False
+            for start in range(0, len(grids), chunk):
+                images = base.repeat(len(grids[start:start + chunk]), 1)
+                images[:, free] = grids[start:start + chunk]
+                logits = model.model(images.reshape(-1, *x.shape[1:]))
+                if (logits.argmax(dim=1) != y[i]).any():
+                    wrong = True
+                    break
+            robust[i] = not wrong
+    return robust
 
 
 class Saturate(nn.Module):
@@ -176,6 +216,7 @@ class Outcome:
     invalid: int = 0  # examples outside the ball / box (not counted as breaks)
     expected: dict[str, list[float]] = field(default_factory=dict)  # advlab, randomised models
     verdict: str = ""
+    reused: str = ""  # when an AutoAttack outcome comes from --reuse-aa: the date it was measured
 
 
 class Recorder:
@@ -246,14 +287,21 @@ def recount(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, threat: Threa
     return clean & ~(inside & wrong), int((~inside).sum())
 
 
+def aa_version(model: nn.Module) -> str:
+    """AutoAttack's own protocol for the model: ``rand`` (APGD-CE and APGD-DLR with EOT over 20
+    draws, Croce & Hein 2020) for a randomised model, ``standard`` otherwise."""
+    return "rand" if getattr(model, "randomized", False) else "standard"
+
+
 def run_torchattacks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor,
                      num_classes: int) -> Outcome:
     import torchattacks
 
-    attack = torchattacks.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version="standard",
+    version = aa_version(model)
+    attack = torchattacks.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version=version,
                                      n_classes=num_classes, seed=0)
     recorder = Recorder()
-    names = ("apgd-ce", "apgd-t", "fab-t", "square")
+    names = ("apgd-ce", "apgd-dlr") if version == "rand" else ("apgd-ce", "apgd-t", "fab-t", "square")
     for sub, name in zip(attack._autoattack.attacks, names):
         recorder.wrap(sub, "forward", lambda n=name: n)
     start = time.perf_counter()
@@ -293,12 +341,12 @@ def reference_module() -> Any | None:
 
 def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor) -> Outcome:
     module = reference_module()
-    attack = module.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version="standard", seed=0,
-                               device=str(x.device))
+    attack = module.AutoAttack(model, norm=AA_NORMS[threat.norm], eps=threat.eps, version=aa_version(model),
+                               seed=0, device=str(x.device))
     attack.verbose = False
     flags = FlagCollector("auto-attack")  # the reference's own checks (flags_doc.md)
     recorder = Recorder()
-    recorder.wrap(attack.apgd, "perturb", lambda: "apgd-ce")
+    recorder.wrap(attack.apgd, "perturb", lambda: f"apgd-{attack.apgd.loss}")
     recorder.wrap(attack.apgd_targeted, "perturb", lambda: "apgd-t")
     recorder.wrap(attack.fab, "perturb", lambda: "fab-t")
     recorder.wrap(attack.square, "perturb", lambda: "square")
@@ -329,8 +377,45 @@ def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clea
                    flags, invalid, result.expected_accuracy, result.verdict)
 
 
+def cache_path(cache: str, lib: str, name: str, description: str, model: nn.Module, x: Tensor, y: Tensor,
+               threat: ThreatModel) -> Path:
+    """Where an AutoAttack outcome is kept: keyed by the model (weights and wrapper), the points
+    and the threat."""
+    import hashlib
+
+    from advlab.evaluation import fingerprint_data, fingerprint_model
+
+    wrapper = hashlib.sha256(description.encode()).hexdigest()[:8]
+    key = f"{fingerprint_model(model)}-{wrapper}-{fingerprint_data(x, y)}"
+    return Path(cache) / f"{lib}-{name}-{threat.norm}-{threat.eps:g}-n{len(x)}-{key}.json"
+
+
+def save_outcome(path: Path, out: Outcome) -> None:
+    body = {"robust": out.robust.tolist(), "time_s": out.time_s, "broken_by": out.broken_by,
+            "per_attack": out.per_attack, "flags": out.flags, "invalid": out.invalid,
+            "measured": time.strftime("%Y-%m-%d %H:%M")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
+
+
+def load_outcome(path: Path, device: torch.device | str) -> Outcome:
+    body = json.loads(path.read_text())
+    LOG.info("reusing %s (timed %s)", path.name, body["measured"])
+    return Outcome(torch.tensor(body["robust"], device=device), body["time_s"], body["broken_by"],
+                   body["per_attack"], body["flags"], body["invalid"], reused=body["measured"])
+
+
 def run_library(lib: str, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
-                clean: Tensor, num_classes: int, preset: str) -> Outcome:
+                clean: Tensor, num_classes: int, preset: str, cache: Path | None = None) -> Outcome:
+    """One library's outcome; an AutoAttack outcome is read from / written to ``cache``."""
+    if lib != "advlab" and cache is not None:
+        if cache.exists():
+            return load_outcome(cache, x.device)
+        out = run_library(lib, model, x, y, threat, clean, num_classes, preset)
+        save_outcome(cache, out)
+        return out
     if lib == "torchattacks":
         return run_torchattacks(model, x, y, threat, clean, num_classes)
     if lib == "reference":
@@ -358,6 +443,7 @@ def describe(name: str, clean: Tensor, outcomes: dict[str, Outcome]) -> dict[str
         breaks = ", ".join(f"{k} {int(v['breaks'])}/{int(v['ran_on'])} ({v['time_s']:.1f}s)"
                            for k, v in out.per_attack.items())
         extra = f"  [{out.invalid} examples outside the ball/box]" if out.invalid else ""
+        extra += f"  [reused: measured {out.reused}]" if out.reused else ""
         print(f"  {lib:<13} robust {pct(out.robust):5.1f}%  {out.time_s:7.1f}s  {breaks}{extra}")
         for flag in out.flags:
             print(f"    flag: {flag}")
@@ -424,6 +510,26 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"{ratio:.2f}x | {verdict} | {', '.join(row['flags']) or '-'} |")
 
 
+def exact_floor(model: Binarize, x: Tensor, y: Tensor, eps: float, clean: Tensor,
+                outcomes: dict[str, Outcome], row: dict[str, Any]) -> None:
+    """Prints the exact robust accuracy of a binarised model and how far each library is above it."""
+    start = time.perf_counter()
+    exact = exact_binarized_robust(model, x, y, eps)
+    if exact is None:
+        print("  exact: too many binarised images to enumerate")
+        return
+    exact &= clean
+    row["exact"] = pct(exact)
+    print(f"  exact robust accuracy (every reachable binarised image enumerated, "
+          f"{time.perf_counter() - start:.0f}s): {interval(pct(exact), len(x))}")
+    for lib, out in outcomes.items():
+        missed = int((out.robust & ~exact).sum())
+        wrong = int((~out.robust & exact & clean).sum())  # broken points that are provably robust
+        row.setdefault("above_exact", {})[lib] = missed
+        print(f"    {lib:<13} calls {missed} non-robust points robust"
+              + (f"; {wrong} provably robust points broken (a bug)" if wrong else ""))
+
+
 # ------------------------------------------------------------------------------------- main
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -449,6 +555,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--standard-model", default=None, help="use this advlab run dir as the standard model")
     parser.add_argument("--adversarial-model", default=None, help="... and this one as the adversarial model")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("--reuse-aa", default=None, metavar="DIR",
+                        help="keep each AutoAttack outcome in DIR and reuse it when the model, points and "
+                             "threat are the same (its time is the one measured then)")
     args = parser.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "fashion-mnist")
     args.n = args.n or (100 if args.quick else 1000)
@@ -501,10 +610,14 @@ def main(argv: list[str] | None = None) -> None:
         order = [lib for lib in libs if lib != "advlab"] + ["advlab"]
         order = order if k % 2 == 0 else order[::-1]  # alternate who runs first
         LOG.info("%s (%s): running %s", name, description, ", ".join(order))
-        outcomes = {lib: run_library(lib, model, x, y, threat, clean, test.info.num_classes, args.preset)
+        outcomes = {lib: run_library(lib, model, x, y, threat, clean, test.info.num_classes, args.preset,
+                                     cache_path(args.reuse_aa, lib, name, description, model, x, y, threat)
+                                     if args.reuse_aa else None)
                     for lib in order}
         rows.append(describe(name, clean, {lib: outcomes[lib] for lib in sorted(outcomes, key=libs.index)}))
         rows[-1]["description"] = description
+        if isinstance(model, Binarize) and args.norm == "linf":
+            exact_floor(model, x, y, args.eps, clean, outcomes, rows[-1])
     print_table(rows)
     if args.json:
         meta = {k: str(v) for k, v in vars(args).items()}

@@ -7,7 +7,8 @@ from ``seed`` and the batch's global index. A batch's result therefore depends n
 rank evaluates it nor on the other batches, so at a given batch size ``robust_correct`` is
 bit-identical for any world size, and a resumed run equals an uninterrupted one.
 
-Ranks take the batches round-robin (whole batches); after each round the per-sample results are
+Ranks take the batches round-robin (whole batches, :mod:`advlab.evaluation.rounds`; a rank reads
+only its own batches when the data can be indexed); after each round the per-sample results are
 gathered (``all_gather_object``), rank 0 commits them to the checkpoint sidecar
 (:mod:`advlab.evaluation.resume`), and at the end rank 0 builds the results, writes the store rows
 and broadcasts the results to every rank. The sanity checks that look at a sample of points
@@ -19,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 import advlab
-from advlab._dist import DistContext, broadcast_object, current_context, gather_objects
+from advlab._dist import DistContext, broadcast_object, current_context
 from advlab._predicates import looks_like_probabilities
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
 from advlab.evaluation.ensemble import (
@@ -44,8 +44,9 @@ from advlab.evaluation.kernels import Kernels, accelerate
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.resume import Checkpoint
+from advlab.evaluation.rounds import first_batch, run_rounds
 from advlab.evaluation.sanity import Flag, chance_flag
-from advlab.evaluation.streaming import Batch, iter_batches
+from advlab.evaluation.streaming import Batch, Indexed
 from advlab.threat import ThreatModel
 
 logger = logging.getLogger(__name__)
@@ -147,48 +148,23 @@ def _header(model: nn.Module, options: Options, n: int | None) -> dict[str, Any]
             "kernels": options.kernels.describe(), "version": advlab.__version__}
 
 
-def _loop(model: nn.Module, batches: Any, setup: Setup, options: Options, context: DistContext,
-          checkpoint: Checkpoint | None, progress: Progress | None) -> dict[int, dict[str, Any]]:
-    """Round-robin over the batches not yet done; the records of all batches (rank 0)."""
+def _loop(model: nn.Module, source: Indexed | Iterator[Batch], first: Batch, setup: Setup,
+          options: Options, context: DistContext, checkpoint: Checkpoint | None,
+          progress: Progress | None) -> dict[int, dict[str, Any]]:
+    """Evaluate the batches not yet done (:func:`~advlab.evaluation.rounds.run_rounds`); the
+    records of all batches (on rank 0)."""
     done = broadcast_object(set(checkpoint.done) if checkpoint else set(), context)
     records: dict[int, dict[str, Any]] = dict(checkpoint.done) if checkpoint else {}
-    mine: dict[str, Any] | None = None
-    position = 0
 
-    def commit() -> None:
-        nonlocal mine
-        gathered = [r for r in gather_objects(mine, context) if r is not None]
-        mine = None
-        errors = [r["error"] for r in gathered if "error" in r]
-        if errors:
-            raise RuntimeError("the evaluation failed on another rank: " + "; ".join(errors))
-        if context.is_main:
-            if checkpoint is not None:
-                checkpoint.append(gathered)
-            records.update((r["batch"], r) for r in gathered)
-            if progress is not None:
-                progress("points", sum(len(r["correct"]) for r in gathered))
+    def evaluate_one(raw: Batch) -> dict[str, Any]:
+        return _run_batch(model, setup, _prepared(raw, model, options), options)
 
-    for raw in batches:
-        if raw.index in done:
-            if checkpoint is not None:
-                batch = _prepared(raw, model, options)
-                checkpoint.check_data(raw.index, fingerprint_data(batch.x, batch.y))
-                if progress is not None:
-                    progress("resumed", len(raw.x))
-            continue
-        if position % context.world_size == context.rank:
-            try:
-                mine = _run_batch(model, setup, _prepared(raw, model, options), options)
-            except Exception as err:
-                if not context.enabled:
-                    raise
-                mine = {"error": f"batch {raw.index} on rank {context.rank}: {err}"}  # no rank hangs
-        position += 1
-        if position % context.world_size == 0:
-            commit()
-    if position % context.world_size:
-        commit()
+    def check_one(raw: Batch) -> None:
+        batch = _prepared(raw, model, options)
+        checkpoint.check_data(raw.index, fingerprint_data(batch.x, batch.y))
+
+    run_rounds(source, first, context=context, done=done, checkpoint=checkpoint, records=records,
+               progress=progress, evaluate_one=evaluate_one, check_one=check_one)
     return records
 
 
@@ -270,15 +246,12 @@ def evaluate_sharded(model: nn.Module, data: Any, y: Any, threat: ThreatModel, *
     eps_list = sorted(float(e) for e in eps) if eps is not None else [float(threat.eps)]
     options = Options(threat, eps_list, attacks, batch_size, seed, sanity, eot_samples, device, kernels)
     start = time.perf_counter()
-    batches = iter_batches(data, y, batch_size=batch_size, n=n)
-    first_raw = next(batches, None)
-    if first_raw is None:
-        raise ValueError("evaluate got empty data")
+    source, first_raw = first_batch(data, y, batch_size=batch_size, n=n, context=context)
     setup = _setup(model, _prepared(first_raw, model, options), options, context, prepare)
     store = None
     if checkpoint is not None and context.is_main:
         store = Checkpoint(checkpoint, _header(model, options, n), resume=resume)
-    records = _loop(model, chain([first_raw], batches), setup, options, context, store, progress)
+    records = _loop(model, source, first_raw, setup, options, context, store, progress)
     results = None
     if context.is_main:
         meta = dict(preset=attacks if isinstance(attacks, str) else "custom",

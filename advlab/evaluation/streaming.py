@@ -4,11 +4,16 @@ size, read batch by batch so that memory stays bounded by the batch size, not th
 Batch ``b`` holds the global points ``[b * batch_size, (b + 1) * batch_size)`` in the order of the
 data, whatever the loader's own batch size: the global batches (and so the per-batch seeds of
 :mod:`advlab.evaluation.sharding`) do not depend on how the data is loaded or on the world size.
+
+Tensors, a map-style ``Dataset`` and a ``DataLoader`` that reads a map-style dataset in order can
+be read batch by batch by index (:func:`indexed_batches`): a rank then reads (indexes and
+collates) only the global batches it evaluates. Anything else (an ``IterableDataset``, a custom
+or shuffling sampler) is a stream: it can only be iterated from the start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,30 +87,118 @@ def _raw_batches(data: Any) -> Iterator[tuple[Any, Any]]:
     if not isinstance(data, (Iterable, DataLoader)):
         raise TypeError(f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
     for item in data:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError("every batch of the DataLoader must be (x, y) (or start with x, y), "
-                            f"got {type(item).__name__}")
-        yield _tensor(item[0]), as_labels(item[1])
+        yield _pair(item)
+
+
+def _pair(item: Any) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` of one loader batch (a tuple or list that starts with x, y)."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError("every batch of the DataLoader must be (x, y) (or start with x, y), "
+                        f"got {type(item).__name__}")
+    return _tensor(item[0]), as_labels(item[1])
+
+
+@dataclass
+class Indexed:
+    """Global batches read by index: ``count`` batches; ``read(indices)`` yields the batches
+    ``indices`` in that order and reads only their points. ``shared``: the points are tensors
+    already in memory in every process (reading a batch is slicing it)."""
+
+    count: int
+    read: Callable[[Sequence[int]], Iterator[Batch]]
+    shared: bool
+
+
+def _loader_settings(loader: Any) -> dict[str, Any] | None:
+    """The settings of a ``DataLoader`` that reads a map-style dataset in order, in batches, all
+    points kept (what the indexed reader re-uses); None for any other loader (a stream)."""
+    from torch.utils.data import BatchSampler, IterableDataset, SequentialSampler
+
+    if (isinstance(loader.dataset, IterableDataset) or not isinstance(loader.sampler, SequentialSampler)
+            or type(loader.batch_sampler) is not BatchSampler or loader.batch_sampler.drop_last):
+        return None
+    settings = dict(collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                    pin_memory=loader.pin_memory, timeout=loader.timeout,
+                    worker_init_fn=loader.worker_init_fn,
+                    multiprocessing_context=loader.multiprocessing_context)
+    if loader.num_workers > 0:
+        settings["prefetch_factor"] = loader.prefetch_factor
+    return settings
+
+
+def _dataset_reader(dataset: Any, settings: dict[str, Any], batch_size: int,
+                    stop: int) -> Callable[[Sequence[int]], Iterator[Batch]]:
+    from torch.utils.data import DataLoader
+
+    def read(indices: Sequence[int]) -> Iterator[Batch]:
+        spans = [list(range(i * batch_size, min((i + 1) * batch_size, stop))) for i in indices]
+        if not spans:
+            return
+        loader = DataLoader(dataset, batch_sampler=spans, **settings)
+        for index, item in zip(indices, loader, strict=True):
+            x, y = _pair(item)
+            yield Batch(index, index * batch_size, x, y)
+
+    return read
+
+
+def indexed_batches(data: Any, y: Any = None, *, batch_size: int,
+                    n: int | None = None) -> Indexed | None:
+    """The global batches of ``data`` by index (tensors, a map-style ``Dataset``, a ``DataLoader``
+    reading one in order, at most ``n`` points); None for a stream that can only be iterated."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    limit = n if n is not None else float("inf")
+    pair = in_memory(data, y)
+    if pair is not None:
+        x, labels = pair
+        stop = int(min(len(x), limit))
+
+        def sliced(indices: Sequence[int]) -> Iterator[Batch]:
+            for i in indices:
+                start = i * batch_size
+                yield Batch(i, start, x[start:min(start + batch_size, stop)],
+                            labels[start:min(start + batch_size, stop)])
+
+        return Indexed(-(-stop // batch_size), sliced, shared=True)
+    if isinstance(data, DataLoader):
+        dataset, settings = data.dataset, _loader_settings(data)
+    elif isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        dataset, settings = data, dict(collate_fn=default_collate)
+    else:
+        return None
+    try:
+        stop = int(min(len(dataset), limit))
+    except TypeError:  # a map-style dataset without a length: a stream
+        return None
+    if settings is None:
+        return None
+    return Indexed(-(-stop // batch_size), _dataset_reader(dataset, settings, batch_size, stop),
+                   shared=False)
+
+
+def shuffled(data: Any) -> bool:
+    """Whether ``data`` is a ``DataLoader`` with a random sampler (each pass, another order)."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    return isinstance(data, DataLoader) and isinstance(data.sampler, RandomSampler)
 
 
 def iter_batches(data: Any, y: Any = None, *, batch_size: int,
                  n: int | None = None) -> Iterator[Batch]:
     """Global batches of ``batch_size`` points (the last may be shorter), at most ``n`` points.
 
-    Tensors are sliced (views); a stream is re-chunked with a buffer of at most one loader batch
+    Tensors are sliced (views), a map-style dataset is read batch by batch
+    (:func:`indexed_batches`); a stream is re-chunked with a buffer of at most one loader batch
     plus ``batch_size`` points.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    pair = in_memory(data, y)
-    limit = n if n is not None else float("inf")
-    if pair is not None:
-        x, labels = pair
-        stop = int(min(len(x), limit))
-        for index, start in enumerate(range(0, stop, batch_size)):
-            end = min(start + batch_size, stop)
-            yield Batch(index, start, x[start:end], labels[start:end])
+    source = indexed_batches(data, y, batch_size=batch_size, n=n)
+    if source is not None:
+        yield from source.read(range(source.count))
         return
+    limit = n if n is not None else float("inf")
     xs: list[Tensor] = []
     ys: list[Tensor] = []
     held = seen = index = 0

@@ -1,0 +1,120 @@
+"""Whole global batches dealt round-robin over the ranks of a process group, one round at a time.
+
+In each round every rank evaluates at most one batch; the per-sample records are then gathered
+(``all_gather_object``) and rank 0 commits them (checkpoint sidecar, progress). Which rank takes
+which batch depends only on the list of batches not yet done, never on timing.
+
+How a rank gets its batches depends on the data (:mod:`advlab.evaluation.streaming`):
+
+* read by index (tensors, a map-style ``Dataset``, a ``DataLoader`` reading one in order): a rank
+  reads (indexes and collates) only the batches it evaluates. Global batch 0, which every rank
+  needs for the setup, is read by rank 0 and broadcast (tensors in memory are sliced everywhere).
+  On a resume, rank 0 also re-reads the finished batches to check their points.
+* a stream (an ``IterableDataset``, a custom or shuffling sampler): every rank iterates the whole
+  stream and keeps only its own batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import chain
+from typing import Any
+
+from advlab._dist import DistContext, broadcast_object, gather_objects
+from advlab.evaluation.ensemble import Progress
+from advlab.evaluation.resume import Checkpoint
+from advlab.evaluation.streaming import Batch, Indexed, indexed_batches, iter_batches, shuffled
+
+Record = dict[str, Any]
+
+
+def first_batch(data: Any, y: Any, *, batch_size: int, n: int | None,
+                context: DistContext) -> tuple[Indexed | Iterator[Batch], Batch]:
+    """The batch source (indexed, or a stream that has yielded batch 0) and global batch 0 on
+    every rank."""
+    if context.enabled and shuffled(data):
+        raise ValueError("a DataLoader with shuffle=True gives every rank another order: pass "
+                         "shuffle=False (the evaluation's order is the data's)")
+    indexed = indexed_batches(data, y, batch_size=batch_size, n=n)
+    if indexed is None:
+        stream = iter_batches(data, y, batch_size=batch_size, n=n)
+        first = next(stream, None)
+        if first is None:
+            raise ValueError("evaluate got empty data")
+        return stream, first
+    if indexed.count == 0:
+        raise ValueError("evaluate got empty data")
+    first = next(indexed.read([0])) if indexed.shared or context.is_main else None
+    if not indexed.shared:
+        first = broadcast_object(first, context)
+    return indexed, first
+
+
+def _commit(mine: Record | None, context: DistContext, checkpoint: Checkpoint | None,
+            records: dict[int, Record], progress: Progress | None) -> None:
+    """Gather one round's records from every rank; rank 0 commits them."""
+    gathered = [r for r in gather_objects(mine, context) if r is not None]
+    errors = [r["error"] for r in gathered if "error" in r]
+    if errors:
+        raise RuntimeError("the evaluation failed on another rank: " + "; ".join(errors))
+    if context.is_main:
+        if checkpoint is not None:
+            checkpoint.append(gathered)
+        records.update((r["batch"], r) for r in gathered)
+        if progress is not None:
+            progress("points", sum(len(r["correct"]) for r in gathered))
+
+
+def _guarded(evaluate_one: Callable[[Batch], Record], raw: Batch, context: DistContext) -> Record:
+    """One batch of this rank; under a process group an error becomes a record (no rank hangs)."""
+    try:
+        return evaluate_one(raw)
+    except Exception as err:
+        if not context.enabled:
+            raise
+        return {"error": f"batch {raw.index} on rank {context.rank}: {err}"}
+
+
+def _reading(source: Indexed, indices: list[int], first: Batch) -> Iterator[Batch]:
+    """``source.read(indices)``, with global batch 0 taken from ``first`` (already read)."""
+    if indices and indices[0] == first.index:
+        return chain([first], source.read(indices[1:]))
+    return source.read(indices)
+
+
+def run_rounds(source: Indexed | Iterator[Batch], first: Batch, *, context: DistContext,
+               done: set[int], checkpoint: Checkpoint | None, records: dict[int, Record],
+               progress: Progress | None, evaluate_one: Callable[[Batch], Record],
+               check_one: Callable[[Batch], None]) -> None:
+    """Evaluate the batches not in ``done`` with ``evaluate_one`` (whole batches round-robin);
+    rank 0 (the one holding ``checkpoint``) checks each finished batch with ``check_one``."""
+    def check(raw: Batch) -> None:
+        check_one(raw)
+        if progress is not None:
+            progress("resumed", len(raw.x))
+
+    if isinstance(source, Indexed):
+        if checkpoint is not None:
+            for raw in _reading(source, sorted(b for b in done if b < source.count), first):
+                check(raw)
+        pending = [b for b in range(source.count) if b not in done]
+        mine_ids = pending[context.rank::context.world_size]
+        reader = _reading(source, mine_ids, first)
+        for round_ in range(-(-len(pending) // context.world_size)):
+            mine = _guarded(evaluate_one, next(reader), context) if round_ < len(mine_ids) else None
+            _commit(mine, context, checkpoint, records, progress)
+        return
+    mine, position = None, 0
+    for raw in chain([first], source):
+        if raw.index in done:
+            if checkpoint is not None:
+                check(raw)
+            continue
+        if position % context.world_size == context.rank:
+            mine = _guarded(evaluate_one, raw, context)
+        position += 1
+        if position % context.world_size == 0:
+            _commit(mine, context, checkpoint, records, progress)
+            mine = None
+    if position % context.world_size:
+        _commit(mine, context, checkpoint, records, progress)

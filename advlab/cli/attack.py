@@ -3,11 +3,18 @@
     advlab attack runs/x --attack deepfool --out adv.npz
     advlab attack runs/x --attack pgd --norm linf --eps 0.1 --param steps=40 --param random_start=true
     advlab attack exported.pt2 --dataset digits --attack fgsm --eps 0.1
+    torchrun --standalone --nproc_per_node=2 -m advlab attack runs/x --attack pgd --points 1000
+
+The points are attacked in global batches of --batch-size, batch ``b`` with its own generator
+seeded from --seed and ``b``; under torchrun the batches are sharded over the ranks (whole
+batches) and rank 0 gathers them, prints and writes the outputs once. At one batch size the
+adversarial examples are the same for any number of processes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +61,20 @@ def attack(
 ) -> None:
     """Run one attack on the model's test points; print success and perturbation statistics."""
     setup_logging()
+    from advlab.training.distributed import setup_distributed, teardown_distributed
+
+    context, resolved = setup_distributed(device)
+    try:
+        _attack(run, model_options(weights, model_args, mean, std, imports), dataset, data,
+                image_size, attack_name, norm, eps, points, param, seed, str(resolved), data_dir,
+                out, batch_size, progress, context)
+    finally:
+        teardown_distributed(context)
+
+
+def _attack(run, options, dataset, data, image_size, attack_name, norm, eps, points, param, seed,
+            device, data_dir, out, batch_size, progress, context) -> None:
+    """The command's body on every rank: the batches are sharded, rank 0 alone prints and writes."""
     import numpy as np
     import torch
 
@@ -64,26 +85,23 @@ def attack(
     from advlab.cli._runs import load_run, test_points
     from advlab.store import Store
 
-    ctx = load_run(run, dataset=dataset, data_dir=data_dir, device=device,
-                   model_options=model_options(weights, model_args, mean, std, imports),
+    ctx = load_run(run, dataset=dataset, data_dir=data_dir, device=device, model_options=options,
                    data=data, image_size=image_size)
     fn = get_attack(attack_name, **parse_key_values(param))
     kind = ATTACK_KINDS[attack_name.replace("-", "_").lower()]
     x, y = test_points(ctx, points, seed=seed)
     threat = ThreatModel(norm, eps)
-    generator = torch.Generator(device=x.device).manual_seed(seed)
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     start = time.perf_counter()
     step = len(x) if kind == "universal" else batch_size
-    chunks = []
-    with attack_progress(attack_name, enabled=progress, total=len(x)) as tick:
-        for first in range(0, len(x), step):
-            xb, yb = x[first:first + step], y[first:first + step]
-            chunks.append(_run_attack(fn, kind, ctx.model, xb, yb, threat, generator))
-            tick(attack_name, len(xb))
-    x_adv = torch.cat(chunks)
+    with attack_progress(attack_name, enabled=progress and context.is_main, total=len(x)) as tick:
+        x_adv = sharded_attack(lambda xb, yb, gen: _run_attack(fn, kind, ctx.model, xb, yb, threat, gen),
+                               x, y, batch_size=step, seed=seed, context=context,
+                               progress=lambda done: tick(attack_name, done))
     elapsed = time.perf_counter() - start
+    if not context.is_main:
+        return
     with torch.no_grad():
         clean_pred, adv_pred = ctx.model(x).argmax(1), ctx.model(x_adv).argmax(1)
     stats = _statistics(x, x_adv, y, clean_pred, adv_pred, threat.norm, elapsed)
@@ -97,9 +115,50 @@ def attack(
     atomic_write(target, lambda fh: np.savez_compressed(fh, **arrays))
     params = {"attack": attack_name, "kind": kind, "norm": threat.norm, "eps": eps, "n": len(x),
               "seed": seed, "options": parse_key_values(param)}
+    if context.enabled:
+        params["world_size"] = context.world_size
     with Store(ctx.store_path) as store:
         store.add_evaluation(ctx.name, "attack", params, stats)
     echo(f"saved {target}; stored in {ctx.store_path}")
+
+
+def sharded_attack(run_batch: Callable[[Any, Any, Any], Any], x: Any, y: Any, *, batch_size: int,
+                   seed: int, context: Any, progress: Callable[[int], None]) -> Any:
+    """``x_adv`` ``(N, ...)`` of ``run_batch(xb, yb, generator)`` over global batches of
+    ``batch_size``, whole batches round-robin over the ranks, on rank 0 (None elsewhere).
+
+    Batch ``b`` gets its own generator seeded with ``batch_seed(seed, b)``
+    (:func:`advlab.evaluation.sharding.batch_seed`; batch 0 uses ``seed`` itself), so the result
+    depends only on the seed and the batch size, not on the number of processes.
+    """
+    import torch
+
+    from advlab._dist import gather_objects
+    from advlab.evaluation.sharding import batch_seed
+
+    count = -(-len(x) // batch_size)
+    chunks: dict[int, Any] = {}
+    for round_ in range(-(-count // context.world_size)):
+        index = round_ * context.world_size + context.rank
+        mine = None
+        if index < count:
+            part = slice(index * batch_size, (index + 1) * batch_size)
+            generator = torch.Generator(device=x.device).manual_seed(batch_seed(seed, index))
+            try:
+                adv = run_batch(x[part], y[part], generator)
+                mine = (index, adv.cpu() if context.enabled else adv)  # pickled CUDA tensors keep their device
+            except Exception as err:
+                if not context.enabled:
+                    raise
+                mine = (index, f"batch {index} on rank {context.rank}: {err}")  # no rank hangs
+        gathered = [item for item in gather_objects(mine, context) if item is not None]
+        errors = [item[1] for item in gathered if isinstance(item[1], str)]
+        if errors:
+            raise RuntimeError("the attack failed on another rank: " + "; ".join(errors))
+        if context.is_main:
+            chunks.update((i, adv.to(x.device)) for i, adv in gathered)
+        progress(sum(len(adv) for _, adv in gathered))
+    return torch.cat([chunks[i] for i in range(count)]) if context.is_main else None
 
 
 def _run_attack(fn: Any, kind: str, model: Any, x: Any, y: Any, threat: Any, generator: Any) -> Any:

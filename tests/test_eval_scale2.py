@@ -1,8 +1,9 @@
-"""Evaluation at scale, second part: rank-local reading of a map-style Dataset (each index read by
-exactly one rank under torchrun, gloo), the refusal of a shuffling loader under a process group,
-and the forward-only passes under inference mode giving the same decisions as before.
+"""Evaluation at scale, second part: the exported checkpoint errors, rank-local reading of a
+map-style Dataset or an in-order DataLoader (each index read by exactly one rank under torchrun,
+gloo, and the results bit-identical to one process), and the refusal of a shuffling loader under
+a process group.
 
-The torchrun test starts 2 processes on the digits MLP with 100 points.
+The torchrun tests start 2 processes on the digits MLP with 100 points.
 """
 
 from __future__ import annotations

@@ -44,9 +44,19 @@ def first_batch(data: Any, y: Any, *, batch_size: int, n: int | None,
         return stream, first
     if indexed.count == 0:
         raise ValueError("evaluate got empty data")
-    first = next(indexed.read([0])) if indexed.shared or context.is_main else None
-    if not indexed.shared:
-        first = broadcast_object(first, context)
+    if indexed.shared:
+        return indexed, next(indexed.read([0]))
+    first: Batch | str | None = None
+    if context.is_main:
+        try:
+            first = next(indexed.read([0]))
+        except Exception as err:
+            if not context.enabled:
+                raise
+            first = f"reading batch 0 on rank 0 failed: {err!r}"  # every rank raises, none hangs
+    first = broadcast_object(first, context)
+    if isinstance(first, str):
+        raise RuntimeError(first)
     return indexed, first
 
 

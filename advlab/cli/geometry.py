@@ -2,11 +2,16 @@
 
     advlab geometry runs/x                                  (figures + summary.json in runs/x/geometry)
     advlab geometry runs/x --compare runs/x-pgd             (paired statistics on 100 points)
+    torchrun --standalone --nproc_per_node=2 -m advlab geometry runs/x --compare runs/x-pgd
 
 With ``--compare`` the two models are also compared point by point on ``--compare-points`` test
 points (default 100) by :func:`advlab.geometry.compare`: per quantity the median of the per-point
 ratios with a 95 % paired bootstrap interval, written to ``summary.json["comparison"]``; the
-printed text calls a difference one only when the interval excludes 1.
+printed text calls a difference one only when the interval excludes 1. Under torchrun the
+comparison's points are measured in whole blocks of ``--compare-batch-size`` shared round-robin
+by the ranks (every point's random draws seeded from ``--seed`` and its index, so the values are
+bit-identical for any number of processes at one block size); rank 0 alone then runs the figure
+analysis, prints and writes summary.json and the store row.
 
 Every quantity is measured per test point (:func:`advlab.geometry.analysis.analyse`), written to
 ``summary.json`` with the figures, and recorded in the store next to the run as a ``geometry``
@@ -69,9 +74,31 @@ def geometry(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset files are.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    compare_batch_size: Annotated[int, typer.Option(
+        help="Points the paired comparison measures together; under torchrun the ranks take whole blocks.")] = 32,
 ) -> None:
     """Decision boundaries, loss landscapes, Hessian spectra, CURE bounds and noise ratios."""
     setup_logging()
+    from advlab.training.distributed import setup_distributed, teardown_distributed
+
+    context, resolved = setup_distributed(device)
+    try:
+        _geometry(run, compare, model_options(weights, model_args, mean, std, imports),
+                  model_options(None, None, mean, std, imports), dataset=dataset, data=data,
+                  image_size=image_size, points=points, compare_points=compare_points, h=h,
+                  bound_loss=bound_loss, clip=clip, eigs=eigs, directions=directions, out=out,
+                  seed=seed, device=str(resolved), data_dir=data_dir, progress=progress,
+                  compare_batch_size=compare_batch_size, context=context)
+    finally:
+        teardown_distributed(context)
+
+
+def _geometry(run: str, compare: str | None, options: Any, other_options: Any, *, dataset: Any,
+              data: Any, image_size: Any, points: int, compare_points: int, h: float,
+              bound_loss: str, clip: bool, eigs: int, directions: int, out: Path | None, seed: int,
+              device: str, data_dir: Path | None, progress: bool, compare_batch_size: int,
+              context: Any) -> None:
+    """The command's body: the comparison on every rank (sharded), the rest on rank 0 alone."""
     import torch
     from tqdm import tqdm
 
@@ -80,16 +107,24 @@ def geometry(
     from advlab.geometry.analysis_steps import STEPS
     from advlab.store import Store
 
-    options = model_options(weights, model_args, mean, std, imports)
     ctx = load_run(run, dataset=dataset, data_dir=data_dir, device=device, model_options=options,
                    data=data, image_size=image_size)
     models = {ctx.name: ctx.model}
     if compare is not None:
         other = load_run(compare, dataset=dataset, data_dir=data_dir, device=device,
-                         model_options=model_options(None, None, mean, std, imports),
-                         data=data, image_size=image_size)
+                         model_options=other_options, data=data, image_size=image_size)
         _check_same_dataset(ctx, other)
         models[other.name if other.name != ctx.name else f"{other.name}-compare"] = other.model
+    if bound_loss not in ("ce", "cw"):
+        raise ValueError(f"--bound-loss must be ce or cw, got {bound_loss!r}")
+    if compare is not None and compare_points < 2:
+        raise ValueError(f"--compare-points must be at least 2 (100 or more recommended), got {compare_points}")
+    comparison = None
+    if compare is not None:  # every rank measures its blocks; every rank gets the result
+        comparison = _paired_comparison(ctx, models, seed=seed, n=compare_points, h=h, clip=clip,
+                                        directions=max(10, directions), batch_size=compare_batch_size)
+    if not context.is_main:
+        return
     seed_everything(seed)
     x, y = _candidates(ctx, seed, points)
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -103,17 +138,14 @@ def geometry(
     metadata = {"dataset": ctx.dataset, "runs": {label: str(path) for label, path in
                                                  zip(models, [run, compare] if compare else [run])},
                 "seed": seed}
-    if bound_loss not in ("ce", "cw"):
-        raise ValueError(f"--bound-loss must be ce or cw, got {bound_loss!r}")
-    if compare is not None and compare_points < 2:
-        raise ValueError(f"--compare-points must be at least 2 (100 or more recommended), got {compare_points}")
+    if context.enabled:
+        metadata["world_size"] = context.world_size
     summary = analyse(models, x, y, target, points=points, eigs=eigs, directions=directions,
                       generator=generator, progress=tick, train_xy=_training_points(ctx, x, seed),
                       metadata=metadata, h=h, bound_loss=bound_loss, colours=_colours(ctx, models))
     bar.close()
-    if compare is not None:
-        _paired_comparison(ctx, models, summary, target, seed=seed, n=compare_points, h=h, clip=clip,
-                           directions=max(10, directions))
+    if comparison is not None:
+        _attach_comparison(summary, comparison, target)
     with Store(ctx.store_path) as store:
         record = store_summary(store, ctx.name, summary)
     print_summary(summary)
@@ -121,24 +153,29 @@ def geometry(
          f"{ctx.store_path} (evaluation id {record})")
 
 
-def _paired_comparison(ctx: Any, models: dict[str, Any], summary: Any, target: Path, *, seed: int,
-                       n: int, h: float, clip: bool, directions: int) -> None:
-    """:func:`advlab.geometry.compare` on ``n`` test points; rows into ``summary.comparison``."""
+def _paired_comparison(ctx: Any, models: dict[str, Any], *, seed: int, n: int, h: float, clip: bool,
+                       directions: int, batch_size: int) -> Any:
+    """:func:`advlab.geometry.compare` on ``n`` test points (sharded under torchrun)."""
     import torch
 
-    from advlab._utils import atomic_write_json
-    from advlab.geometry.analysis import plane_rows
-    from advlab.geometry.analysis_plane import plane_lines
     from advlab.geometry.compare import compare
 
     x, y = _candidates(ctx, seed + 1, n)
     (first_label, first), (second_label, second) = models.items()
-    labels = (first_label, second_label)
-    result = compare(first, second, x[:n], y[:n], labels=labels, h=h, clip=clip, directions=directions,
-                     generator=torch.Generator(device=x.device).manual_seed(seed))
+    return compare(first, second, x[:n], y[:n], labels=(first_label, second_label), h=h, clip=clip,
+                   directions=directions, batch_size=batch_size,
+                   generator=torch.Generator(device=x.device).manual_seed(seed))
+
+
+def _attach_comparison(summary: Any, result: Any, target: Path) -> None:
+    """The comparison's rows into ``summary.comparison`` (with the plane rows), then summary.json."""
+    from advlab._utils import atomic_write_json
+    from advlab.geometry.analysis import plane_rows
+    from advlab.geometry.analysis_plane import plane_lines
+
     summary.comparison = {**result.rows, **plane_rows(summary)}
     summary.params["comparison"] = {**result.params, "points": result.points,
-                                    "both_correct": result.both_correct, "labels": list(labels)}
+                                    "both_correct": result.both_correct, "labels": list(result.labels)}
     summary.timings["paired comparison"] = sum(result.timings.values())
     summary.metadata["comparison_lines"] = result.lines() + plane_lines(summary)
     atomic_write_json(target / "summary.json", summary.to_dict())

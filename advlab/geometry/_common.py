@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, predict
+from advlab.geometry.streams import PointStreams
 from advlab.threat import flat, per_sample_view
+
+#: What the draw helpers take: a generator, per-point streams, or None (torch's global RNG).
+Randomness = torch.Generator | PointStreams | None
 
 #: Geometry probes may leave the input box on purpose, so only shape and finiteness are checked.
 NO_BOUNDS = (-math.inf, math.inf)
@@ -30,19 +34,26 @@ def labels_or_predictions(model: nn.Module, x: Tensor, y: Tensor | None) -> Tens
     return predict(model, x).argmax(dim=1)
 
 
-def random_normal(shape: tuple[int, ...], *, generator: torch.Generator | None,
+def random_normal(shape: tuple[int, ...], *, generator: Randomness,
                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard normal samples drawn on the generator's device, then moved to ``device``."""
+    """Standard normal samples drawn on the generator's device, then moved to ``device``
+    (with :class:`PointStreams`, row ``i`` of ``shape`` ``(B, ...)`` from point ``i``'s stream)."""
+    if isinstance(generator, PointStreams):
+        sample = generator.normal(shape, dtype=dtype)
+        return sample.to(device) if device is not None else sample
     draw_device = generator.device if generator is not None else (device or "cpu")
     sample = torch.randn(shape, generator=generator, device=draw_device, dtype=dtype)
     return sample.to(device) if device is not None else sample
 
 
-def rademacher(shape: tuple[int, ...], *, generator: torch.Generator | None,
+def rademacher(shape: tuple[int, ...], *, generator: Randomness,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Independent +-1 entries with probability 1/2 each (Hutchinson's probe vectors)."""
     draw_device = generator.device if generator is not None else (device or "cpu")
-    bits = torch.randint(0, 2, shape, generator=generator, device=draw_device)
+    if isinstance(generator, PointStreams):
+        bits = generator.bits(shape)
+    else:
+        bits = torch.randint(0, 2, shape, generator=generator, device=draw_device)
     return (2 * bits - 1).to(device=device or draw_device, dtype=dtype)
 
 

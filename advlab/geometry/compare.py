@@ -22,7 +22,6 @@ the interval excludes 1. Quantities (:data:`QUANTITIES`):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab._dist import broadcast_object, current_context
 from advlab._utils import json_safe
-from advlab.attacks._core import model_guard, predict
-from advlab.geometry import compare_measures as measures
 from advlab.geometry._common import check_batch
-from advlab.geometry.lanczos import hessian_eigs
-from advlab.geometry.scale import confidence_normalised, scale_hessian_eigs
+from advlab.geometry.compare_blocks import measure_points
 from advlab.geometry.stats import paired_ratio
 
 logger = logging.getLogger(__name__)
@@ -101,64 +98,20 @@ def _check(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, quantit
         raise ValueError(f"unknown quantities {unknown}; choose from {list(QUANTITIES)}")
 
 
-def _measure(model: nn.Module, x: Tensor, y: Tensor, second: Tensor, quantities: Sequence[str],
-             options: dict[str, Any], generator: torch.Generator | None,
-             timings: dict[str, float]) -> dict[str, Tensor]:
-    """Every requested quantity of one model, per point."""
-    values: dict[str, Tensor] = {}
-
-    def timed(name: str, fn: Any) -> None:
-        started = time.perf_counter()
-        values[name] = fn()
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
-
-    info = measures.deepfool_info(model, x, y)
-    norms = torch.where(info.success, info.norm, torch.full_like(info.norm, float("nan"))).double().cpu()
-    direction = info.x_adv - x
-    h, steps = options["h"], options["steps"]
-    wanted = set(quantities)
-    if "minimal_l2" in wanted:
-        values["minimal_l2"] = norms
-    if "top_eigenvalue" in wanted:
-        timed("top_eigenvalue", lambda: scale_hessian_eigs(model, x, y, 1, h=h, steps=steps,
-                                                           generator=generator)[:, 0].double().cpu())
-    if wanted & {"top_eigenvalue_pointwise", "top_eigenvalue_normalised"}:
-        pointwise = hessian_eigs(model, x, y, 1, steps=steps, which="LA", generator=generator)[0][:, 0]
-        values["top_eigenvalue_pointwise"] = pointwise.double().cpu()
-        values["top_eigenvalue_normalised"] = confidence_normalised(model, x, y, pointwise).double().cpu()
-    if "hessian_frobenius" in wanted:
-        started = time.perf_counter()
-        value, error, method = measures.frobenius(model, x, y, samples=options["hutchinson_samples"],
-                                                  generator=generator)
-        values["hessian_frobenius"], values["hessian_frobenius_error"] = value.cpu(), error.cpu()
-        values["_frobenius_method"] = method  # type: ignore[assignment]
-        timings["hessian_frobenius"] = timings.get("hessian_frobenius", 0.0) + time.perf_counter() - started
-    if "boundary_curvature" in wanted:
-        timed("boundary_curvature", lambda: measures.boundary_curvatures(
-            model, x, direction, norms, second, resolution=options["resolution"]))
-    if "noise_ratio" in wanted:
-        for clip in (True, False):
-            key = "noise_ratio" if clip == options["clip"] else ("noise_ratio_clipped" if clip else "noise_ratio_unclipped")
-            timed(key, lambda clip=clip: measures.noise_distances(
-                model, x, y, directions=options["directions"], clip=clip, generator=generator) / norms)
-    if "adversarial_vs_random_curvature" in wanted:
-        safe = torch.where((direction.flatten(1).norm(dim=1) > 0)[(...,) + (None,) * (x.dim() - 1)],
-                           direction, second)
-        timed("adversarial_vs_random_curvature", lambda: measures.curvature_ratio(
-            model, x, y, safe, h=h, generator=generator).cpu())
-    return values
-
-
 def compare(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, *,
             generator: torch.Generator | None = None, labels: tuple[str, str] = ("a", "b"),
             quantities: Sequence[str] = QUANTITIES, h: float = 0.5, steps: int = 20,
             hutchinson_samples: int = 32, resolution: int = 31, directions: int = 10,
-            clip: bool = True, resamples: int = 2000) -> Comparison:
+            clip: bool = True, resamples: int = 2000, batch_size: int = 32) -> Comparison:
     """Measure ``quantities`` for both models on the points ``x`` ``(N, ...)``, ``y`` ``(N,)``.
 
     Args:
         model_a, model_b: classifiers on the same inputs; ratios are ``b / a``.
-        generator: every random draw (Lanczos starts, probes, directions, bootstrap).
+        generator: its seed (``generator.initial_seed()``) seeds every point's own random
+            stream from the point's index (Lanczos starts, probes, lines, directions:
+            :mod:`advlab.geometry.streams`), and the bootstrap on a CPU generator seeded with it;
+            its state is not advanced. ``None``: torch's global RNG, every point at once (one
+            process; under a process group each rank's global RNG, not reproducible).
         labels: names of the two models in the rows' text.
         quantities: subset of :data:`QUANTITIES`.
         h: the scale of ``top_eigenvalue`` and of the curvature ratio (L2, input units).
@@ -169,35 +122,65 @@ def compare(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, *,
         clip: whether ``noise_ratio`` keeps the probes in [0, 1]; the other variant is also
             reported, as ``noise_ratio_unclipped`` / ``noise_ratio_clipped``.
         resamples: bootstrap resamples.
+        batch_size: points measured together (a block); under a process group the ranks take
+            whole blocks round-robin. The values are bit-identical for any number of processes
+            at one ``batch_size`` (another block shape may round differently).
+
+    Inside an initialised process group every rank must call this with the same arguments: each
+    measures its blocks, rank 0 gathers them and computes the rows, and every rank returns rank
+    0's :class:`Comparison`.
 
     Returns:
         a :class:`Comparison`; ``rows[name]`` has ``a_median``, ``b_median``, ``ratio``, ``ci``,
         ``n`` and ``verdict`` (see :mod:`advlab.geometry.stats`).
     """
     _check(model_a, model_b, x, y, quantities)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 (points measured together), got {batch_size!r}")
     options = {"h": h, "steps": steps, "hutchinson_samples": hutchinson_samples,
                "resolution": resolution, "directions": directions, "clip": clip}
-    with model_guard(model_a), model_guard(model_b):
-        correct = (predict(model_a, x).argmax(1) == y) & (predict(model_b, x).argmax(1) == y)
-    second = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-    timings: dict[str, float] = {}
-    per_point = {label: _measure(model, x, y, second, quantities, options, generator, timings)
-                 for label, model in zip(labels, (model_a, model_b))}
+    context = current_context()
+    seed = generator.initial_seed() if generator is not None else None
+    block = batch_size if seed is not None or context.enabled else len(x)  # None, one process: as before
+    measured = measure_points((model_a, model_b), labels, x, y, quantities=quantities, options=options,
+                              seed=seed, batch_size=block, context=context)
+    result: Comparison | str | None = None
+    if context.is_main:
+        assert measured is not None
+        try:
+            result = _comparison(labels, *measured, points=len(x), params=options, resamples=resamples,
+                                 bootstrap=torch.Generator().manual_seed(seed) if seed is not None else None)
+            result.params["batch_size"] = block
+        except Exception as err:
+            if not context.enabled:
+                raise
+            result = f"compare failed on rank 0: {err!r}"  # every rank raises, none waits
+    result = broadcast_object(result, context)
+    if isinstance(result, str):
+        raise RuntimeError(result)
+    assert result is not None
+    return result
+
+
+def _comparison(labels: tuple[str, str], correct: Tensor, per_point: dict[str, dict[str, Any]],
+                timings: dict[str, float], *, points: int, params: dict[str, Any], resamples: int,
+                bootstrap: torch.Generator | None) -> Comparison:
+    """The rows from the gathered per-point values (rank 0): paired ratios, intervals, verdicts."""
     rows: dict[str, dict[str, Any]] = {}
     for name in list(per_point[labels[0]]):
         if name.startswith("_") or name.endswith("_error"):
             continue
         a, b = per_point[labels[0]][name], per_point[labels[1]][name]
-        row = paired_ratio(a, b, mask=correct.cpu(), resamples=resamples, generator=generator).to_dict()
+        row = paired_ratio(a, b, mask=correct, resamples=resamples, generator=bootstrap).to_dict()
         row["description"] = DESCRIPTIONS.get(name, name.replace("_", " "))
         if name == "hessian_frobenius":
             row["method"] = per_point[labels[0]].pop("_frobenius_method")
             per_point[labels[1]].pop("_frobenius_method", None)
             for label in labels:
                 err = per_point[label]["hessian_frobenius_error"]
-                rel = (err / per_point[label]["hessian_frobenius"].abs().clamp_min(1e-300))[correct.cpu()]
+                rel = (err / per_point[label]["hessian_frobenius"].abs().clamp_min(1e-300))[correct]
                 row[f"{label}_median_relative_error"] = float(torch.quantile(rel.double(), 0.5)) if rel.numel() else None
         rows[name] = row
-    logger.info("compare: %d points, %d both correct", len(x), int(correct.sum()))
-    return Comparison(labels=(labels[0], labels[1]), rows=rows, points=len(x), both_correct=int(correct.sum()),
-                      params=options, per_point=per_point, timings=timings)
+    logger.info("compare: %d points, %d both correct", points, int(correct.sum()))
+    return Comparison(labels=(labels[0], labels[1]), rows=rows, points=points, both_correct=int(correct.sum()),
+                      params=params, per_point=per_point, timings=timings)

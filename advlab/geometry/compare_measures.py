@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from advlab.attacks.result import AttackResult
 from advlab.evaluation.noise import minimal_noise_norm
-from advlab.geometry._common import rademacher, unit
+from advlab.geometry._common import Randomness, rademacher, random_normal, unit
 from advlab.geometry.boundary_batch import section_curvatures
 from advlab.geometry.hessian import HessianOperator, dense_hessian
 from advlab.geometry.scale import ScaleHessianOperator
+from advlab.geometry.streams import PointStreams
 from advlab.threat import flat
 
 #: Largest input dimension for which ``||H||_F^2`` is computed exactly (dense Hessian).
@@ -35,7 +36,7 @@ def deepfool_info(model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
 
 
 def frobenius(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 32,
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, str]:
+              generator: Randomness = None) -> tuple[Tensor, Tensor, str]:
     """``||H||_F^2`` of the pointwise cross-entropy Hessian: ``(values, standard_errors, method)``.
 
     Exact (dense Hessian, zero error) when ``d <= EXACT_FROBENIUS_DIM``; otherwise Hutchinson's
@@ -54,15 +55,19 @@ def frobenius(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 32,
 
 
 def curvature_ratio(model: nn.Module, x: Tensor, y: Tensor, direction: Tensor, *, h: float,
-                    random_directions: int = 4, generator: torch.Generator | None = None) -> Tensor:
+                    random_directions: int = 4, generator: Randomness = None) -> Tensor:
     """``u^T H_h u / mean_v v^T H_h v``: scale-``h`` curvature along the adversarial direction
-    ``u`` (unit ``direction``) over that along random unit directions ``v`` (their mean)."""
+    ``u`` (unit ``direction``) over that along random unit directions ``v`` (their mean);
+    with :class:`PointStreams` each point's ``v`` come from its own stream."""
     operator = ScaleHessianOperator(model, x, y, h=h)
     u = flat(unit(direction))
     along = (flat(operator(u)) * u).sum(dim=1).double()
     randoms = []
     for _ in range(random_directions):
-        v = flat(unit(torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)))
+        if isinstance(generator, PointStreams):
+            v = flat(unit(random_normal(tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)))
+        else:
+            v = flat(unit(torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)))
         randoms.append((flat(operator(v)) * v).sum(dim=1).double())
     return along / torch.stack(randoms).mean(dim=0)
 
@@ -81,7 +86,7 @@ def boundary_curvatures(model: nn.Module, x: Tensor, direction: Tensor, norms: T
 
 def noise_distances(model: nn.Module, x: Tensor, y: Tensor, *, directions: int = 10,
                     clip: bool = True, bisection_steps: int = 12,
-                    generator: torch.Generator | None = None) -> Tensor:
+                    generator: Randomness = None) -> Tensor:
     """Median over ``directions`` random lines of the L2 flip distance ``(N,)`` (inf: no flip).
 
     ``clip=True`` keeps the probes in ``[0, 1]`` (reports the applied perturbation's norm);
@@ -91,12 +96,19 @@ def noise_distances(model: nn.Module, x: Tensor, y: Tensor, *, directions: int =
     locates each flip to ``max_norm / 8 / 2**12`` (``sqrt(d) / 32768``, about 1e-3 for
     Fashion-MNIST clipped, 4x that unclipped), far below the spread over lines; 20 steps (the
     search's default) cost 60 % more forward passes for digits that no interval resolves.
+    With :class:`PointStreams` each point's lines are drawn from its own stream (Gaussian, made
+    unit by the search: uniform on the sphere).
     """
     dim = flat(x).shape[1]
     bounds = (0.0, 1.0) if clip else (-math.inf, math.inf)
     max_norm = None if clip else 4.0 * math.sqrt(dim)
-    info = minimal_noise_norm(model, x, y, directions=directions, bounds=bounds, max_norm=max_norm,
-                              bisection_steps=bisection_steps, generator=generator)
+    lines: int | Tensor = directions
+    if isinstance(generator, PointStreams):
+        lines = random_normal((len(x), directions, *x.shape[1:]), generator=generator, device=x.device,
+                              dtype=x.dtype)
+    info = minimal_noise_norm(model, x, y, directions=lines, bounds=bounds, max_norm=max_norm,
+                              bisection_steps=bisection_steps,
+                              generator=None if isinstance(generator, PointStreams) else generator)
     per_line = info.extras["direction_norms"].double().cpu()  # (N, directions), inf: no flip
     per_line = torch.where(per_line.isnan(), torch.full_like(per_line, math.inf), per_line)
     return torch.quantile(per_line, 0.5, dim=1)

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.losses import LossFn
-from advlab.geometry._common import random_normal
+from advlab.geometry._common import Randomness, random_normal
 from advlab.geometry.hessian import HessianOperator, dense_hessian
+from advlab.geometry.streams import PointStreams
 from advlab.threat import flat
 
 Matvec = Callable[[Tensor], Tensor]
@@ -67,7 +68,7 @@ def _select(values: Tensor, k: int, which: str) -> Tensor:
 
 
 def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
-            batch_size: int = 1, which: str = "LM", generator: torch.Generator | None = None,
+            batch_size: int = 1, which: str = "LM", generator: Randomness = None,
             device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs of ``batch_size`` symmetric ``D x D`` operators, by Lanczos.
 
@@ -79,7 +80,10 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
         batch_size: ``B``, the number of operators handled together.
         which: ``"LM"``: largest magnitude (sorted by ``|lambda|`` descending);
             ``"LA"``: largest algebraic (sorted descending).
-        generator: draws the random start vector (and restart vectors).
+        generator: draws the random start vector (and restart vectors); with
+            :class:`~advlab.geometry.streams.PointStreams` (one per operator) each operator's
+            start and restarts come from its own stream, a restart only for the operators that
+            need one, so an operator's result does not depend on the others in the batch.
         device: where the vectors live (the generator's device by default).
 
     Returns:
@@ -112,8 +116,7 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
         scale = torch.maximum(scale, torch.maximum(alpha[:, j].abs(), norm))
         broken = norm <= tolerance * scale.clamp_min(1e-300)
         if bool(broken.any()):  # invariant subspace: restart orthogonally, decouple
-            restart = random_normal((batch_size, dim), generator=generator, device=device,
-                                    dtype=torch.float64)
+            restart = _restart_draw(generator, broken, (batch_size, dim), device)
             restart = _unit_rows(_orthogonalise(restart, basis[:, :j + 1]))
             w = torch.where(broken[:, None], restart, w / norm.clamp_min(1e-300)[:, None])
             norm = torch.where(broken, torch.zeros_like(norm), norm)
@@ -128,6 +131,15 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
     coefficients = ritz_vectors.gather(2, index[:, None, :].expand(-1, count, -1))  # (B, m, k)
     vectors = torch.matmul(coefficients.transpose(1, 2), basis)  # (B, k, D)
     return values, _unit_rows(vectors.reshape(-1, dim)).reshape(batch_size, k, dim)
+
+
+def _restart_draw(generator: Randomness, broken: Tensor, shape: tuple[int, int],
+                  device: torch.device | str) -> Tensor:
+    """Random restart vectors ``(B, D)``: every row from a generator (as always), or with
+    per-point streams only the ``broken`` rows (the others are zero and unused)."""
+    if isinstance(generator, PointStreams):
+        return generator.normal(shape, dtype=torch.float64, rows=broken).to(device)
+    return random_normal(shape, generator=generator, device=device, dtype=torch.float64)
 
 
 def _unit_rows(t: Tensor) -> Tensor:
@@ -176,7 +188,7 @@ def power_iteration_deflation(matvec: Matvec, dim: int, k: int, *, batch_size: i
 
 def hessian_eigs(model: nn.Module, x: Tensor, y: Tensor | None = None, k: int = 20, *,
                  steps: int | None = None, loss: str | LossFn = "ce", which: str = "LM",
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                 generator: Randomness = None) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs of each sample's input Hessian of the loss, by batched Lanczos.
 
     Args:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from advlab.attacks._core import input_grad, model_guard, predict
 from advlab.attacks.losses import LossFn, get_loss
-from advlab.geometry._common import check_batch, labels_or_predictions
+from advlab.geometry._common import Randomness, check_batch, labels_or_predictions
 from advlab.geometry.lanczos import lanczos
 from advlab.threat import flat
 
@@ -87,7 +87,7 @@ class ScaleHessianOperator:
 
 def scale_hessian_eigs(model: nn.Module, x: Tensor, y: Tensor | None = None, k: int = 1, *,
                        h: float = 0.1, steps: int | None = None, loss: str | LossFn = "ce",
-                       which: str = "LA", generator: torch.Generator | None = None) -> Tensor:
+                       which: str = "LA", generator: Randomness = None) -> Tensor:
     """Top-``k`` eigenvalues ``(B, k)`` of the scale-``h`` curvature, by Lanczos on
     :class:`ScaleHessianOperator` (``steps`` operator calls, two gradients each, per point)."""
     operator = ScaleHessianOperator(model, x, y, h=h, loss=loss)

@@ -134,10 +134,38 @@ def boundary_curvature(section: dict[str, Any], window: float | None = None) -> 
     offsets2, crossings = boundary_profile(section, window)
     if len(offsets2) < 3:
         return math.nan
-    design = torch.stack([torch.ones_like(offsets2), offsets2, offsets2.pow(2)], dim=1)  # (n, 3)
-    coefficients = torch.linalg.lstsq(design, crossings[:, None]).solution[:, 0]
-    _, slope, quadratic = coefficients.tolist()
+    _, slope, quadratic = quadratic_fit(offsets2, crossings)
     return 2.0 * quadratic / (1.0 + slope**2) ** 1.5
+
+
+def quadratic_fit(b: Tensor, a: Tensor) -> tuple[float, float, float]:
+    """Least-squares ``(a0, e, c)`` of ``a = a0 + e b + c b^2`` for ``b``, ``a`` ``(n,)``, ``n >= 3``.
+
+    Solved in Python floats (normal equations in ``t = b / max|b|``, exactly rounded sums, Cramer's
+    rule on the 3 x 3 system), so the result depends only on the values: LAPACK's least squares
+    (``torch.linalg.lstsq`` through MKL) can round differently with the memory alignment of its
+    inputs, which would make per-point curvatures differ between otherwise identical runs.
+    """
+    bs, values = [float(v) for v in b.tolist()], [float(v) for v in a.tolist()]
+    scale = max(abs(v) for v in bs) or 1.0
+    ts = [v / scale for v in bs]
+    moments = [math.fsum(t**k for t in ts) for k in range(5)]
+    rhs = [math.fsum(v * t**k for t, v in zip(ts, values)) for k in range(3)]
+    gram = [[moments[i + j] for j in range(3)] for i in range(3)]
+    det = _det3(gram)
+    if det == 0.0 or not math.isfinite(det):
+        return math.nan, math.nan, math.nan
+    solution = []
+    for k in range(3):
+        replaced = [[rhs[i] if j == k else gram[i][j] for j in range(3)] for i in range(3)]
+        solution.append(_det3(replaced) / det)
+    return solution[0], solution[1] / scale, solution[2] / scale**2
+
+
+def _det3(m: list[list[float]]) -> float:
+    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
 
 
 def section_curvature(section: dict[str, Any]) -> tuple[float, float]:

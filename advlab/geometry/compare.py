@@ -17,6 +17,11 @@ the interval excludes 1. Quantities (:data:`QUANTITIES`):
 * ``minimal_l2``: DeepFool's ``||r*||``; ``noise_ratio``: random-direction flip distance over
   ``||r*||`` (Fawzi et al. 2016), clipped to the box or not (``clip``);
 * ``adversarial_vs_random_curvature``: ``u^T H_h u / v^T H_h v`` (DeepFool direction vs random).
+
+The per-point values are measured in blocks (:mod:`advlab.geometry.compare_blocks`), each point
+with its own random stream seeded from the generator's seed and the point's index; inside a
+process group the ranks share the blocks and rank 0 computes the rows, so the result is the
+same for any number of processes.
 """
 
 from __future__ import annotations

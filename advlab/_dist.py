@@ -6,8 +6,9 @@ process is the same code with ``world_size == 1``, where every collective is a n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch.distributed as dist
 
@@ -44,6 +45,32 @@ def broadcast_object(obj: Any, context: DistContext) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+def on_main(fn: Callable[[], T], context: DistContext, what: str) -> T:
+    """``fn()`` run on rank 0 and broadcast to every rank. If it raises under a process group,
+    every rank raises (``RuntimeError`` naming ``what``) instead of waiting in the broadcast; in
+    one process the error propagates unchanged."""
+    result: Any = None
+    if context.is_main:
+        try:
+            result = fn()
+        except Exception as err:
+            if not context.enabled:
+                raise
+            result = _Failure(f"{what} failed on rank 0: {err!r}")
+    result = broadcast_object(result, context)
+    if isinstance(result, _Failure):
+        raise RuntimeError(result.message)
+    return result
 
 
 def gather_objects(obj: Any, context: DistContext) -> list[Any]:

@@ -10,6 +10,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -150,3 +152,14 @@ def sigkill_after_epoch(victim: subprocess.Popen, checkpoint: Path, *, epoch: in
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     return victim.wait(timeout=30)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block (as each torchrun worker runs), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

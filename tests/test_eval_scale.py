@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import one_thread
 from torch import nn
 
 from advlab import ThreatModel, evaluate
@@ -111,13 +112,9 @@ def test_two_processes_match_one_process_bit_for_bit(saved_mlp, digits_mlp):
     stdout = _run(_torchrun(str(saved_mlp / "script.py"), str(saved_mlp)), saved_mlp)
     assert stdout.count("n=100 world=2") == 2  # every rank gets the gathered results
     x, y = _points()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         single = evaluate(digits_mlp, x, y, THREAT, eps=[0.03, 0.06], attacks="fast", batch_size=16,
                           seed=3, batches=True)
-    finally:
-        torch.set_num_threads(threads)
     from advlab.evaluation import EvaluationResult
 
     ddp = [EvaluationResult.from_dict(r) for r in json.loads((saved_mlp / "ddp.json").read_text())]

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from harness import one_thread
 from test_eval_scale import NET, _points, _run, _same, _torchrun
 
 from advlab import ThreatModel, evaluate
@@ -101,13 +102,9 @@ def test_each_rank_reads_only_its_batches(tmp_path, digits_mlp, kind):
 
     ddp = [EvaluationResult.from_dict(r) for r in json.loads((tmp_path / f"ddp-{kind}.json").read_text())]
     x, y = _points(100)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         single = evaluate(digits_mlp, x, y, THREAT, eps=[0.03, 0.06], attacks="fast", batch_size=16,
                           seed=3, batches=True)
-    finally:
-        torch.set_num_threads(threads)
     _same(ddp, single)
     assert ddp[0].extras["world_size"] == 2
 

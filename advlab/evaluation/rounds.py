@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any
 
-from advlab._dist import DistContext, broadcast_object, gather_objects
+from advlab._dist import DistContext, gather_objects, on_main
 from advlab.evaluation.ensemble import Progress
 from advlab.evaluation.resume import Checkpoint
 from advlab.evaluation.streaming import Batch, Indexed, indexed_batches, iter_batches, shuffled
@@ -46,18 +46,7 @@ def first_batch(data: Any, y: Any, *, batch_size: int, n: int | None,
         raise ValueError("evaluate got empty data")
     if indexed.shared:
         return indexed, next(indexed.read([0]))
-    first: Batch | str | None = None
-    if context.is_main:
-        try:
-            first = next(indexed.read([0]))
-        except Exception as err:
-            if not context.enabled:
-                raise
-            first = f"reading batch 0 on rank 0 failed: {err!r}"  # every rank raises, none hangs
-    first = broadcast_object(first, context)
-    if isinstance(first, str):
-        raise RuntimeError(first)
-    return indexed, first
+    return indexed, on_main(lambda: next(indexed.read([0])), context, "reading batch 0")
 
 
 def _commit(mine: Record | None, context: DistContext, checkpoint: Checkpoint | None,

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advlab._dist import broadcast_object, current_context
+from advlab._dist import current_context, on_main
 from advlab._utils import json_safe
 from advlab.geometry._common import check_batch
 from advlab.geometry.compare_blocks import measure_points
@@ -149,22 +149,14 @@ def compare(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, *,
     block = batch_size if seed is not None or context.enabled else len(x)  # None, one process: as before
     measured = measure_points((model_a, model_b), labels, x, y, quantities=quantities, options=options,
                               seed=seed, batch_size=block, context=context)
-    result: Comparison | str | None = None
-    if context.is_main:
+    def summarise() -> Comparison:
         assert measured is not None
-        try:
-            result = _comparison(labels, *measured, points=len(x), params=options, resamples=resamples,
-                                 bootstrap=torch.Generator().manual_seed(seed) if seed is not None else None)
-            result.params["batch_size"] = block
-        except Exception as err:
-            if not context.enabled:
-                raise
-            result = f"compare failed on rank 0: {err!r}"  # every rank raises, none waits
-    result = broadcast_object(result, context)
-    if isinstance(result, str):
-        raise RuntimeError(result)
-    assert result is not None
-    return result
+        result = _comparison(labels, *measured, points=len(x), params=options, resamples=resamples,
+                             bootstrap=torch.Generator().manual_seed(seed) if seed is not None else None)
+        result.params["batch_size"] = block
+        return result
+
+    return on_main(summarise, context, "compare")
 
 
 def _comparison(labels: tuple[str, str], correct: Tensor, per_point: dict[str, dict[str, Any]],

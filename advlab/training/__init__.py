@@ -4,12 +4,15 @@
     result = fit(model, train_ds, val_data=val_ds, epochs=5, run_dir="runs/x")
     result = fit(model, train_ds, objective=get_objective("none"), resume=True, run_dir="runs/x")
 
-Robust training objectives (FGSM-mix, PGD-AT, fast FGSM, TRADES, CURE, CLIP, noise) live in
-:mod:`advlab.training.defenses` and register in :data:`OBJECTIVES`
-(:mod:`advlab.training.protocol`, with the objective protocol types); the loop calls
-callbacks (:mod:`advlab.training.callbacks`) such as the catastrophic-overfitting rollback;
+Robust training objectives (FGSM-mix, PGD-AT, fast FGSM with random start, N-FGSM, GradAlign,
+TRADES, CURE, CLIP, noise, IBP) live in :mod:`advlab.training.defenses` and register in
+:data:`OBJECTIVES` (:mod:`advlab.training.protocol`, with the objective protocol types); the loop
+calls callbacks (:mod:`advlab.training.callbacks`) such as the catastrophic-overfitting rollback;
 :func:`adversarial_validation` selects the most robust epoch; ``fit(init=run_dir)`` fine-tunes;
-run ``torchrun --nproc_per_node=N`` for data-parallel training.
+``fit(ema_decay=0.999)`` keeps a weight average (:mod:`advlab.training.ema`); the learning-rate
+schedules (``onecycle``, ``cosine``, ``cyclic``, ``multistep``, ``constant``) are in
+:mod:`advlab.training.optim`; named recipes (model, defense, schedule, budget) in
+:mod:`advlab.training.recipes`; run ``torchrun --nproc_per_node=N`` for data-parallel training.
 
     hook = adversarial_validation(val_ds, ThreatModel("linf", 0.1))
     fit(model, train_ds, val_data=val_ds, objective=get_objective("pgd-at", eps=0.1, steps=7),

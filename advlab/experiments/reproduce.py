@@ -3,7 +3,7 @@
 Each :class:`Reproduction` names the published claim, the source, its runtime at the defaults
 as measured once on a busy shared 2-core machine (one run after another, the first to need a
 pair of models trains it; the models are cached in ``<out>/../models`` and reused) and the function that measures it (:mod:`advlab.experiments.reproduce_geometry`,
-:mod:`advlab.experiments.reproduce_training`). :func:`reproduce` runs one and writes
+:mod:`advlab.experiments.reproduce_training`, :mod:`advlab.experiments.reproduce_capacity`). :func:`reproduce` runs one and writes
 ``<out>/<name>.json`` with the claim, the measured value, its 95 % interval and n.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab._utils import atomic_write_json
+from advlab.experiments import reproduce_capacity as cap
 from advlab.experiments import reproduce_geometry as geo
 from advlab.experiments import reproduce_training as tr
 
@@ -69,6 +70,10 @@ REPRODUCTIONS = {r.name: r for r in (
                  "robust models have perceptually aligned input gradients",
                  "Ortiz-Jimenez et al.'s review (page 003); Tsipras et al. 2019", "1.1 min (digits, cached)",
                  tr.perceptual_gradients),
+    Reproduction("capacity",
+                 "adversarial training needs more model capacity: robustness grows with width",
+                 "Goodfellow's slides ('you need more model capacity'); Madry et al. 2018",
+                 "many CPU-hours (48 Fashion-MNIST cells); --quick QUICK_S s", cap.capacity),
 )}
 
 

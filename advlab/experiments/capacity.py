@@ -1,0 +1,256 @@
+"""The capacity study: robust accuracy against model width x defense x CPU budget.
+
+Goodfellow's advice ("you need more model capacity" for adversarial training) and Madry et al.
+2018's finding that robustness grows with capacity, measured on Fashion-MNIST at Linf eps 0.1:
+
+* models (:data:`MODELS`): ``small_cnn`` at x1 / x2 / x4 its channels and hidden units and one
+  wider, deeper zoo model (``preact_resnet18`` at width 16); :data:`QUICK_MODELS` are the tiny
+  widths of the digits pipeline check;
+* defenses (:func:`defenses`): ``fgsm-rs`` (Wong et al. 2020), ``n-fgsm`` (de Jorge et al.
+  2022), ``trades`` (Zhang et al. 2019, 5 steps), ``pgd-at`` (Madry et al. 2018, PGD-10);
+* budgets: epoch counts; the CPU budget of a cell is what it *measured*.
+
+A cell trains with :func:`advlab.experiments.runs.train_run` into ``<cache>/<cell>``
+(:func:`cell_dir`): a finished cell (``cell.json``) is reused, a killed one resumes from its
+checkpoint. :func:`frontier` is the Pareto frontier (robust accuracy against CPU time) and
+:func:`capacity_differences` the paired widest - narrowest ``small_cnn`` differences.
+Tables, findings and the plot: :mod:`advlab.experiments.capacity_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+Cell = dict[str, Any]
+
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "x1": ("small_cnn", {"channels": [32, 64], "hidden": 128}),
+    "x2": ("small_cnn", {"channels": [64, 128], "hidden": 256}),
+    "x4": ("small_cnn", {"channels": [128, 256], "hidden": 512}),
+    "resnet16": ("preact_resnet18", {"width": 16}),
+}
+QUICK_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "x1": ("small_cnn", {"channels": [8, 16], "hidden": 32}),
+    "x2": ("small_cnn", {"channels": [16, 32], "hidden": 64}),
+}
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """The options every cell of a study shares (``benchmarks/capacity.py``'s defaults).
+
+    ``quick`` selects :data:`QUICK_MODELS` and skips the evaluation's sanity checks;
+    ``threads`` (when not ``None``) is set with ``torch.set_num_threads`` before training.
+    """
+
+    cache: str | Path = "runs/benchmarks/capacity"
+    dataset: str = "fashion-mnist"
+    eps: float = 0.1
+    lr: float = 1e-3
+    n_train: int | None = None
+    adv_val_n: int = 500
+    preset: str = "standard"
+    schedule: str = "onecycle"
+    ema_decay: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | Path | None = None
+    threads: int | None = None
+    quick: bool = False
+
+
+def defenses(eps: float) -> dict[str, dict[str, Any]]:
+    """The defenses and their parameters at ``eps`` (benchmarks/defenses.py's budgets)."""
+    return {"fgsm-rs": {"eps": eps, "clean_logits": False},
+            "n-fgsm": {"eps": eps, "clean_logits": False},
+            "trades": {"eps": eps, "steps": 5, "beta": 6.0},
+            "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False}}
+
+
+def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, Any]]:
+    """``(architecture, options)`` of ``model_key``; a clear error for an unknown key."""
+    table = QUICK_MODELS if config.quick else MODELS
+    if model_key not in table:
+        raise ValueError(f"unknown capacity model {model_key!r}; choose from {', '.join(table)}")
+    return table[model_key]
+
+
+def cell_dir(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Path:
+    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>]``."""
+    extra = (f"-{config.schedule}" if config.schedule != "onecycle" else "") + (
+        f"-ema{config.ema_decay:g}" if config.ema_decay else "")
+    return Path(config.cache) / f"{config.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
+
+
+def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Cell:
+    """Train (or resume) one cell; its training figures and the model under ``"_model"``."""
+    from advlab.experiments.runs import train_run
+
+    model, options = model_spec(config, model_key)
+    if defense not in defenses(config.eps):
+        raise ValueError(f"unknown capacity defense {defense!r}; choose from "
+                         f"{', '.join(defenses(config.eps))}")
+    run_dir = cell_dir(config, model_key, defense, epochs)
+    resumed = (run_dir / "checkpoint.pt").exists()
+    load_before, cpu_before, wall_before = os.getloadavg(), time.process_time(), time.perf_counter()
+    run = train_run(run_dir, dataset=config.dataset, model=model, model_options=options,
+                    defense=defense, defense_params=defenses(config.eps)[defense], epochs=epochs,
+                    lr=config.lr, batch_size=128, schedule=config.schedule,
+                    ema_decay=config.ema_decay, seed=config.seed, device=config.device,
+                    n_train=config.n_train, data_dir=config.data_dir, resume=True,
+                    checkpoint_every=100, adv_val_n=config.adv_val_n, progress=False)
+    wall, cpu = time.perf_counter() - wall_before, time.process_time() - cpu_before
+    if resumed:  # the earlier process's time is lost: its epochs' times, at this cell's CPU rate
+        epoch_time = sum(r["time_s"] for r in run.result.history)
+        cpu, wall = cpu * epoch_time / max(wall, 1e-9), epoch_time
+    best = run.result.history[run.result.best_epoch - 1]
+    return {"model": model_key, "architecture": model, "model_options": options,
+            "defense": defense, "epochs": epochs, "schedule": config.schedule,
+            "ema_decay": config.ema_decay, "run_dir": str(run_dir), "resumed": resumed,
+            "train_wall_s": wall, "train_cpu_s": cpu, "threads": torch.get_num_threads(),
+            "load_before": list(load_before), "load_after": list(os.getloadavg()),
+            "best_epoch": run.result.best_epoch, "adv_val_acc": best.get("adv_val_acc"),
+            "events": run.result.events, "_model": run.result.model}
+
+
+def evaluate_cell(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  config: CapacityConfig) -> Cell:
+    """Clean and robust accuracy (``config.preset``) with 95 % Clopper-Pearson intervals.
+
+    ``x``: ``(n, ...)`` held-out test inputs, ``y``: ``(n,)`` labels; the per-point robust
+    outcomes (``robust_correct``, n booleans) feed the paired differences.
+    """
+    from advlab import ThreatModel
+    from advlab.evaluation import evaluate
+    from advlab.stats import clopper_pearson_interval
+
+    started = time.perf_counter()
+    result = evaluate(model.eval(), x, y, ThreatModel("linf", config.eps), attacks=config.preset,
+                      sanity=not config.quick, seed=config.seed, device=config.device)
+    n = len(y)
+    clean_k, robust_k = int(result.clean_correct.sum()), int(result.robust_correct.sum())
+    return {"n_test": n, "preset": config.preset, "eval_s": time.perf_counter() - started,
+            "clean_acc": clean_k / n, "clean_ci": clopper_pearson_interval(clean_k, n),
+            "robust_acc": robust_k / n, "robust_ci": clopper_pearson_interval(robust_k, n),
+            "robust_correct": [bool(v) for v in result.robust_correct.tolist()],
+            "warnings": [w.get("code", "?") for w in result.warnings]}
+
+
+def run_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int,
+             data: tuple[torch.Tensor, torch.Tensor]) -> Cell:
+    """One cell's figures, reused from ``cell.json`` when it has the same n and preset."""
+    cache = cell_dir(config, model_key, defense, epochs) / "cell.json"
+    if cache.exists():
+        cell = json.loads(cache.read_text())
+        if cell.get("n_test") == len(data[1]) and cell.get("preset") == config.preset:
+            logger.info("reusing %s", cache)
+            return cell
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    cell = train_cell(config, model_key, defense, epochs)
+    cell.update(evaluate_cell(cell.pop("_model"), *data, config))
+    cache.write_text(json.dumps(cell, indent=2))
+    return cell
+
+
+def held_out_points(config: CapacityConfig, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_test`` held-out test points ``(x, y)`` (never trained or selected on)."""
+    from advlab.data import load_dataset
+
+    test = load_dataset(config.dataset, "test", data_dir=config.data_dir)
+    n = min(n_test, len(test))
+    return test.x[:n], test.y[:n]
+
+
+def run_study(config: CapacityConfig, *, model_keys: Iterable[str], defense_names: Iterable[str],
+              epochs: Iterable[int], n_test: int,
+              on_cell: Callable[[Cell], None] | None = None) -> list[Cell]:
+    """Every cell (budget-major, then defense, then model), trained or reused from the cache.
+
+    ``on_cell`` is called with each cell as soon as it is done (progress output).
+    """
+    from advlab.data import load_dataset
+
+    Path(config.cache).mkdir(parents=True, exist_ok=True)
+    data = held_out_points(config, n_test)
+    load_dataset(config.dataset, "train", data_dir=config.data_dir)  # one-time costs out of cell 1
+    model_keys, defense_names = list(model_keys), list(defense_names)
+    cells = []
+    for budget in epochs:
+        for defense in defense_names:
+            for model_key in model_keys:
+                cell = run_cell(config, model_key, defense, int(budget), data)
+                logger.info("%s %s %d ep: clean %.1f%% robust %.1f%% %.2f CPU-min", model_key,
+                            defense, budget, 100 * cell["clean_acc"], 100 * cell["robust_acc"],
+                            cell["train_cpu_s"] / 60)
+                cells.append(cell)
+                if on_cell is not None:
+                    on_cell(cell)
+    return cells
+
+
+def frontier(cells: list[Cell]) -> list[Cell]:
+    """The Pareto frontier: cells no other cell beats in both CPU time and robust accuracy.
+
+    Ordered by CPU time; ties in time keep the most robust cell only.
+    """
+    ordered = sorted(cells, key=lambda c: (c["train_cpu_s"], -c["robust_acc"]))
+    best, out = -1.0, []
+    for cell in ordered:
+        if cell["robust_acc"] > best:
+            out.append(cell)
+            best = cell["robust_acc"]
+    return out
+
+
+def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` on the same n points with a 95 % normal (paired) interval."""
+    n = len(a)
+    if n == 0:
+        raise ValueError("paired_difference needs at least one point")
+    diffs = [int(u) - int(v) for u, v in zip(a, b, strict=True)]
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    half = 1.96 * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def width_keys(cells: list[Cell]) -> list[str]:
+    """The ``small_cnn`` width keys (``x1``, ``x2``, ...) present, narrowest first."""
+    return sorted({c["model"] for c in cells if c["model"].startswith("x") and c["model"][1:].isdigit()},
+                  key=lambda k: int(k[1:]))
+
+
+def capacity_differences(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Paired robust-accuracy difference widest - narrowest ``small_cnn`` per defense and budget.
+
+    One row per (defense, epochs) with two widths or more, the widest and the narrowest of that
+    (defense, epochs): ``difference`` and its 95 % ``ci`` (fractions),
+    ``n`` and ``verdict`` (``"agrees"`` when the interval lies above 0, ``"disagrees"`` below 0,
+    else ``"undecided"``), and the CPU-time ratio.
+    """
+    rows = []
+    for defense, budget in sorted({(c["defense"], c["epochs"]) for c in cells}):
+        group = {c["model"]: c for c in cells if (c["defense"], c["epochs"]) == (defense, budget)}
+        keys = width_keys(list(group.values()))
+        if len(keys) < 2:
+            continue
+        wide, narrow = group[keys[-1]], group[keys[0]]
+        mean, lo, hi = paired_difference(wide["robust_correct"], narrow["robust_correct"])
+        rows.append({"defense": defense, "epochs": budget, "wide": keys[-1], "narrow": keys[0],
+                     "difference": mean, "ci": [lo, hi], "n": len(wide["robust_correct"]),
+                     "verdict": "agrees" if lo > 0 else ("disagrees" if hi < 0 else "undecided"),
+                     "cpu_ratio": wide["train_cpu_s"] / max(narrow["train_cpu_s"], 1e-9)})
+    return rows

@@ -1,0 +1,90 @@
+"""The capacity study's table, findings and frontier plot (cells of :mod:`advlab.experiments.capacity`).
+
+Every accuracy is printed with n and its 95 % Clopper-Pearson interval; a paired difference is
+called a difference only when its 95 % interval excludes 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from advlab.experiments.capacity import Cell, frontier, paired_difference, width_keys
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def table(cells: list[Cell]) -> str:
+    """A Markdown table: one row per cell, frontier cells marked."""
+    on = {id(c) for c in frontier(cells)}
+    lines = ["| model | defense | epochs (best) | clean % [95 % CI] | robust % [95 % CI] | n | "
+             "CPU-min | wall min | threads | load | frontier |", "|" + "---|" * 11]
+    for c in sorted(cells, key=lambda c: (c["defense"], c["model"], c["epochs"])):
+        lo, hi = c["clean_ci"]
+        rlo, rhi = c["robust_ci"]
+        lines.append(f"| {c['model']} | {c['defense']} | {c['epochs']} ({c['best_epoch']}) | "
+                     f"{_pct(c['clean_acc'])} [{_pct(lo)}, {_pct(hi)}] | {_pct(c['robust_acc'])} "
+                     f"[{_pct(rlo)}, {_pct(rhi)}] | {c['n_test']} | {c['train_cpu_s'] / 60:.2f} | "
+                     f"{c['train_wall_s'] / 60:.2f} | {c['threads']} | {c['load_before'][0]:.1f}"
+                     f"-{c['load_after'][0]:.1f} | {'yes' if id(c) in on else ''} |")
+    return "\n".join(lines)
+
+
+def _width_findings(cells: list[Cell]) -> list[str]:
+    """Every wider ``small_cnn`` against the narrowest one, paired, per defense and budget."""
+    out, index = [], {(c["model"], c["defense"], c["epochs"]): c for c in cells}
+    keys = width_keys(cells)
+    for (model, defense, epochs), wide in sorted(index.items()):
+        narrow = index.get((keys[0], defense, epochs)) if keys else None
+        if narrow is None or model == keys[0] or model not in keys:
+            continue
+        mean, lo, hi = paired_difference(wide["robust_correct"], narrow["robust_correct"])
+        verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
+        out.append(f"{defense} {epochs} ep: robust {model} - {keys[0]} = {100 * mean:+.1f} points "
+                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (n {wide['n_test']}, paired) -> {verdict}; "
+                   f"CPU x{wide['train_cpu_s'] / max(narrow['train_cpu_s'], 1e-9):.1f}")
+    return out
+
+
+def findings(cells: list[Cell]) -> list[str]:
+    """Capacity differences (paired) and the issue's "95 % of PGD-AT in 1/4 of its time" check."""
+    out = _width_findings(cells)
+    pgd = [c for c in cells if c["defense"] == "pgd-at"]
+    if pgd:
+        ref = max(pgd, key=lambda c: c["robust_acc"])
+        for cell in frontier(cells):
+            share = cell["robust_acc"] / max(ref["robust_acc"], 1e-9)
+            speed = cell["train_cpu_s"] / max(ref["train_cpu_s"], 1e-9)
+            if cell["defense"] != "pgd-at":
+                ok = share >= 0.95 and speed <= 0.25
+                out.append(f"frontier {cell['model']} {cell['defense']} {cell['epochs']} ep: "
+                           f"{share:.1%} of the best pgd-at's robust accuracy in {speed:.0%} of "
+                           f"its CPU time -> {'PASS' if ok else 'fail'} (target >= 95 % in <= 25 %)")
+    return out
+
+
+def plot(cells: list[Cell], path: str | Path) -> Path:
+    """Robust accuracy (95 % CI bars) against training CPU-minutes, the frontier as a step line."""
+    from advlab.report.plotting import new_figure, save_figure
+
+    figure, axis = new_figure(width=7, height=4.5)
+    markers = dict(zip(sorted({c["model"] for c in cells}), "osD^v<>", strict=False))
+    names = sorted({c["defense"] for c in cells})
+    for number, defense in enumerate(names):
+        for c in (c for c in cells if c["defense"] == defense):
+            lo, hi = c["robust_ci"]
+            axis.errorbar(c["train_cpu_s"] / 60, 100 * c["robust_acc"],
+                          yerr=[[100 * (c["robust_acc"] - lo)], [100 * (hi - c["robust_acc"])]],
+                          marker=markers[c["model"]], color=f"C{number}", linestyle="none", capsize=2)
+        axis.plot([], [], color=f"C{number}", marker="o", linestyle="none", label=defense)
+    front = frontier(cells)
+    axis.step([c["train_cpu_s"] / 60 for c in front], [100 * c["robust_acc"] for c in front],
+              where="post", color="black", linewidth=1, label="frontier")
+    for model, marker in markers.items():
+        axis.plot([], [], color="gray", marker=marker, linestyle="none", label=model)
+    axis.set_xscale("log")
+    axis.set_xlabel("training CPU-minutes (busy machine)")
+    axis.set_ylabel(f"robust accuracy % ({cells[0]['preset']}, n = {cells[0]['n_test']})")
+    axis.legend(fontsize=7, ncol=2)
+    return save_figure(figure, path)

@@ -1,0 +1,103 @@
+"""The capacity study's frontier, paired differences and verdict on hand-made cells (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advlab.experiments.capacity import (
+    CapacityConfig,
+    capacity_differences,
+    cell_dir,
+    frontier,
+    paired_difference,
+    run_cell,
+)
+from advlab.experiments.capacity_report import findings, plot, table
+from advlab.experiments.reproduce_capacity import _pooled, _verdict
+
+
+def make_cell(model, defense, epochs, cpu_s, robust_correct, clean=0.9):
+    n = len(robust_correct)
+    robust = sum(robust_correct) / n
+    return {"model": model, "defense": defense, "epochs": epochs, "train_cpu_s": cpu_s,
+            "train_wall_s": cpu_s / 2, "threads": 2, "load_before": [1.0], "load_after": [1.5],
+            "best_epoch": epochs, "clean_acc": clean, "clean_ci": [clean - 0.05, clean + 0.05],
+            "robust_acc": robust, "robust_ci": [max(robust - 0.1, 0), min(robust + 0.1, 1)],
+            "robust_correct": list(robust_correct), "n_test": n, "preset": "fast"}
+
+
+def pattern(k, n=100):
+    """``k`` robust points out of ``n``: the first ``k``."""
+    return [i < k for i in range(n)]
+
+
+@pytest.fixture
+def cells():
+    return [make_cell("x1", "fgsm-rs", 2, 60.0, pattern(40)),
+            make_cell("x2", "fgsm-rs", 2, 120.0, pattern(50)),
+            make_cell("x1", "pgd-at", 2, 300.0, pattern(45)),   # slower and less robust than x2 fgsm-rs
+            make_cell("x2", "pgd-at", 2, 600.0, pattern(70)),
+            make_cell("resnet16", "pgd-at", 2, 900.0, pattern(65))]
+
+
+def test_frontier_keeps_only_cells_no_other_beats(cells):
+    front = frontier(cells)
+    assert [(c["model"], c["defense"]) for c in front] == [("x1", "fgsm-rs"), ("x2", "fgsm-rs"), ("x2", "pgd-at")]
+    tie = [make_cell("x1", "a", 1, 10.0, pattern(30)), make_cell("x2", "b", 1, 10.0, pattern(60))]
+    assert [c["defense"] for c in frontier(tie)] == ["b"]
+
+
+def test_paired_difference_on_known_outcomes():
+    mean, lo, hi = paired_difference(pattern(50), pattern(40))  # 10 points gained, none lost
+    assert mean == pytest.approx(0.10)
+    # differences: 10 ones, 90 zeros; sample variance 0.09 * 100 / 99, standard error over sqrt(100)
+    assert hi - mean == pytest.approx(mean - lo)
+    assert hi - mean == pytest.approx(1.96 * (0.09 * 100 / 99 / 100) ** 0.5) and lo > 0
+    assert paired_difference(pattern(40), pattern(40)) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_difference(pattern(3, 5), pattern(3, 6))
+
+
+def test_capacity_differences_widest_minus_narrowest(cells):
+    cells.append(make_cell("x4", "pgd-at", 2, 1200.0, pattern(44)))
+    rows = {(r["defense"], r["epochs"]): r for r in capacity_differences(cells)}
+    assert set(rows) == {("fgsm-rs", 2), ("pgd-at", 2)}
+    fgsm, pgd = rows[("fgsm-rs", 2)], rows[("pgd-at", 2)]
+    assert (fgsm["wide"], fgsm["narrow"]) == ("x2", "x1") and fgsm["difference"] == pytest.approx(0.10)
+    assert (pgd["wide"], pgd["narrow"]) == ("x4", "x1")
+    assert pgd["difference"] == pytest.approx(-0.01) and pgd["verdict"] == "undecided"
+    assert pgd["cpu_ratio"] == pytest.approx(4.0) and pgd["n"] == 100
+
+
+def test_verdict_needs_the_interval_to_decide(cells):
+    rows = capacity_differences(cells)  # x2 - x1: +10 and +25 points
+    assert [r["verdict"] for r in rows] == ["agrees", "agrees"]
+    mean, lo, hi, n = _pooled(cells, rows)
+    assert mean == pytest.approx(0.175) and n == 100 and lo > 0
+    assert _verdict(lo, hi, rows) is True
+    assert _verdict(-0.1, 0.2, rows) is None
+    assert _verdict(-0.3, -0.1, rows) is None  # a pair that agrees blocks "disagrees"
+    assert _verdict(-0.3, -0.1, [{"verdict": "disagrees"}]) is False
+
+
+def test_table_findings_and_plot(cells, tmp_path):
+    text = table(cells)
+    assert text.count("| yes |") == 3 and "resnet16" in text
+    lines = findings(cells)
+    assert any(line.startswith("fgsm-rs 2 ep: robust x2 - x1 = +10.0 points") for line in lines)
+    assert any("of the best pgd-at's robust accuracy" in line for line in lines)
+    assert plot(cells, tmp_path / "frontier.png").stat().st_size > 0
+
+
+def test_cell_names_and_reuse(tmp_path):
+    config = CapacityConfig(cache=tmp_path, preset="fast")
+    assert cell_dir(config, "x1", "pgd-at", 5).name == "fashion-mnist-x1-pgd-at-5ep"
+    tuned = CapacityConfig(cache=tmp_path, schedule="cyclic", ema_decay=0.999)
+    assert cell_dir(tuned, "x4", "n-fgsm", 10).name == "fashion-mnist-x4-n-fgsm-10ep-cyclic-ema0.999"
+    folder = cell_dir(config, "x1", "fgsm-rs", 2)
+    folder.mkdir()
+    saved = make_cell("x1", "fgsm-rs", 2, 60.0, pattern(3, 4))
+    (folder / "cell.json").write_text(json.dumps(saved))
+    assert run_cell(config, "x1", "fgsm-rs", 2, ([0] * 4, [0] * 4)) == saved  # no training

@@ -24,7 +24,7 @@ def reproduce(
     list_: Annotated[bool, typer.Option("--list", help="List the reproductions with their runtimes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <runs root>/reproduce/NAME).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models, points and directions.")] = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="Fewer points (wider intervals).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer points (wider intervals); for capacity, the digits pipeline check.")] = False,
 ) -> None:
     """Reproduce one result of the source material and print the claim next to the measurement."""
     setup_logging()

@@ -73,7 +73,7 @@ REPRODUCTIONS = {r.name: r for r in (
     Reproduction("capacity",
                  "adversarial training needs more model capacity: robustness grows with width",
                  "Goodfellow's slides ('you need more model capacity'); Madry et al. 2018",
-                 "many CPU-hours (48 Fashion-MNIST cells); --quick 34 s", cap.capacity),
+                 "CPU-hours (48 cells); --quick 30 s", cap.capacity),
 )}
 
 

@@ -80,7 +80,8 @@ def plot(cells: list[Cell], path: str | Path) -> Path:
         axis.plot([], [], color=f"C{number}", marker="o", linestyle="none", label=defense)
     front = frontier(cells)
     axis.step([c["train_cpu_s"] / 60 for c in front], [100 * c["robust_acc"] for c in front],
-              where="post", color="black", linewidth=1, label="frontier")
+              where="post", color="black", linewidth=1, marker="o", markersize=10,
+              markerfacecolor="none", label="frontier")
     for model, marker in markers.items():
         axis.plot([], [], color="gray", marker=marker, linestyle="none", label=model)
     axis.set_xscale("log")

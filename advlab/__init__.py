@@ -34,6 +34,7 @@ _LAZY = {
     "experiments": "advlab.experiments",
     "certify": "advlab.certify",
     "store": "advlab.store",
+    "streams": "advlab.streams",
 }
 
 __all__ = ["ThreatModel", "__version__", *_LAZY]

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from advlab import streams
+from advlab.streams import Randomness
+
 Eps = float | Tensor
 
 NORMS = ("linf", "l2", "l1")
@@ -249,27 +252,28 @@ class ThreatModel:
         delta = project_l1_box(rows, eps, low - base, high - base)
         return self.clip(x + delta.reshape(x.shape))
 
-    def random_init(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def random_init(self, x: Tensor, *, generator: Randomness = None) -> Tensor:
         """A point drawn uniformly from the ``eps``-ball around ``x`` (then clipped to the box).
 
         Linf: uniform in the cube. L2: Gaussian direction times ``eps * U^(1/d)``. L1: signed
         Dirichlet(1, ..., 1) coordinates (``d + 1`` exponentials, the last as slack), which is
-        uniform in the cross-polytope. ``generator`` makes the draw reproducible.
+        uniform in the cross-polytope. ``generator`` (a ``torch.Generator`` or
+        :class:`~advlab.streams.PointStreams`, one stream per row) makes the draw reproducible.
         """
         b, d = x.shape[0], x[0].numel()
         eps = self.eps_per_sample(x)
-        kw = {"device": x.device, "dtype": x.dtype, "generator": generator}
+        kw = {"device": x.device, "dtype": x.dtype}
         if self.norm == "linf":
-            delta = (torch.rand(b, d, **kw) * 2 - 1) * eps[:, None]
+            delta = (streams.rand((b, d), generator, **kw) * 2 - 1) * eps[:, None]
         elif self.norm == "l2":
-            direction = torch.randn(b, d, **kw)
+            direction = streams.randn((b, d), generator, **kw)
             direction = direction / lp_norm(direction, "l2").clamp_min(1e-12)[:, None]
-            radius = torch.rand(b, **kw).pow(1.0 / d) * eps
+            radius = streams.rand((b,), generator, **kw).pow(1.0 / d) * eps
             delta = direction * radius[:, None]
         else:
-            expo = -torch.rand(b, d + 1, **kw).clamp_min(1e-12).log()
+            expo = -streams.rand((b, d + 1), generator, **kw).clamp_min(1e-12).log()
             coords = expo[:, :d] / expo.sum(dim=1, keepdim=True)
-            signs = torch.randint(0, 2, (b, d), device=x.device, generator=generator).to(x.dtype) * 2 - 1
+            signs = streams.randint(2, (b, d), generator, device=x.device).to(x.dtype) * 2 - 1
             delta = coords * signs * eps[:, None]
         return self.clip(x + delta.reshape(x.shape))
 

@@ -24,6 +24,7 @@ from advlab import ThreatModel
 from advlab.attacks import ATTACKS, AttackInputError, AttackResult, MinimalNormResult
 from advlab.attacks.patch_threat import PatchThreat, l0_pixels
 from advlab.attacks.registry import ATTACK_KINDS
+from advlab.streams import PointStreams
 from advlab.threat import lp_norm
 
 NORMS = ["linf", "l2", "l1"]
@@ -60,10 +61,12 @@ def _options(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
-               eps: float | torch.Tensor = 0.3, seed: int = 0, **extra: Any) -> Any:
-    """Call attack ``name`` with the calling convention of its kind."""
+               eps: float | torch.Tensor = 0.3, seed: int = 0, generator: Any = None, **extra: Any) -> Any:
+    """Call attack ``name`` with the calling convention of its kind (``generator``: default a
+    ``torch.Generator`` seeded with ``seed``)."""
     fn, kind = ATTACKS[name], ATTACK_KINDS[name]
-    options = {**_options(fn), **extra, "generator": torch.Generator().manual_seed(seed)}
+    generator = torch.Generator().manual_seed(seed) if generator is None else generator
+    options = {**_options(fn), **extra, "generator": generator}
     if kind == "minimal":
         return fn(model, x, y, norm=norm, **options)
     if kind == "patch":  # no Lp threat: the square of SMALL_OPTIONS["size"] is the threat
@@ -199,6 +202,38 @@ def test_contract_properties(name: str, norm: str, tiny_model: nn.Module) -> Non
         assert torch.equal(result, again), "not bit-identical for the same generator seed"
 
     check()
+
+
+@pytest.mark.parametrize("name,norm", CASES)
+def test_point_streams_as_the_generator(name: str, norm: str, tiny_model: nn.Module) -> None:
+    """Every attack takes per-point streams as its ``generator``: the result keeps the contract
+    and the same streams give bit-identical results."""
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    eps = 0.5 * EPS_SCALE[norm]
+    outs = [check_result(name, run_attack(name, tiny_model, x, y, norm, eps,
+                                          generator=PointStreams(7, 100, 5)), x, y, tiny_model, norm, eps)
+            for _ in range(2)]
+    assert torch.equal(outs[0], outs[1])
+
+
+#: Attacks whose draws are per sample, with options that make them draw (restarts from random starts).
+PER_POINT = [("apgd", n, {"restarts": 2}) for n in NORMS] + [("pgd", n, {"restarts": 2}) for n in NORMS] + [
+    ("square", n, {}) for n in NORMS] + [("fab", n, {"restarts": 2}) for n in NORMS] + [
+    ("noise", n, {}) for n in NORMS] + [("apgd", "l1", {"large_eps": True})]
+
+
+@pytest.mark.parametrize("name,norm,extra", PER_POINT)
+def test_a_point_draws_the_same_in_any_batch(name: str, norm: str, extra: dict, tiny_model: nn.Module) -> None:
+    """With :class:`PointStreams` a point's random draws do not depend on its batch: rows 2-4
+    attacked alone (streams from global index 2) equal those rows of the whole batch, up to
+    the rounding of a different batch shape."""
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    eps = 0.5 * EPS_SCALE[norm]
+    whole = run_attack(name, tiny_model, x, y, norm, eps, generator=PointStreams(3, 0, 6), **extra)
+    part = run_attack(name, tiny_model, x[2:5], y[2:5], norm, eps, generator=PointStreams(3, 2, 3), **extra)
+    torch.testing.assert_close(part, whole[2:5], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", PER_INPUT)

@@ -14,8 +14,8 @@ import pytest
 import torch
 from test_eval_scale import NET, _run, _torchrun
 
-from advlab.evaluation.sharding import batch_seed
 from advlab.store import Store
+from advlab.streams import PointStreams
 
 ARGS = ["attack", "net.py:make", "--weights", "w.pt", "--dataset", "digits", "--attack", "pgd",
         "--eps", "0.1", "--param", "steps=3", "--param", "random_start=true", "--points", "40",
@@ -46,8 +46,8 @@ def test_torchrun_attack_matches_one_process_bit_for_bit(saved):
     assert len(rows) == 2 and sorted(r["params"].get("world_size", 1) for r in rows) == [1, 2]
 
 
-def test_each_batch_has_its_own_seed(digits_mlp, digits):
-    """The CLI's batches are the same as attacking each batch alone with ``batch_seed``."""
+def test_each_point_has_its_own_stream(digits_mlp, digits):
+    """The CLI's batches are the same as attacking each batch alone with the streams of its points."""
     from advlab import ThreatModel
     from advlab._dist import DistContext
     from advlab.attacks import pgd
@@ -62,7 +62,6 @@ def test_each_batch_has_its_own_seed(digits_mlp, digits):
     done = []
     x_adv = sharded_attack(run, x, y, batch_size=16, seed=5, context=DistContext(), progress=done.append)
     assert done == [16, 16, 8]
-    for b, start in enumerate(range(0, 40, 16)):
-        alone = run(x[start:start + 16], y[start:start + 16],
-                    torch.Generator().manual_seed(batch_seed(5, b)))
+    for start in range(0, 40, 16):
+        alone = run(x[start:start + 16], y[start:start + 16], PointStreams(5, start, len(x[start:start + 16])))
         assert torch.equal(x_adv[start:start + 16], alone)

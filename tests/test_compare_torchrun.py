@@ -19,9 +19,9 @@ import advlab.geometry.compare_measures as compare_measures
 from advlab.data import load_dataset
 from advlab.geometry import compare
 from advlab.geometry.lanczos import lanczos
-from advlab.geometry.streams import PointStreams
 from advlab.models import load_model, save_model
 from advlab.store import Store
+from advlab.streams import PointStreams
 
 LABELS = ("standard", "smooth")
 OPTIONS = dict(labels=LABELS, steps=4, hutchinson_samples=3, resolution=9, directions=3,

@@ -262,14 +262,15 @@ def test_catastrophic_overfitting_is_detected_and_rolled_back(digits, tmp_path, 
 
     lowered = _bad_fgsm_rs(digits, "lower", epochs=epoch + 1)
     actions = [event["action"] for event in lowered.events]
-    assert all(event["epoch"] == epoch for event in lowered.events)  # the same collapse, redone
+    epochs = [event["epoch"] for event in lowered.events]  # the same collapse, redone (a redone
+    assert epochs[0] == epoch and epochs == sorted(epochs)  # epoch may pass and a later one collapse)
     assert actions[0].startswith("lowered the step size to 0.64 (0.8 x)")
     steps = [0.8 * 0.8 ** k for k in range(1, len(actions) + 1)]  # each redo lowers it again
     for action, step in zip(actions, steps):
         assert action == "stopped" or action.startswith(f"lowered the step size to {step:.4g}")
     assert lowered.history[epoch - 2]["step_size"] == pytest.approx(0.8)
     if actions[-1] == "stopped":  # every lowered redo collapsed too: stopped at the last good epoch
-        assert len(lowered.history) == epoch - 1 and len(actions) > 1
+        assert len(lowered.history) == epochs[-1] - 1 and len(actions) > 1
     else:  # the epoch trained again with the lower step survived
         redone = lowered.history[epoch - 1]
         assert redone["epoch"] == epoch and redone["step_size"] == pytest.approx(steps[len(actions) - 1])

@@ -77,8 +77,11 @@ def test_fab_t_breaks_points_inside_the_threat(norm: str, eps: float, digits, di
     assert info.x_adv.min() >= 0 and info.x_adv.max() <= 1
     # measured: 0.94 (l1), 1.0 (l2), 1.0 (linf) of the 48 points fooled at these generous radii
     assert info.success.float().mean() > 0.7
+    # a success has an adversarial point within eps; the smallest adversarial norm FAB recorded
+    # can lie just outside eps when its projection onto the ball stays adversarial (seen on an
+    # AMD EPYC: 2.0012 at eps 2), so the recorded norm is only checked to be near eps
     ok = info.success & torch.isfinite(info.extras["min_norm"])
-    assert (info.extras["min_norm"][ok] <= eps * (1 + 1e-5)).all()
+    assert (info.extras["min_norm"][ok] <= eps * 1.01).all()
 
 
 def test_fab_untargeted_and_restarts(digits, digits_cnn) -> None:

@@ -4,7 +4,8 @@
 classes to reach as ``target=`` (``(B,)`` int64), and the AutoAttack sweeps of apgd and fab
 over the most likely wrong classes are ``target="top"``. Every attack leaves ``x`` and the model untouched (mode
 and ``requires_grad`` restored), returns a result inside the threat model and the bounds, and is
-reproducible through ``generator=``. Per-input attacks return ``x_adv``, or with
+reproducible through ``generator=``: a ``torch.Generator``, or :class:`advlab.streams.PointStreams`
+(one stream per sample, so a sample's random draws do not depend on its batch). Per-input attacks return ``x_adv``, or with
 ``return_info=True`` one :class:`AttackResult`. See :mod:`advlab.attacks._core` for the shared
 contract and :data:`ATTACKS` for the registry.
 """

@@ -38,6 +38,7 @@ from advlab.attacks.apgd_l1 import run_l1
 from advlab.attacks.losses import LossFn, cw_loss, dlr_targeted_loss, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
+from advlab.streams import Randomness, for_rows
 from advlab.threat import ThreatModel, per_sample_view
 
 State = dict[str, Tensor]
@@ -73,7 +74,7 @@ class _Config:
     early_stop: bool
     count: PassCount
     large_eps: bool = False
-    generator: torch.Generator | None = None
+    generator: Randomness = None
 
 
 def _attack_loss(loss: str | LossFn, targeted: bool) -> AttackLoss:
@@ -116,7 +117,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, loss: s
          steps: int = 100, restarts: int = 1, target: Tensor | str | None = None,
          n_target_classes: int = 9, rho: float = 0.75, momentum: float = 0.75, early_stop: bool = True,
          target_patience: int | None = None, large_eps: bool = False,
-         generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
+         generator: Randomness = None, return_info: bool = False) -> Tensor | AttackResult:
     """Auto-PGD (Croce & Hein 2020): APGD-CE / APGD-DLR, targeted APGD and, with ``target="top"``, APGD-T.
 
     ``target="top"`` is AutoAttack's APGD-T sweep: one run per target class among the
@@ -183,7 +184,7 @@ def _start_best(cfg: _Config, x: Tensor, y: Tensor, clean_logits: Tensor, first:
 
 
 def _sweep(cfg: _Config, best: BestIterate, x: Tensor, y: Tensor, targets: Tensor, restarts: int,
-           target_patience: int | None, generator: torch.Generator | None) -> Tensor:
+           target_patience: int | None, generator: Randomness) -> Tensor:
     """The runs: ``restarts`` per column of ``targets`` ``(B, T)``, each on the samples not fooled yet."""
     eps = cfg.threat.eps_per_sample(x)  # (B,)
     first, empty_ranks = True, 0
@@ -194,7 +195,7 @@ def _sweep(cfg: _Config, best: BestIterate, x: Tensor, y: Tensor, targets: Tenso
             if index.numel() == 0:
                 return finalize(x, best.x, cfg.threat)
             first = False
-            x_start = cfg.threat.select(index).random_init(x[index], generator=generator)
+            x_start = cfg.threat.select(index).random_init(x[index], generator=for_rows(generator, index))
             _run(cfg, best, {"index": index, "x": x[index], "y": y[index], "target": target[index],
                              "eps": eps[index], "x_adv": x_start})
         empty_ranks = 0 if int(best.success.sum()) > fooled_before else empty_ranks + 1

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from advlab import streams
 from advlab.threat import flat, per_sample_view
 
 State = dict[str, Tensor]
@@ -68,8 +69,8 @@ def run_l1(cfg: Any, best: Any, s: State, *, evaluate: Callable, drop: Callable)
         done += steps
         eps = s["eps"] * factor
         if k == 0 and cfg.large_eps:  # AutoAttack's start: Gaussian noise projected onto 3 eps
-            noise = torch.randn(x_adv.shape, device=x_adv.device, dtype=x_adv.dtype,
-                                generator=cfg.generator)
+            noise = streams.randn(tuple(x_adv.shape), streams.for_rows(cfg.generator, s["index"]),
+                                  device=x_adv.device, dtype=x_adv.dtype)
             x_adv = s["x"] + noise
         x_adv = cfg.threat.project_l1(s["x"], x_adv, eps)
         final = factor == 1.0

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab._checks import check_int, check_number
 from advlab.attacks._core import (
     AttackInputError,
@@ -51,6 +52,7 @@ from advlab.attacks._hyperplane import hyperplane_step
 from advlab.attacks._iterate import PassCount, SmallestAdversarial
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
+from advlab.streams import Randomness
 from advlab.threat import ThreatModel, flat, lp_norm, per_sample_view
 
 _DUAL = {"l2": "l2", "linf": "l1", "l1": "linf"}
@@ -66,7 +68,7 @@ class _Config:
     beta: float
     early_stop: bool
     count: PassCount
-    generator: torch.Generator | None
+    generator: Randomness
 
 
 def _targeted_plane(cfg: _Config, x1: Tensor, y: Tensor, target: Tensor, rival_y: bool,
@@ -113,13 +115,15 @@ def _step(cfg: _Config, x0: Tensor, x1: Tensor, g: Tensor, w: Tensor) -> Tensor:
     return ((1 - alpha) * (x1 + cfg.eta * d1) + alpha * (x0 + cfg.eta * d0)).clamp(*bounds)
 
 
-def _random_start(cfg: _Config, x0: Tensor, radius: Tensor) -> Tensor:
-    """``x0`` plus a random perturbation of norm ``radius`` ``(A,)``, clipped: ``(A, D)``."""
-    norm, gen = cfg.threat.norm, cfg.generator
+def _random_start(cfg: _Config, x0: Tensor, radius: Tensor, index: Tensor) -> Tensor:
+    """``x0`` (rows ``index`` of the batch) plus a random perturbation of norm ``radius``
+    ``(A,)``, clipped: ``(A, D)``."""
+    norm, gen = cfg.threat.norm, streams.for_rows(cfg.generator, index)
+    kw = {"device": x0.device, "dtype": x0.dtype}
     if norm == "linf":
-        u = torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) * 2 - 1
+        u = streams.rand(tuple(x0.shape), gen, **kw) * 2 - 1
     else:
-        u = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+        u = streams.randn(tuple(x0.shape), gen, **kw)
     u = u / lp_norm(u, norm).clamp_min(1e-12)[:, None]
     return (x0 + radius[:, None] * u).clamp(*cfg.threat.bounds)
 
@@ -162,7 +166,7 @@ def _runs(cfg: _Config, best: SmallestAdversarial, shape: tuple[int, ...], x: Te
             return
         start = x[index]
         if restart > 0:
-            start = _random_start(cfg, start, torch.minimum(best.norm[index], eps[index]) / 2)
+            start = _random_start(cfg, start, torch.minimum(best.norm[index], eps[index]) / 2, index)
         _run(cfg, best, shape, x, y, goal, targeted, index, start)
 
 
@@ -190,7 +194,7 @@ def _check(threat: ThreatModel, target: Tensor | str | None) -> None:
 def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 100,
         restarts: int = 1, target: Tensor | str | None = None, n_target_classes: int = 9,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, early_stop: bool = True,
-        target_patience: int | None = None, generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
+        target_patience: int | None = None, generator: Randomness = None, return_info: bool = False) -> Tensor | AttackResult:
     """FAB (Croce & Hein 2020): minimal-norm boundary steps, kept when inside ``threat``.
 
     Args:

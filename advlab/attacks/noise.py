@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab._checks import check_int
 from advlab.attacks._core import (
     check_inputs,
@@ -36,12 +37,13 @@ from advlab.attacks._iterate import BestIterate, PassCount
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
+from advlab.streams import Randomness
 from advlab.threat import Eps, ThreatModel, canonical_norm, lp_norm
 
 DISTRIBUTIONS = ("gaussian", "sphere", "cube", "ball")
 
 
-def unit_sphere(n: int, d: int, norm: str, *, generator: torch.Generator | None = None,
+def unit_sphere(n: int, d: int, norm: str, *, generator: Randomness = None,
                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
     """``n`` points drawn uniformly from the unit Lp sphere in ``d`` dimensions: ``(n, d)``.
 
@@ -50,22 +52,22 @@ def unit_sphere(n: int, d: int, norm: str, *, generator: torch.Generator | None 
     exponentials (uniform on the simplex) with random signs.
     """
     norm = canonical_norm(norm)
-    kw: dict[str, Any] = {"generator": generator, "device": device, "dtype": dtype}
+    kw: dict[str, Any] = {"device": device, "dtype": dtype}
     if norm == "l2":
-        g = torch.randn(n, d, **kw)
+        g = streams.randn((n, d), generator, **kw)
         return g / lp_norm(g, "l2").clamp_min(1e-12)[:, None]
-    signs = torch.randint(0, 2, (n, d), generator=generator, device=device).to(dtype) * 2 - 1
+    signs = streams.randint(2, (n, d), generator, device=device).to(dtype) * 2 - 1
     if norm == "linf":
-        u = torch.rand(n, d, **kw) * 2 - 1
-        face = torch.randint(0, d, (n, 1), generator=generator, device=device)
+        u = streams.rand((n, d), generator, **kw) * 2 - 1
+        face = streams.randint(d, (n, 1), generator, device=device)
         return u.scatter(1, face, signs.gather(1, face))
-    expo = -torch.rand(n, d, **kw).clamp_min(1e-12).log()
+    expo = -streams.rand((n, d), generator, **kw).clamp_min(1e-12).log()
     return expo / expo.sum(dim=1, keepdim=True) * signs
 
 
 def random_noise(x: Tensor, norm: str = "l2", eps: Eps = 1.0, *, distribution: str = "gaussian",
                  bounds: tuple[float, float] = (0.0, 1.0),
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: Randomness = None) -> Tensor:
     """``clip(x + delta)`` for a random ``delta`` of Lp norm ``eps`` (per sample).
 
     Args:
@@ -94,21 +96,21 @@ def random_noise(x: Tensor, norm: str = "l2", eps: Eps = 1.0, *, distribution: s
         return threat.random_init(x, generator=generator)
     n, d = x.shape[0], x[0].numel()
     eps_col = threat.eps_per_sample(x)[:, None]  # (B, 1)
-    kw: dict[str, Any] = {"generator": generator, "device": x.device, "dtype": x.dtype}
+    kw: dict[str, Any] = {"device": x.device, "dtype": x.dtype}
     if distribution == "cube":
-        delta = (torch.rand(n, d, **kw) * 2 - 1) * eps_col
+        delta = (streams.rand((n, d), generator, **kw) * 2 - 1) * eps_col
     elif distribution == "gaussian":
-        g = torch.randn(n, d, **kw)
+        g = streams.randn((n, d), generator, **kw)
         delta = g / lp_norm(g, threat.norm).clamp_min(1e-12)[:, None] * eps_col
     else:
-        delta = unit_sphere(n, d, threat.norm, **kw) * eps_col
+        delta = unit_sphere(n, d, threat.norm, generator=generator, **kw) * eps_col
     return threat.clip(x + delta.reshape(x.shape))
 
 
 @register_attack("noise", kind="bounded")
 def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, samples: int = 10,
           distribution: str = "sphere", loss: str | LossFn = "ce",
-          generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
+          generator: Randomness = None, return_info: bool = False) -> Tensor | AttackResult:
     """Random-noise baseline: the best of ``samples`` random perturbations of norm ``eps``.
 
     A sanity check for evaluations (an attack weaker than random noise is broken) and the
@@ -142,7 +144,7 @@ def noise(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, sample
             if active.numel() == 0:
                 break
             x_new = random_noise(x[active], threat.norm, eps[active], distribution=distribution,
-                                 bounds=threat.bounds, generator=generator)
+                                 bounds=threat.bounds, generator=streams.for_rows(generator, active))
             logits = model(x_new)
             count.add(active)
             best.update(active, x_new, loss_fn(logits, y[active]), is_adversarial(logits, y[active]))

@@ -22,12 +22,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab._checks import check_choice, check_int
 from advlab.attacks._core import is_adversarial, model_guard, predict, prepare
 from advlab.attacks.losses import ce_loss
 from advlab.attacks.patch_threat import PatchThreat, l0_pixels
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult
+from advlab.streams import Randomness
 from advlab.threat import ThreatModel
 
 FILLS = ("black", "grey", "noise", "mean")
@@ -60,7 +62,7 @@ def paste(x: Tensor, values: Tensor, top: Tensor, left: Tensor) -> Tensor:
 
 
 def _fill_values(x: Tensor, size: int, fill: str, bounds: tuple[float, float],
-                 generator: torch.Generator | None) -> Tensor:
+                 generator: Randomness) -> Tensor:
     """``(B, C, size, size)`` content of the occluding square per sample."""
     b, c = x.shape[:2]
     low, high = bounds
@@ -70,7 +72,7 @@ def _fill_values(x: Tensor, size: int, fill: str, bounds: tuple[float, float],
         return torch.full((b, c, size, size), (low + high) / 2, dtype=x.dtype, device=x.device)
     if fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand(b, c, size, size).clone()
-    noise = torch.rand((b, c, size, size), generator=generator, dtype=x.dtype, device=x.device)
+    noise = streams.rand((b, c, size, size), generator, dtype=x.dtype, device=x.device)
     return low + (high - low) * noise
 
 
@@ -120,7 +122,7 @@ def _check_options(x: Tensor, size: int, stride: int, fill: str, batch_size: int
 def occlusion(model: nn.Module, x: Tensor, y: Tensor, *, size: int, stride: int = 1,
               fill: str = "black", bounds: tuple[float, float] = (0.0, 1.0),
               batch_size: int = 4096, return_info: bool = False,
-              generator: torch.Generator | None = None) -> Tensor | AttackResult:
+              generator: Randomness = None) -> Tensor | AttackResult:
     """The worst-case occluding square per sample (exhaustive or strided search).
 
     Args:
@@ -192,7 +194,7 @@ class OcclusionAccuracy:
 def occlusion_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, size: int, stride: int = 1,
                        fill: str = "black", bounds: tuple[float, float] = (0.0, 1.0),
                        batch_size: int = 4096, confidence: float = 0.95,
-                       generator: torch.Generator | None = None) -> OcclusionAccuracy:
+                       generator: Randomness = None) -> OcclusionAccuracy:
     """Robust accuracy against :func:`occlusion` on ``(x, y)``, with ``n`` and a two-sided
     Clopper-Pearson interval at ``confidence`` (the empirical robust accuracy: an upper bound)."""
     from advlab.stats import clopper_pearson_interval

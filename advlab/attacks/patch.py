@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab._checks import check_choice, check_int, check_number
 from advlab.attacks._core import (
     input_grad,
@@ -44,6 +45,7 @@ from advlab.attacks.occlusion import _search, grid_positions, paste
 from advlab.attacks.patch_threat import MaskThreat, l0_pixels
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult
+from advlab.streams import Randomness, batch_generator
 from advlab.threat import ThreatModel
 
 POSITIONS = ("fixed", "grid", "random")
@@ -97,7 +99,7 @@ def _corners(x: Tensor, size: int, positions: str, stride: int, location: tuple[
                           device=x.device)
 
 
-def _draw(corners: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+def _draw(corners: Tensor, n: int, generator: Randomness) -> Tensor:
     """``(n, 2)`` corners drawn uniformly (with replacement) from ``corners``."""
     if len(corners) == 1:
         return corners.expand(n, 2)
@@ -106,7 +108,7 @@ def _draw(corners: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
 
 
 def _patch_grad(model: nn.Module, x: Tensor, goal: Tensor, values: Tensor, corners: Tensor,
-                eot: int, targeted: bool, generator: torch.Generator | None) -> Tensor:
+                eot: int, targeted: bool, generator: Randomness) -> Tensor:
     """Gradient ``(N, C, s, s)`` of the EOT-mean loss (CE ascent, or -CE to ``goal`` if targeted)
     w.r.t. the patch ``values`` ``(N, C, s, s)`` of each of ``x`` ``(N, ...)``."""
     eot = 1 if len(corners) == 1 else eot
@@ -122,7 +124,7 @@ def _patch_grad(model: nn.Module, x: Tensor, goal: Tensor, values: Tensor, corne
 
 def _place(model: nn.Module, x: Tensor, y: Tensor, values: Tensor, positions: str,
            corners: Tensor, target: Tensor | None, batch_size: int,
-           generator: torch.Generator | None) -> Tensor:
+           generator: Randomness) -> Tensor:
     """``(B, 2)`` final corner per sample: fixed, best of the grid, or a fresh random draw."""
     if positions == "fixed":
         return corners.expand(len(x), 2).clone()
@@ -140,7 +142,7 @@ def patch(model: nn.Module, x: Tensor, y: Tensor, *, size: int, positions: str =
           universal: bool = False, eot_positions: int = 4, stride: int = 1,
           target: Tensor | None = None, bounds: tuple[float, float] = (0.0, 1.0),
           batch_size: int = 256, return_info: bool = False,
-          generator: torch.Generator | None = None) -> Tensor | AttackResult | UniversalPatchResult:
+          generator: Randomness = None) -> Tensor | AttackResult | UniversalPatchResult:
     """Adversarial patch (Brown et al. 2017): per input, or one universal patch for ``x``.
 
     Args:
@@ -171,6 +173,7 @@ def patch(model: nn.Module, x: Tensor, y: Tensor, *, size: int, positions: str =
         goal, targeted = (y, False) if target is None else (target, True)
         corners = _corners(x, size, positions, stride, location)
         shape = (1 if universal else len(x), x.shape[1], size, size)
+        generator = batch_generator(generator, x.device)  # placements and batches are batch-level draws
         values = low + (high - low) * torch.rand(shape, generator=generator, dtype=x.dtype, device=x.device)
         for _ in range(steps):
             if universal:
@@ -218,7 +221,7 @@ def eyeglass_mask(height: int, width: int, *, thickness: int | None = None) -> T
 
 def masked_pgd(model: nn.Module, x: Tensor, y: Tensor, threat: MaskThreat, *, steps: int = 40,
                step_size: float | None = None, random_start: bool = True, target: Tensor | None = None,
-               return_info: bool = False, generator: torch.Generator | None = None) -> Tensor | AttackResult:
+               return_info: bool = False, generator: Randomness = None) -> Tensor | AttackResult:
     """Linf PGD (Madry et al. 2018) restricted to ``threat.mask`` (Sharif et al. 2016).
 
     ``x`` ``(B, ...)``, ``y`` ``(B,)``; ``step_size`` defaults to ``2.5 * eps / steps``. Returns
@@ -236,7 +239,7 @@ def masked_pgd(model: nn.Module, x: Tensor, y: Tensor, threat: MaskThreat, *, st
         goal = y if target is None else target
         x_adv = x.clone()
         if random_start:
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) * 2 - 1
+            noise = streams.rand(tuple(x.shape), generator, dtype=x.dtype, device=x.device) * 2 - 1
             x_adv = threat.project(x, x + threat.eps * noise * m)
         best, done = x_adv.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
         sign = -1.0 if target is not None else 1.0

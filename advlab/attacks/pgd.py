@@ -34,6 +34,7 @@ from advlab.attacks._iterate import (
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
+from advlab.streams import Randomness, for_rows
 from advlab.threat import Eps, ThreatModel
 
 
@@ -42,7 +43,7 @@ from advlab.threat import Eps, ThreatModel
 def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int = 10,
         step_size: Eps | None = None, random_start: bool = False, restarts: int = 1,
         loss: str | LossFn = "ce", target: Tensor | None = None, early_stop: bool = False,
-        generator: torch.Generator | None = None, return_info: bool = False) -> Tensor | AttackResult:
+        generator: Randomness = None, return_info: bool = False) -> Tensor | AttackResult:
     """Projected gradient descent (Madry et al. 2018), returning the best iterate per sample.
 
     Args:
@@ -89,7 +90,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: i
             if index.numel() == 0:
                 break
             x_orig = x[index]
-            x_start = threat.select(index).random_init(x_orig, generator=generator) if random_start or restart > 0 else x_orig
+            x_start = threat.select(index).random_init(x_orig, generator=for_rows(generator, index)) if random_start or restart > 0 else x_orig
             _run(model, threat, loss_fn, best, (index, x_orig, goal[index], eps[index], rows_of(step, index)),
                  x_start, steps=steps, targeted=targeted, early_stop=early_stop,
                  from_clean=restart == 0 and not random_start, count=count)

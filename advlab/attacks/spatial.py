@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab.attacks._core import is_adversarial, model_guard, predict, prepare
 from advlab.attacks.losses import ce_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult
+from advlab.streams import Randomness
 from advlab.threat import ThreatModel, lp_norm
 
 Param = float | Tensor
@@ -69,7 +71,7 @@ def transform(x: Tensor, angle_deg: Param, tx: Param = 0.0, ty: Param = 0.0, *,
 
 def _candidates(n: int, like: Tensor, max_rotation: float, max_translation: float,
                 grid: Sequence[int] | None, random_samples: int,
-                generator: torch.Generator | None) -> Tensor:
+                generator: Randomness) -> Tensor:
     """Transform parameters ``(n, T, 3)`` (angle, tx, ty): the grid first, then random draws."""
     limits = torch.tensor([max_rotation, max_translation, max_translation], dtype=like.dtype,
                           device=like.device)
@@ -80,7 +82,7 @@ def _candidates(n: int, like: Tensor, max_rotation: float, max_translation: floa
         mesh = torch.cartesian_prod(*axes).reshape(-1, 3) * limits  # (G, 3)
         parts.append(mesh.expand(n, -1, -1))
     if random_samples:
-        draws = torch.rand(n, random_samples, 3, generator=generator, dtype=like.dtype, device=like.device)
+        draws = streams.rand((n, random_samples, 3), generator, dtype=like.dtype, device=like.device)
         parts.append((draws * 2 - 1) * limits)
     return torch.cat(parts, dim=1)
 
@@ -132,7 +134,7 @@ def _search(model: nn.Module, x: Tensor, y: Tensor, params: Tensor, bounds: tupl
 
 
 def _lp_attack(model: nn.Module, x_t: Tensor, y: Tensor, threat: ThreatModel, lp_steps: int,
-               generator: torch.Generator | None, return_info: bool) -> tuple[Tensor, Tensor | None]:
+               generator: Randomness, return_info: bool) -> tuple[Tensor, Tensor | None]:
     """PGD (Madry et al. 2018) with ``lp_steps`` steps of ``2.5 eps / lp_steps`` around ``x_t``;
     returns ``x_adv`` and, with ``return_info``, the gradient passes per sample ``(B,)``."""
     from advlab.attacks.pgd import pgd  # lazy: the spatial search does not need it
@@ -147,7 +149,7 @@ def spatial(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel | None =
             max_rotation: float = 30.0, max_translation: float = 0.1,
             grid: Sequence[int] | None = (5, 5, 5), random_samples: int = 0, lp_steps: int = 10,
             bounds: tuple[float, float] = (0.0, 1.0), batch_size: int = 4096,
-            return_info: bool = False, generator: torch.Generator | None = None
+            return_info: bool = False, generator: Randomness = None
             ) -> Tensor | AttackResult:
     """Worst-case rotation + translation (Engstrom et al. 2019), optionally followed by PGD.
 

@@ -34,12 +34,14 @@ import math
 import torch
 from torch import Tensor, nn
 
+from advlab import streams
 from advlab._checks import check_int
 from advlab.attacks._core import finalize, model_guard, prepare, reached, reject_targeted
 from advlab.attacks._iterate import BestIterate, PassCount
 from advlab.attacks.losses import LossFn, get_loss
 from advlab.attacks.registry import register_attack
 from advlab.attacks.result import AttackResult, bounded_result
+from advlab.streams import Randomness
 from advlab.threat import ThreatModel, flat, lp_norm, project_l1_box
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after each (of 10000)
@@ -76,20 +78,30 @@ def _window_size(p: float, h: int, w: int, norm: str) -> tuple[int, int]:
     return (length, 1) if h > 1 else (1, length)
 
 
-def _random_window(n: int, h: int, w: int, size: tuple[int, int], generator: torch.Generator | None,
+def _random_window(n: int, h: int, w: int, size: tuple[int, int], generator: Randomness,
                    device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """A random window per sample: mask ``(n, 1, H, W)`` and in-window offsets ``(n, H)``, ``(n, W)``."""
     sh, sw = size
-    top = torch.randint(0, h - sh + 1, (n,), generator=generator, device=device)
-    left = torch.randint(0, w - sw + 1, (n,), generator=generator, device=device)
+    top = streams.randint(h - sh + 1, (n,), generator, device=device)
+    left = streams.randint(w - sw + 1, (n,), generator, device=device)
     rows = torch.arange(h, device=device)[None] - top[:, None]  # (n, H)
     cols = torch.arange(w, device=device)[None] - left[:, None]  # (n, W)
     inside = ((rows >= 0) & (rows < sh))[:, :, None] & ((cols >= 0) & (cols < sw))[:, None, :]
     return inside[:, None], rows.clamp(0, sh - 1), cols.clamp(0, sw - 1)
 
 
-def _signs(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+def _signs(shape: tuple[int, ...], like: Tensor, generator: Randomness) -> Tensor:
+    return streams.randint(2, shape, generator, device=like.device).to(like.dtype) * 2 - 1
+
+
+def _orient(block: Tensor, n: int, generator: Randomness) -> Tensor:
+    """A square ``block`` ``(a, a)`` transposed with probability 1/2: one draw for the batch
+    from a ``torch.Generator`` (as the reference code), one per sample ``(n, 1, a, a)`` from
+    :class:`~advlab.streams.PointStreams`."""
+    if isinstance(generator, streams.PointStreams):
+        flip = streams.rand((n,), generator, device=block.device) > 0.5
+        return torch.where(flip[:, None, None, None], block.T, block)
+    return block.T if bool(torch.rand(1, generator=generator, device=block.device) > 0.5) else block
 
 
 def _view(per_sample: Tensor) -> Tensor:
@@ -97,14 +109,14 @@ def _view(per_sample: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------- linf
-def _linf_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
+def _linf_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: Randomness) -> Tensor:
     """Vertical stripes: ``x + eps * s`` with a random sign per (channel, column)."""
     n, c, _, w = x.shape
     return (x + _view(eps) * _signs((n, c, 1, w), x, generator)).clamp(*bounds)
 
 
 def _linf_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[float, float],
-               generator: torch.Generator | None) -> Tensor:
+               generator: Randomness) -> Tensor:
     """Set a random window of every channel to ``+-eps``: ``(n, C, H, W)``."""
     n, c, h, w = x.shape
     mask, _, _ = _random_window(n, h, w, _window_size(p, h, w, "linf"), generator, x.device)
@@ -152,7 +164,7 @@ def _l2_normalise(delta: Tensor, eps: Tensor) -> Tensor:
     return delta * _view(eps / lp_norm(delta, "l2").clamp_min(1e-12))
 
 
-def _tiling(x: Tensor, generator: torch.Generator | None, norm: str = "l2") -> Tensor:
+def _tiling(x: Tensor, generator: Randomness, norm: str = "l2") -> Tensor:
     """Tiling of ``(H//5) x (W//5)`` blocks with random signs per (sample, channel): ``(n, C, H, W)``."""
     n, c, h, w = x.shape
     th, tw = max(h // 5, 1), max(w // 5, 1)
@@ -160,18 +172,18 @@ def _tiling(x: Tensor, generator: torch.Generator | None, norm: str = "l2") -> T
     for top in range(max((h - 5 * th) // 2, 0), h - th + 1, th):
         for left in range(max((w - 5 * tw) // 2, 0), w - tw + 1, tw):
             block = l2_block(th, tw, x.device, x.dtype, norm)
-            if th == tw and bool(torch.rand(1, generator=generator, device=x.device) > 0.5):
-                block = block.T
+            if th == tw:
+                block = _orient(block, n, generator)
             delta[:, :, top:top + th, left:left + tw] = block * _signs((n, c, 1, 1), x, generator)
     return delta
 
 
-def _l2_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
+def _l2_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: Randomness) -> Tensor:
     """The block tiling, rescaled to L2 norm ``eps``, clipped."""
     return (x + _l2_normalise(_tiling(x, generator), eps)).clamp(*bounds)
 
 
-def _windows(x: Tensor, p: float, generator: torch.Generator | None, norm: str = "l2"
+def _windows(x: Tensor, p: float, generator: Randomness, norm: str = "l2"
              ) -> tuple[Tensor, Tensor, Tensor]:
     """Two random windows per sample and the update block placed in window 1 (random
     orientation): masks ``(n, 1, H, W)`` twice and the placed block ``(n, 1, H, W)``."""
@@ -181,13 +193,13 @@ def _windows(x: Tensor, p: float, generator: torch.Generator | None, norm: str =
     mask2, _, _ = _random_window(n, h, w, size, generator, x.device)
     blocks = l2_block(*size, x.device, x.dtype, norm)
     blocks = torch.stack([blocks, blocks.T]) if size[0] == size[1] else blocks[None]
-    choice = torch.randint(0, len(blocks), (n,), generator=generator, device=x.device)
+    choice = streams.randint(len(blocks), (n,), generator, device=x.device)
     placed = blocks[choice[:, None, None], rows[:, :, None], cols[:, None, :]][:, None] * mask1  # (n,1,H,W)
     return mask1, mask2, placed
 
 
 def _l2_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[float, float],
-             generator: torch.Generator | None) -> Tensor:
+             generator: Randomness) -> Tensor:
     """Move the mass of windows 1 and 2 (plus the unused budget) into window 1: ``(n, C, H, W)``."""
     n, c, h, w = x.shape
     delta = x_best - x
@@ -216,13 +228,13 @@ def _l1_project(x: Tensor, delta: Tensor, eps: Tensor, bounds: tuple[float, floa
     return (x + rows.view_as(x)).clamp(*bounds)
 
 
-def _l1_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: torch.Generator | None) -> Tensor:
+def _l1_init(x: Tensor, eps: Tensor, bounds: tuple[float, float], generator: Randomness) -> Tensor:
     """The L1 block tiling projected onto the L1 ball intersected with the box."""
     return _l1_project(x, _tiling(x, generator, "l1"), eps, bounds)
 
 
 def _l1_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[float, float],
-             generator: torch.Generator | None) -> Tensor:
+             generator: Randomness) -> Tensor:
     """The L2 update with L1 masses: windows 1 and 2 plus the unused budget into window 1."""
     c = x.shape[1]
     delta = x_best - x
@@ -243,7 +255,7 @@ def _l1_step(x: Tensor, x_best: Tensor, eps: Tensor, p: float, bounds: tuple[flo
 # -------------------------------------------------------------------------------------- search
 def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
                    bounds: tuple[float, float], loss_fn: LossFn, targeted: bool, queries: int,
-                   p_init: float, generator: torch.Generator | None) -> BestIterate:
+                   p_init: float, generator: Randomness) -> BestIterate:
     """One run of ``queries`` queries on images ``x`` ``(n, C, H, W)``; ``query(rows, images)``
     maps the images of rows ``rows`` (``None``: all n) to logits. ``y``: the labels the loss takes
     (the target classes when ``targeted``)."""
@@ -256,7 +268,7 @@ def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
         if active.numel() == 0:
             break
         p = p_schedule(p_init, iteration, queries)
-        x_new = step(x[active], best.x[active], eps[active], p, bounds, generator)
+        x_new = step(x[active], best.x[active], eps[active], p, bounds, streams.for_rows(generator, active))
         logits = query(active, x_new)
         best.update(active, x_new, loss_fn(logits, y[active]), reached(logits, y[active], targeted=targeted))
     return best
@@ -266,7 +278,7 @@ def _random_search(query, x: Tensor, y: Tensor, eps: Tensor, norm: str,
 @reject_targeted
 def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queries: int = 1000,
            p_init: float = 0.8, restarts: int = 1, loss: str | LossFn = "margin",
-           target: Tensor | None = None, generator: torch.Generator | None = None,
+           target: Tensor | None = None, generator: Randomness = None,
            return_info: bool = False) -> Tensor | AttackResult:
     """Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020): black-box random search.
 
@@ -286,7 +298,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
             callable ``(logits, y) -> (B,)``; larger = more adversarial.
         target: ``(B,)`` classes to reach (targeted losses, success ``pred == target``);
             ``None`` (default) leaves the class ``y``.
-        generator: all randomness (start, windows, signs); same seed -> identical result.
+        generator: all randomness (start, windows, signs): a ``torch.Generator`` or
+            :class:`~advlab.streams.PointStreams` (one stream per sample); same seed -> identical result.
         return_info: return an :class:`~advlab.attacks.result.AttackResult` whose ``queries``
             count the forward passes per sample (the clean one included).
 
@@ -322,7 +335,8 @@ def square(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, queri
                 return model(images.reshape(images.shape[0], *x.shape[1:]))
 
             run = _random_search(query, image[index], goal[index], eps[index], threat.norm,
-                                 threat.bounds, loss_fn, targeted, queries, p_init, generator)
+                                 threat.bounds, loss_fn, targeted, queries, p_init,
+                                 streams.for_rows(generator, index))
             best.update(index, run.x, run.score, run.success)
         x_adv = finalize(x, best.x.reshape(x.shape), threat)
         if not return_info:

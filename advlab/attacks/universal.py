@@ -37,6 +37,7 @@ from advlab._checks import check_int, check_number
 from advlab.attacks._core import check_inputs, check_logits, model_guard, predict
 from advlab.attacks.deepfool import deepfool
 from advlab.attacks.registry import register_attack
+from advlab.streams import Randomness, batch_generator
 from advlab.threat import ThreatModel
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _batch_update(model: nn.Module, x_batch: Tensor, target: Tensor, v: Tensor, 
 def universal(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, delta: float = 0.2,
               max_passes: int = 10, overshoot: float = 0.02, deepfool_steps: int = 20,
               x_val: Tensor | None = None, y_val: Tensor | None = None, batch_size: int = 128,
-              generator: torch.Generator | None = None,
+              generator: Randomness = None,
               return_info: bool = False) -> Tensor | UniversalResult:
     """Universal perturbation (Moosavi-Dezfooli et al. 2017, Algorithm 1, batched variant).
 
@@ -121,6 +122,7 @@ def universal(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, de
         x, clean_pred = x.detach(), logits.argmax(dim=1)
         v = best_v = torch.zeros_like(x[0])  # (C, H, W)
         history: list[float] = []
+        generator = batch_generator(generator)  # the shuffles are batch-level draws
         for _ in range(max_passes):
             order = torch.randperm(len(x), generator=generator,
                                    device=generator.device if generator is not None else "cpu")

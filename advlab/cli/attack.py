@@ -127,14 +127,15 @@ def sharded_attack(run_batch: Callable[[Any, Any, Any], Any], x: Any, y: Any, *,
     """``x_adv`` ``(N, ...)`` of ``run_batch(xb, yb, generator)`` over global batches of
     ``batch_size``, whole batches round-robin over the ranks, on rank 0 (None elsewhere).
 
-    Batch ``b`` gets its own generator seeded with ``batch_seed(seed, b)``
-    (:func:`advlab.evaluation.sharding.batch_seed`; batch 0 uses ``seed`` itself), so the result
-    depends only on the seed and the batch size, not on the number of processes.
+    Every point draws from its own stream (:class:`advlab.streams.PointStreams`, keyed by the
+    seed and the point's global index), so the result depends neither on the number of
+    processes nor, up to floating-point rounding, on the batch size (batch-level draws such as a
+    universal perturbation's shuffles come from the batch's first stream).
     """
     import torch
 
     from advlab._dist import gather_objects
-    from advlab.evaluation.sharding import batch_seed
+    from advlab.streams import PointStreams
 
     count = -(-len(x) // batch_size)
     chunks: dict[int, Any] = {}
@@ -143,7 +144,7 @@ def sharded_attack(run_batch: Callable[[Any, Any, Any], Any], x: Any, y: Any, *,
         mine = None
         if index < count:
             part = slice(index * batch_size, (index + 1) * batch_size)
-            generator = torch.Generator(device=x.device).manual_seed(batch_seed(seed, index))
+            generator = PointStreams(seed, part.start, len(x[part]), device=x.device)
             try:
                 adv = run_batch(x[part], y[part], generator)
                 mine = (index, adv.cpu() if context.enabled else adv)  # pickled CUDA tensors keep their device

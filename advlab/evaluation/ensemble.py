@@ -21,6 +21,7 @@ from advlab.attacks._core import model_guard, predict
 from advlab.attacks._iterate import SmallestAdversarial
 from advlab.evaluation.draws import Judge
 from advlab.evaluation.presets import AttackStep
+from advlab.streams import Randomness, batch_generator, for_rows
 from advlab.threat import ThreatModel
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def verify(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, threat: Threat
 
 
 def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
-             threat: ThreatModel, index: Tensor, *, batch_size: int, generator: torch.Generator | None,
+             threat: ThreatModel, index: Tensor, *, batch_size: int, generator: Randomness,
              progress: Progress | None = None, escalated: bool = False,
              judge: Judge | None = None, stats: StepStats | None = None) -> tuple[Tensor, Tensor]:
     """Run ``step`` (its ``escalate`` form when ``escalated``) on the points ``index`` in batches;
@@ -110,7 +111,7 @@ def run_step(step: AttackStep, model: nn.Module, attack_model: nn.Module, x: Ten
     broken, examples = [], []
     for chunk in index.split(batch_size):
         sub_threat = threat.select(chunk)
-        candidate = run(attack_model, x[chunk], y[chunk], sub_threat, generator=generator)
+        candidate = run(attack_model, x[chunk], y[chunk], sub_threat, generator=for_rows(generator, chunk))
         ok = verify(model, x[chunk], candidate, y[chunk], sub_threat, batch_size, judge=judge,
                     index=chunk)
         if step.stand_in is not None and stats is not None:
@@ -132,7 +133,7 @@ def _count_transfer(stand_in: nn.Module, candidate: Tensor, y: Tensor, ok: Tenso
 
 def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
                    threat: ThreatModel, ensemble: list[AttackStep], pool: Pool, correct: Tensor, *,
-                   batch_size: int, generator: torch.Generator | None,
+                   batch_size: int, generator: Randomness,
                    progress: Progress | None = None, suspicious: bool = False,
                    judge: Judge | None = None) -> EnsembleOutcome:
     """Attack the points of ``correct`` not yet broken at ``threat.eps``; update ``pool``.
@@ -179,7 +180,7 @@ def attack_one_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tens
 
 def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y: Tensor,
                         threat: ThreatModel, step: AttackStep, pool: Pool, eps_before: float, *,
-                        sample: int, batch_size: int, generator: torch.Generator | None,
+                        sample: int, batch_size: int, generator: Randomness,
                         outcome: EnsembleOutcome, judge: Judge | None = None) -> None:
     """Monotonicity check: re-attack a few points already broken at a smaller eps.
 
@@ -189,8 +190,9 @@ def recheck_smaller_eps(model: nn.Module, attack_model: nn.Module, x: Tensor, y:
     index = pool.broken(torch.tensor(eps_before, device=x.device)).nonzero().squeeze(1)
     if len(index) == 0:
         return
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    perm = torch.randperm(len(index), generator=generator, device=gen_device)[:sample]
+    shuffle = batch_generator(generator)
+    gen_device = shuffle.device if shuffle is not None else torch.device("cpu")
+    perm = torch.randperm(len(index), generator=shuffle, device=gen_device)[:sample]
     index = index[perm.to(index.device)]
     broken, _ = run_step(step, model, attack_model, x, y, threat, index, batch_size=batch_size,
                          generator=generator, judge=judge)

@@ -40,6 +40,7 @@ from advlab.evaluation.sanity import (
 )
 from advlab.evaluation.sharding import evaluate_sharded, use_batches
 from advlab.evaluation.streaming import as_labels, in_memory
+from advlab.streams import PointStreams
 from advlab.threat import ThreatModel, per_sample_view
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     flags += more
     num_classes = logits.shape[1]
     ensemble = resolve_ensemble(attacks, num_classes, threat.norm)
-    generator = torch.Generator(device=target).manual_seed(seed)
+    generator = torch.Generator(device=target).manual_seed(seed)  # the sanity checks' draws
+    streams = PointStreams(seed, 0, len(x), device=target)  # the attacks' draws: one stream per point
     chance = chance_flag(correct.float().mean().item(), num_classes, len(x)) if sanity else []
     attack_model, ensemble, more, suspicious = _attack_setup(
         model, x, labels, correct, ensemble, sanity=sanity, randomized=randomized,
@@ -218,12 +220,12 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     for k, eps_k in enumerate(eps_list):
         threat_k = threat if isinstance(eps_k, Tensor) else threat.with_eps(eps_k)
         outcome = attack_one_eps(model, attack_model, x, labels, threat_k, ensemble, pool, correct,
-                                 batch_size=batch_size, generator=generator, progress=progress,
+                                 batch_size=batch_size, generator=streams, progress=progress,
                                  suspicious=suspicious, judge=judge)
         if sanity and k > 0:
             recheck_smaller_eps(model, attack_model, x, labels, threat_k, ensemble[0], pool,
                                 eps_list[k - 1], sample=32, batch_size=batch_size,
-                                generator=generator, outcome=outcome, judge=judge)
+                                generator=streams, outcome=outcome, judge=judge)
         outcomes.append((threat_k, outcome))
     if sanity:
         flags += _flags_after(model, x, labels, threat, correct, outcomes, generator=generator,

@@ -41,7 +41,10 @@ class AttackStep:
 
     Attributes:
         name: label used in results ("apgd-ce", "apgd-t", "square", ...).
-        run: ``run(model, x, y, threat, generator=g) -> x_adv``.
+        run: ``run(model, x, y, threat, generator=g) -> x_adv``; ``g`` is an
+            :class:`advlab.streams.PointStreams` with one stream per row of ``x`` (every advlab
+            attack takes it; a function that needs a ``torch.Generator`` calls
+            :func:`advlab.streams.batch_generator` on it).
         blackbox: uses no gradients (counts for the ``blackbox_stronger`` flag).
         min_classes: skip the step for models with fewer classes (DLR needs 3, targeted DLR 4).
         max_classes: skip the step for models with more classes (a stand-in for a stronger step).

@@ -2,10 +2,14 @@
 
 The points are cut into global batches of ``batch_size`` (:mod:`advlab.evaluation.streaming`).
 Every batch is evaluated on its own, as :func:`advlab.evaluate` evaluates all points (clean pass,
-the ensemble at every eps with adversarial examples pooled across eps), with a generator seeded
-from ``seed`` and the batch's global index. A batch's result therefore depends neither on which
-rank evaluates it nor on the other batches, so at a given batch size ``robust_correct`` is
-bit-identical for any world size, and a resumed run equals an uninterrupted one.
+the ensemble at every eps with adversarial examples pooled across eps), every point drawing its
+randomness from its own stream keyed by ``seed`` and the point's global index
+(:class:`advlab.streams.PointStreams`). A batch's result therefore depends neither on which rank
+evaluates it nor on the other batches, so at a given batch size ``robust_correct`` is
+bit-identical for any world size, and a resumed run equals an uninterrupted one. Across batch
+sizes a point gets the same random numbers; what can still differ is floating-point rounding of
+another batch shape and the batch-level decisions of a preset (``standard``'s target patience
+and Square escalation look at the whole batch).
 
 Ranks take the batches round-robin (whole batches, :mod:`advlab.evaluation.rounds`; a rank reads
 only its own batches when the data can be indexed); after each round the per-sample results are
@@ -47,18 +51,10 @@ from advlab.evaluation.resume import Checkpoint
 from advlab.evaluation.rounds import first_batch, run_rounds
 from advlab.evaluation.sanity import Flag, chance_flag
 from advlab.evaluation.streaming import Batch, Indexed
+from advlab.streams import PointStreams
 from advlab.threat import ThreatModel
 
 logger = logging.getLogger(__name__)
-
-
-def batch_seed(seed: int, index: int) -> int:
-    """The seed of global batch ``index``: ``seed`` itself for batch 0 (so an evaluation that
-    fits in one batch equals the in-memory path), else a hash of ``(seed, index)`` (63 bits)."""
-    if index == 0:
-        return seed
-    digest = hashlib.sha256(f"advlab-batch:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 @dataclass
@@ -113,8 +109,8 @@ def _setup(model: nn.Module, first: Batch, options: Options, context: DistContex
 
 
 def _run_batch(model: nn.Module, setup: Setup, batch: Batch, options: Options) -> dict[str, Any]:
-    """Evaluate one global batch with its own generator; a JSON-safe per-sample record."""
-    generator = torch.Generator(device=options.device).manual_seed(batch_seed(options.seed, batch.index))
+    """Evaluate one global batch, each point drawing from its own stream; a JSON-safe per-sample record."""
+    generator = PointStreams(options.seed, batch.start, len(batch.x), device=options.device)
     x, y = batch.x, batch.y
     with model_guard(model):
         logits = predict(model, x, options.batch_size)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks._core import check_inputs, predict
-from advlab.geometry.streams import PointStreams
+from advlab.streams import PointStreams
 from advlab.threat import flat, per_sample_view
 
 #: What the draw helpers take: a generator, per-point streams, or None (torch's global RNG).

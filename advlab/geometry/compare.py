@@ -114,7 +114,7 @@ def compare(model_a: nn.Module, model_b: nn.Module, x: Tensor, y: Tensor, *,
         model_a, model_b: classifiers on the same inputs; ratios are ``b / a``.
         generator: its seed (``generator.initial_seed()``) seeds every point's own random
             stream from the point's index (Lanczos starts, probes, lines, directions:
-            :mod:`advlab.geometry.streams`), and the bootstrap on a CPU generator seeded with it;
+            :mod:`advlab.streams`), and the bootstrap on a CPU generator seeded with it;
             its state is not advanced. ``None``: torch's global RNG, every point at once (one
             process; under a process group each rank's global RNG, not reproducible).
         labels: names of the two models in the rows' text.

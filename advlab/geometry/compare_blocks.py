@@ -6,7 +6,7 @@ The points are cut into blocks of ``batch_size`` (global block ``b`` holds point
 quantity of both models on their points, and rank 0 gathers the blocks in point order.
 
 Randomness: with a seed, every point draws from its own stream seeded from the seed and its global
-index (:class:`~advlab.geometry.streams.PointStreams`), so a point's values depend neither on the
+index (:class:`~advlab.streams.PointStreams`), so a point's values depend neither on the
 rank nor on the world size (at a given ``batch_size``: a different block shape may round
 differently). Without one (``generator=None``), draws come from torch's global RNG of each rank,
 as before: reproducible only through ``torch.manual_seed`` in one process.
@@ -29,7 +29,7 @@ from advlab.geometry import compare_measures as measures
 from advlab.geometry._common import Randomness, random_normal
 from advlab.geometry.lanczos import hessian_eigs
 from advlab.geometry.scale import confidence_normalised, scale_hessian_eigs
-from advlab.geometry.streams import PointStreams
+from advlab.streams import PointStreams
 
 Record = dict[str, Any]
 

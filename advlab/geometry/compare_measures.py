@@ -21,7 +21,7 @@ from advlab.geometry._common import Randomness, rademacher, random_normal, unit
 from advlab.geometry.boundary_batch import section_curvatures
 from advlab.geometry.hessian import HessianOperator, dense_hessian
 from advlab.geometry.scale import ScaleHessianOperator
-from advlab.geometry.streams import PointStreams
+from advlab.streams import PointStreams
 from advlab.threat import flat
 
 #: Largest input dimension for which ``||H||_F^2`` is computed exactly (dense Hessian).

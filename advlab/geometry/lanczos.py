@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from advlab.attacks.losses import LossFn
 from advlab.geometry._common import Randomness, random_normal
 from advlab.geometry.hessian import HessianOperator, dense_hessian
-from advlab.geometry.streams import PointStreams
+from advlab.streams import PointStreams
 from advlab.threat import flat
 
 Matvec = Callable[[Tensor], Tensor]
@@ -81,7 +81,7 @@ def lanczos(matvec: Matvec, dim: int, k: int, steps: int | None = None, *,
         which: ``"LM"``: largest magnitude (sorted by ``|lambda|`` descending);
             ``"LA"``: largest algebraic (sorted descending).
         generator: draws the random start vector (and restart vectors); with
-            :class:`~advlab.geometry.streams.PointStreams` (one per operator) each operator's
+            :class:`~advlab.streams.PointStreams` (one per operator) each operator's
             start and restarts come from its own stream, a restart only for the operators that
             need one, so an operator's result does not depend on the others in the batch.
         device: where the vectors live (the generator's device by default).

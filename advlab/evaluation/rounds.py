@@ -1,8 +1,11 @@
 """Whole global batches dealt round-robin over the ranks of a process group, one round at a time.
 
-In each round every rank evaluates at most one batch; the per-sample records are then gathered
-(``all_gather_object``) and rank 0 commits them (checkpoint sidecar, progress). Which rank takes
-which batch depends only on the list of batches not yet done, never on timing.
+In each round every rank evaluates at most one batch. After every :func:`commit_rounds` rounds
+(1 in one process; 4 under a process group, so that the ranks wait for each other -- a batch's
+time varies with how many of its points the attacks still work on -- once per 4 batches rather
+than after each) the per-sample records are gathered (``all_gather_object``) and rank 0 commits
+them (checkpoint sidecar, progress). Which rank takes which batch depends only on the list of
+batches not yet done, never on timing.
 
 How a rank gets its batches depends on the data (:mod:`advlab.evaluation.streaming`):
 
@@ -49,10 +52,16 @@ def first_batch(data: Any, y: Any, *, batch_size: int, n: int | None,
     return indexed, on_main(lambda: next(indexed.read([0])), context, "reading batch 0")
 
 
-def _commit(mine: Record | None, context: DistContext, checkpoint: Checkpoint | None,
+def commit_rounds(context: DistContext) -> int:
+    """Rounds between two gathers: every round in one process (nothing to wait for, and a resume
+    loses no batch), every 4 rounds under a process group."""
+    return 4 if context.enabled else 1
+
+
+def _commit(mine: list[Record], context: DistContext, checkpoint: Checkpoint | None,
             records: dict[int, Record], progress: Progress | None) -> None:
-    """Gather one round's records from every rank; rank 0 commits them."""
-    gathered = [r for r in gather_objects(mine, context) if r is not None]
+    """Gather the records of the last rounds from every rank; rank 0 commits them."""
+    gathered = [r for part in gather_objects(mine, context) for r in part]
     errors = [r["error"] for r in gathered if "error" in r]
     if errors:
         raise RuntimeError("the evaluation failed on another rank: " + "; ".join(errors))
@@ -64,8 +73,16 @@ def _commit(mine: Record | None, context: DistContext, checkpoint: Checkpoint | 
             progress("points", sum(len(r["correct"]) for r in gathered))
 
 
-def _guarded(evaluate_one: Callable[[Batch], Record], raw: Batch, context: DistContext) -> Record:
-    """One batch of this rank; under a process group an error becomes a record (no rank hangs)."""
+def _guarded(evaluate_one: Callable[[Batch], Record], raw: Batch, context: DistContext,
+             mine: list[Record]) -> None:
+    """Append this rank's record of one batch to ``mine``; under a process group an error becomes
+    a record (no rank hangs) and the rank evaluates nothing more until the next gather."""
+    if any("error" in r for r in mine):
+        return
+    mine.append(_evaluated(evaluate_one, raw, context))
+
+
+def _evaluated(evaluate_one: Callable[[Batch], Record], raw: Batch, context: DistContext) -> Record:
     try:
         return evaluate_one(raw)
     except Exception as err:
@@ -92,6 +109,8 @@ def run_rounds(source: Indexed | Iterator[Batch], first: Batch, *, context: Dist
         if progress is not None:
             progress("resumed", len(raw.x))
 
+    every = commit_rounds(context)
+
     if isinstance(source, Indexed):
         if checkpoint is not None:
             for raw in _reading(source, sorted(b for b in done if b < source.count), first):
@@ -99,21 +118,25 @@ def run_rounds(source: Indexed | Iterator[Batch], first: Batch, *, context: Dist
         pending = [b for b in range(source.count) if b not in done]
         mine_ids = pending[context.rank::context.world_size]
         reader = _reading(source, mine_ids, first)
-        for round_ in range(-(-len(pending) // context.world_size)):
-            mine = _guarded(evaluate_one, next(reader), context) if round_ < len(mine_ids) else None
-            _commit(mine, context, checkpoint, records, progress)
+        rounds, mine = -(-len(pending) // context.world_size), []
+        for round_ in range(rounds):
+            if round_ < len(mine_ids):
+                _guarded(evaluate_one, next(reader), context, mine)
+            if (round_ + 1) % every == 0 or round_ == rounds - 1:
+                _commit(mine, context, checkpoint, records, progress)
+                mine = []
         return
-    mine, position = None, 0
+    mine, position, span = [], 0, every * context.world_size
     for raw in chain([first], source):
         if raw.index in done:
             if checkpoint is not None:
                 check(raw)
             continue
         if position % context.world_size == context.rank:
-            mine = _guarded(evaluate_one, raw, context)
+            _guarded(evaluate_one, raw, context, mine)
         position += 1
-        if position % context.world_size == 0:
+        if position % span == 0:
             _commit(mine, context, checkpoint, records, progress)
-            mine = None
-    if position % context.world_size:
+            mine = []
+    if position % span:
         _commit(mine, context, checkpoint, records, progress)

@@ -210,7 +210,10 @@ def test_gradient_counts_follow_early_stop(digits_cnn: nn.Module, points) -> Non
     early = pgd(counting, x, y, threat, steps=20, early_stop=True, return_info=True)
     assert int(early.gradients.min()) >= 1 and int(early.gradients.max()) == 20
     # the 20 gradient passes, then the last-iterate check and the fresh forward of return_info
-    assert len(counting.sizes) == 22 and int(early.gradients.sum()) == sum(counting.sizes[:20])
+    # (a forward pass through ``predict`` runs in chunks on CPU, so count rows, not calls)
+    passes, forwards = counting.sizes[:20], counting.sizes[20:]
+    assert int(early.gradients.sum()) == sum(passes) and passes[0] == len(x)
+    assert len(x) < sum(forwards) <= 2 * len(x)
     assert (early.gradients[early.success] < 20).any()
     apgd_info = apgd(digits_cnn, x, y, threat, steps=10, generator=seeded(), return_info=True)
     assert int(apgd_info.gradients.max()) <= 10

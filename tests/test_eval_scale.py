@@ -294,6 +294,44 @@ def test_opt_in_kernels_are_verified_in_float32(digits_cnn, digits, kernels):
     assert next(digits_cnn.parameters()).is_contiguous()  # channels_last worked on a copy
 
 
+def test_micro_batches_give_the_same_gradients(digits_cnn, digits):
+    """The attack model's micro-batches are independent forwards: the same logits and per-sample
+    input gradients as one pass, up to the rounding of another batch shape."""
+    from advlab.evaluation.kernels import Kernels, accelerate, default_micro_batch
+
+    assert default_micro_batch("cpu") == 64 and default_micro_batch("cuda") is None
+    x = digits[2][:150].clone().requires_grad_(True)
+    chunked = accelerate(digits_cnn, Kernels(micro_batch=64))
+    calls = []
+    hook = digits_cnn.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    try:
+        logits = chunked(x)
+    finally:
+        hook.remove()
+    assert calls == [64, 64, 22]
+    (grad,) = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+    x_ref = digits[2][:150].clone().requires_grad_(True)
+    ref = digits_cnn(x_ref)
+    (grad_ref,) = torch.autograd.grad(ref.logsumexp(1).sum(), x_ref)
+    torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-6)
+    assert accelerate(digits_cnn, Kernels(micro_batch=0)) is digits_cnn
+
+
+def test_micro_batch_option(digits_cnn, digits):
+    x, y = digits[2][:96], digits[3][:96]
+    threat = ThreatModel("linf", 0.1)
+    auto = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0)
+    whole = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0, micro_batch=0)
+    assert auto.extras["kernels"]["micro_batch"] == 64 and whole.extras["kernels"]["micro_batch"] is None
+    assert torch.equal(auto.clean_correct, whole.clean_correct)
+    assert abs(auto.robust_accuracy - whole.robust_accuracy) <= 2 / 96
+    with pytest.raises(ValueError, match="micro_batch"):
+        evaluate(digits_cnn, x, y, threat, micro_batch=-1)
+    with pytest.raises(ValueError, match="micro_batch"):
+        evaluate(digits_cnn, x, y, threat, micro_batch="big")
+
+
 def test_bad_kernel_options(digits_mlp):
     x, y = _points(8)
     with pytest.raises(ValueError, match="'bf16' or 'fp16'"):

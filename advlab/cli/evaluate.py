@@ -64,6 +64,7 @@ def evaluate(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Attacks in channels_last memory format (verification stays float32 eager).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the attacked model (verification stays eager).")] = False,
     amp: Annotated[str | None, typer.Option("--amp", help="Attacks under autocast: bf16 (CPU, CUDA) or fp16 (CUDA); every example is re-verified in float32.")] = None,
+    micro_batch: Annotated[str, typer.Option("--micro-batch", help="Attack passes in chunks of this many points: auto (64 on CPU, one pass on CUDA) or a number (0: one pass).")] = "auto",
 ) -> None:
     """Evaluate robust accuracy: the per-sample worst case over an attack ensemble."""
     setup_logging()
@@ -74,9 +75,19 @@ def evaluate(
         _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data,
                   image_size, norm, eps, preset, points, batch_size, seed, str(resolved), data_dir,
                   out, progress, resume, dict(channels_last=channels_last, compile=compile_model,
-                                              amp=amp), context, draws, eot_samples, bpda, surrogate)
+                                              amp=amp, micro_batch=_micro_batch(micro_batch)), context, draws, eot_samples, bpda, surrogate)
     finally:
         teardown_distributed(context)
+
+
+def _micro_batch(value: str) -> int | str:
+    """``--micro-batch``: ``auto`` or a count of points (0: one pass)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"--micro-batch takes 'auto' or a number of points, got {value!r}") from None
 
 
 def _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data, image_size,

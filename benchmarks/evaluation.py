@@ -366,7 +366,7 @@ def run_reference(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, c
 
 
 def run_advlab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, clean: Tensor,
-               preset: str, channels_last: bool = False) -> Outcome:
+               preset: str, channels_last: bool | str = "auto") -> Outcome:
     start = time.perf_counter()
     result: Any = advlab.evaluate(model, x, y, threat, attacks=preset, seed=0, channels_last=channels_last)
     seconds = time.perf_counter() - start
@@ -413,8 +413,8 @@ def load_outcome(path: Path, device: torch.device | str) -> Outcome:
 def run_library(lib: str, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
                 clean: Tensor, num_classes: int, preset: str, cache: Path | None = None) -> Outcome:
     """One library's outcome; an AutoAttack outcome is read from / written to ``cache``."""
-    if lib == "advlab-cl":
-        return run_advlab(model, x, y, threat, clean, preset, channels_last=True)
+    if lib == "advlab-nchw":  # the default kernels but channels_last off (the default before 0.2)
+        return run_advlab(model, x, y, threat, clean, preset, channels_last=False)
     if lib != "advlab" and cache is not None:
         if cache.exists():
             return load_outcome(cache, x.device)
@@ -510,11 +510,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             verdict = ("robust ok" if diff <= TARGET_PP else "robust FAIL") + ", " + (
                 f"time not paired ({lib} reused from {r['reused']})" if r.get("reused") else
                 "time ok" if ratio <= TARGET_RATIO else "time FAIL")
-            if lib == "advlab-cl":  # not an AutoAttack: the same evaluation with channels_last kernels
-                verdict = f"channels_last vs eager: {1 / max(ratio, 1e-9):.2f}x the time"
-            elif lib == "torchattacks" and "advlab-cl" in row["libs"] and not r.get("reused"):
-                cl_ratio = row["libs"]["advlab-cl"]["time_s"] / max(r["time_s"], 1e-9)
-                verdict += f"; advlab channels_last {cl_ratio:.2f}x torchattacks"
+            if lib == "advlab-nchw":  # not an AutoAttack: the same evaluation, channels_last off
+                verdict = f"default kernels vs channels_last off: {ratio:.2f}x the time"
+            elif lib == "torchattacks" and "advlab-nchw" in row["libs"] and not r.get("reused"):
+                nchw_ratio = row["libs"]["advlab-nchw"]["time_s"] / max(r["time_s"], 1e-9)
+                verdict += f"; advlab with channels_last off {nchw_ratio:.2f}x torchattacks"
             print(f"| {row['model']} | {lib} | {n} | {row['clean']:.1f}% | {interval(r['robust'], n)} | "
                   f"{interval(row['advlab'], n)} | {b} / {c} | {diff:+.1f} [{low:+.1f}, {high:+.1f}] "
                   f"({measured}) | {r['time_s']:.1f} s | {row['advlab_s']:.1f} s | "
@@ -559,8 +559,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--aa", default="torchattacks,reference",
                         help="AutoAttack implementations (reference: skipped when not installed); "
-                             "advlab-cl adds advlab with channels_last attack kernels, paired with "
-                             "the eager run (its row: eager vs channels_last)")
+                             "advlab-nchw adds advlab with channels_last off, paired with the "
+                             "default run (its row: default kernels vs channels_last off)")
     parser.add_argument("--preset", default="standard", help="advlab.evaluate preset (default standard)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     if "reference" in libs and reference_module() is None:
         LOG.warning("reference AutoAttack (autoattack / pyautoattack) not installed: skipped")
         libs.remove("reference")
-    libs = [lib for lib in libs if lib in ("torchattacks", "reference", "advlab-cl")] + ["advlab"]
+    libs = [lib for lib in libs if lib in ("torchattacks", "reference", "advlab-nchw")] + ["advlab"]
     try:
         import torchattacks
     except ImportError:

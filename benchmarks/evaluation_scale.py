@@ -12,8 +12,9 @@ Fashion-MNIST test points, each in fresh worker processes (this file with ``--wo
    ``DataLoader`` (a Dataset that holds uint8 images and converts per item), minus the same
    worker's resident memory before the evaluation;
 4. batch size: the points whose ``robust_correct`` differs between batch 64 and batch 500;
-5. kernels: eager float32 against ``channels_last``, ``amp="bf16"`` and ``compile`` (a warm
-   call), time and the points whose ``robust_correct`` differs.
+5. kernels: eager float32 NCHW against ``channels_last`` (the CPU default for max-pool models),
+   ``amp="bf16"`` and ``compile`` (a warm call), time and the points whose ``robust_correct``
+   differs.
 
     python benchmarks/evaluation_scale.py --model runs/fmnist --points 400 --preset fast
     python benchmarks/evaluation_scale.py --quick          # 128 points, memory 1 000 vs 2 000
@@ -215,8 +216,9 @@ def kernels(args: argparse.Namespace) -> dict:
     xs = torch.from_numpy(x[:args.points].astype(np.float32) / 255.0).unsqueeze(1)
     ys = torch.from_numpy(y[:args.points])
     rows, base = {}, None
-    for name, options in [("eager", {}), ("channels_last", {"channels_last": True}),
-                          ("amp_bf16", {"amp": "bf16"}), ("compile", {"compile": True})]:
+    nchw = {"channels_last": False}  # eager: the contiguous (NCHW) float32 model
+    for name, options in [("eager", nchw), ("channels_last", {"channels_last": True}),
+                          ("amp_bf16", {**nchw, "amp": "bf16"}), ("compile", {**nchw, "compile": True})]:
         if name == "compile":  # the first call compiles: time a second, warm call
             evaluate(model, xs[:args.batch_size], ys[:args.batch_size], ThreatModel("linf", args.eps),
                      attacks=args.preset, batch_size=args.batch_size, sanity=False, **options)

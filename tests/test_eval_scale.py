@@ -282,8 +282,9 @@ def test_global_batches_do_not_depend_on_the_loader():
 def test_opt_in_kernels_are_verified_in_float32(digits_cnn, digits, kernels):
     x, y = digits[2][:96], digits[3][:96]
     threat = ThreatModel("linf", 0.1)
-    eager = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0)
-    fast = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0, **kernels)
+    eager = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0, channels_last=False)
+    fast = evaluate(digits_cnn, x, y, threat, attacks="fast", sanity=False, seed=0,
+                    **{"channels_last": False, **kernels})
     assert torch.equal(fast.clean_correct, eager.clean_correct)  # the clean pass is float32 eager
     broken = fast.clean_correct & ~fast.robust_correct
     assert broken.any()
@@ -292,6 +293,35 @@ def test_opt_in_kernels_are_verified_in_float32(digits_cnn, digits, kernels):
     assert wrong.all() and threat.contains(x[broken], fast.x_adv[broken]).all()
     assert abs(fast.robust_accuracy - eager.robust_accuracy) <= 3 / 96
     assert next(digits_cnn.parameters()).is_contiguous()  # channels_last worked on a copy
+
+
+def test_channels_last_by_default_where_it_pays(digits_cnn, digits_mlp, digits):
+    """``channels_last="auto"``: on CPU for models with a max-pool, not for models without one
+    or on CUDA; the result records the choice and the examples stay verified in float32."""
+    from advlab.evaluation.kernels import default_channels_last
+    from advlab.models import create_model
+    from tests.conftest import _train
+
+    pooled = _train(create_model("small_cnn", 10, (1, 8, 8), seed=0), digits[0], digits[1], epochs=5)
+    assert default_channels_last(pooled, "cpu") and not default_channels_last(pooled, "cuda")
+    assert not default_channels_last(digits_cnn, "cpu") and not default_channels_last(digits_mlp, "cpu")
+    x, y = digits[2][:64], digits[3][:64]
+    threat = ThreatModel("linf", 0.1)
+    auto = evaluate(pooled, x, y, threat, attacks="fast", sanity=False, seed=0)
+    off = evaluate(pooled, x, y, threat, attacks="fast", sanity=False, seed=0, channels_last=False)
+    assert auto.clean_accuracy > 0.5 and (auto.clean_correct & ~auto.robust_correct).any()
+    assert auto.extras["kernels"]["channels_last"] is True
+    assert off.extras["kernels"]["channels_last"] is False
+    mlp = evaluate(digits_mlp, digits[2][:32], digits[3][:32], threat, attacks="fast", sanity=False)
+    assert mlp.extras["kernels"]["channels_last"] is False
+    assert torch.equal(auto.clean_correct, off.clean_correct)
+    assert abs(auto.robust_accuracy - off.robust_accuracy) <= 2 / 64
+    broken = auto.clean_correct & ~auto.robust_correct
+    with torch.no_grad():  # counted examples fool the float32 eager (contiguous) model
+        assert (pooled(auto.x_adv[broken]).argmax(1) != y[broken]).all()
+    assert next(pooled.parameters()).is_contiguous()
+    with pytest.raises(ValueError, match="channels_last"):
+        evaluate(pooled, x, y, threat, channels_last="yes")
 
 
 def test_micro_batches_give_the_same_gradients(digits_cnn, digits):

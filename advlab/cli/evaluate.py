@@ -61,7 +61,7 @@ def evaluate(
     bpda: Annotated[str, typer.Option(help="Straight-through BPDA: auto (on shattered gradients), on or off.")] = "auto",
     surrogate: Annotated[Path | None, typer.Option(help="A saved differentiable stand-in model for BPDA and a transfer step.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the evaluation a kill interrupted (its <json>.partial file); other model, data, threat or preset is refused.")] = False,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Attacks in channels_last memory format (verification stays float32 eager).")] = False,
+    channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="Attacks in channels_last memory format (verification stays float32 eager); default: on CPU for models with a 2-d max-pool, where it is faster.", show_default=False)] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the attacked model (verification stays eager).")] = False,
     amp: Annotated[str | None, typer.Option("--amp", help="Attacks under autocast: bf16 (CPU, CUDA) or fp16 (CUDA); every example is re-verified in float32.")] = None,
     micro_batch: Annotated[str, typer.Option("--micro-batch", help="Attack passes in chunks of this many points: auto (64 on CPU, one pass on CUDA) or a number (0: one pass).")] = "auto",
@@ -74,7 +74,7 @@ def evaluate(
     try:
         _evaluate(run, model_file, weights, model_args, mean, std, imports, dataset, data,
                   image_size, norm, eps, preset, points, batch_size, seed, str(resolved), data_dir,
-                  out, progress, resume, dict(channels_last=channels_last, compile=compile_model,
+                  out, progress, resume, dict(channels_last="auto" if channels_last is None else channels_last, compile=compile_model,
                                               amp=amp, micro_batch=_micro_batch(micro_batch)), context, draws, eot_samples, bpda, surrogate)
     finally:
         teardown_distributed(context)

@@ -28,7 +28,7 @@ from advlab.evaluation.adaptive import EOT, adapt
 from advlab.evaluation.draws import Judge, mean_interval
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
 from advlab.evaluation.indicators import indicator_flags
-from advlab.evaluation.kernels import Kernels, accelerate, default_micro_batch
+from advlab.evaluation.kernels import Kernels, accelerate, default_channels_last, default_micro_batch
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (
@@ -94,7 +94,7 @@ def _large_eps_flag(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
     big = {"linf": high - low, "l2": (high - low) * dim ** 0.5, "l1": (high - low) * dim}[threat.norm]
     big_threat = ThreatModel(threat.norm, big, threat.bounds)
     x_adv = pgd(model, x, y, big_threat, steps=20, step_size=big / 10, random_start=True,
-                loss="cw", generator=generator)
+                loss="cw", early_stop=True, generator=generator)  # a fooled point stays fooled
     with model_guard(model):
         survived = (predict(model, x_adv).argmax(dim=1) == y).float().mean().item()
     if survived > 0.1:
@@ -119,8 +119,15 @@ def _randomness(model: nn.Module, x: Tensor, draws: int, eot_samples: int) -> tu
                        f"draws; gradients averaged over {eot_samples} passes (EOT)")]
 
 
-def _kernels(options: dict[str, Any], micro_batch: int | str, device: torch.device) -> Kernels:
-    """The attacks' kernels: ``options`` plus the micro-batch (``"auto"``: the device's default)."""
+def _kernels(options: dict[str, Any], micro_batch: int | str, device: torch.device,
+             model: nn.Module) -> Kernels:
+    """The attacks' kernels: ``options`` plus the micro-batch; ``"auto"`` (micro-batch,
+    channels_last): the default for the device and ``model``."""
+    options = dict(options)
+    if options.get("channels_last") == "auto":
+        options["channels_last"] = default_channels_last(model, device)
+    if not isinstance(options.get("channels_last", False), bool):
+        raise ValueError(f"channels_last must be 'auto', True or False, got {options['channels_last']!r}")
     if micro_batch == "auto":
         micro_batch = default_micro_batch(device) or 0
     if isinstance(micro_batch, bool) or not isinstance(micro_batch, int):
@@ -135,7 +142,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
              bpda: bool | None = None, surrogate: nn.Module | None = None,
              progress: Progress | None = None, store: Any = None,
              run_name: str | None = None, batches: bool | None = None, resume: bool = False,
-             checkpoint: str | Path | None = None, channels_last: bool = False,
+             checkpoint: str | Path | None = None, channels_last: bool | str = "auto",
              compile: bool | str = False, amp: str | None = None, micro_batch: int | str = "auto",
              ) -> EvaluationResult | list[EvaluationResult]:
     """Robust accuracy of ``model`` under ``threat``: the per-sample worst case over an ensemble.
@@ -173,8 +180,11 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
             DataLoader or Dataset (streamed with bounded memory).
         checkpoint / resume: a sidecar file committing every finished batch; ``resume=True``
             continues it after a kill and refuses other model, data, threat or preset.
-        channels_last / compile / amp: opt-in kernels for the attacks only (``amp``: "bf16" or
+        channels_last / compile / amp: kernels for the attacks only (``amp``: "bf16" or
             "fp16"); the clean pass and the verification of every example stay float32 eager.
+            ``channels_last="auto"`` (default): on CPU for models with an ``nn.MaxPool2d``,
+            where it is faster (:func:`advlab.evaluation.kernels.default_channels_last`);
+            ``compile`` and ``amp`` are opt-in.
         micro_batch: the attacks' forward and backward passes in chunks of at most this many
             points; ``"auto"`` (default): 64 on CPU, where it is faster (cache-sized
             activations), one pass on CUDA; 0: one pass everywhere. Examples are verified on
@@ -190,7 +200,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     if use_batches(batches, data, checkpoint=checkpoint, resume=resume):
         target = _model_device(model) if device is None else resolve_device(device)
         model = model.to(target) if device is not None else model
-        kernels = _kernels(options, micro_batch, target)
+        kernels = _kernels(options, micro_batch, target, model)
         results = evaluate_sharded(
             model, data, y, threat, attacks=attacks, eps=eps, batch_size=batch_size, device=target,
             seed=seed, n=n, sanity=sanity, eot_samples=eot_samples, progress=progress,
@@ -209,7 +219,7 @@ def evaluate(model: nn.Module, data: Any, y: Any = None, threat: ThreatModel | N
     check_inputs(x, labels, threat)
     target = _model_device(model) if device is None else resolve_device(device)
     model = model.to(target) if device is not None else model
-    kernels = _kernels(options, micro_batch, target)
+    kernels = _kernels(options, micro_batch, target, model)
     surrogate = surrogate.to(target) if surrogate is not None and device is not None else surrogate
     x, labels = x.to(target), labels.to(target)
     start = time.perf_counter()

@@ -28,7 +28,12 @@ from advlab.evaluation.adaptive import EOT, adapt
 from advlab.evaluation.draws import Judge, mean_interval
 from advlab.evaluation.ensemble import Pool, Progress, attack_one_eps, recheck_smaller_eps
 from advlab.evaluation.indicators import indicator_flags
-from advlab.evaluation.kernels import Kernels, accelerate, default_channels_last, default_micro_batch
+from advlab.evaluation.kernels import (
+    Kernels,
+    accelerate,
+    default_channels_last,
+    default_micro_batch,
+)
 from advlab.evaluation.presets import AttackStep, resolve_ensemble
 from advlab.evaluation.result import EvaluationResult, fingerprint_data, fingerprint_model
 from advlab.evaluation.sanity import (

@@ -52,7 +52,8 @@ def test_minimal_noise_norm_matches_the_linear_formula(monkeypatch):
     monkeypatch.setattr(noise_module, "CHUNK_ELEMENTS", 1)
     chunked = minimal_noise_norm(model, x, y, directions=u, max_norm=4.0)
     assert torch.equal(chunked.success, result.success)
-    assert torch.equal(model(chunked.x_adv).argmax(dim=1), model(result.x_adv).argmax(dim=1))
+    # the examples sit on the boundary (logits tied to round-off): compare logits, not argmax
+    torch.testing.assert_close(model(chunked.x_adv), model(result.x_adv), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(chunked.norms, result.norms, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(chunked.x_adv, result.x_adv, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(chunked.extras["direction_norms"], result.extras["direction_norms"],

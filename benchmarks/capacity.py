@@ -38,13 +38,13 @@ reproduce capacity`` runs it as a reproduction. Never part of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
+from advlab._utils import atomic_write_json
 from advlab.experiments.capacity import CapacityConfig, run_study
 from advlab.experiments.capacity_report import findings, plot, table
 
@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache", default="runs/benchmarks/capacity")
+    parser.add_argument("--cache", default=None,
+                        help="cell folders (default benchmarks/results/capacity, whose cell.json files "
+                             "are committed and reused on any machine; --quick: runs/benchmarks/capacity-quick)")
     parser.add_argument("--out", default=None, help="JSON and plot prefix (default <cache>/capacity)")
     args = parser.parse_args()
     args.dataset = "digits" if args.quick else "fashion-mnist"
@@ -89,8 +91,8 @@ def main() -> None:
     args.n_test = args.n_test or (200 if args.quick else 1000)
     args.preset = args.preset or ("fast" if args.quick else "standard")
     args.adv_val_n = args.adv_val_n or (100 if args.quick else 500)
-    if args.quick:
-        args.cache = str(Path(args.cache).with_name(Path(args.cache).name + "-quick"))
+    args.cache = args.cache or ("runs/benchmarks/capacity-quick" if args.quick
+                                else "benchmarks/results/capacity")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = _config(args)
     print(f"{args.dataset} linf {args.eps}: {args.n_test} held-out test points (at most), preset "
@@ -102,7 +104,7 @@ def main() -> None:
     print("\n" + table(cells) + "\n")
     print("\n".join(findings(cells)))
     prefix = Path(args.out) if args.out else Path(args.cache) / "capacity"
-    prefix.with_suffix(".json").write_text(json.dumps({"args": vars(args), "cells": cells}, indent=2))
+    atomic_write_json(prefix.with_suffix(".json"), {"args": vars(args), "cells": cells})
     plot(cells, prefix.with_suffix(".png"))
     print(f"\nwrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from advlab.experiments.capacity import (
     CapacityConfig,
     capacity_differences,
     cell_dir,
     frontier,
+    machine,
     paired_difference,
     run_cell,
 )
@@ -101,3 +103,10 @@ def test_cell_names_and_reuse(tmp_path):
     saved = make_cell("x1", "fgsm-rs", 2, 60.0, pattern(3, 4))
     (folder / "cell.json").write_text(json.dumps(saved))
     assert run_cell(config, "x1", "fgsm-rs", 2, ([0] * 4, [0] * 4)) == saved  # no training
+
+
+def test_a_cell_says_which_machine_measured_it():
+    info = machine()
+    assert set(info) == {"cpu", "cpus", "torch", "date"}
+    assert info["cpu"] and info["cpus"] >= 1 and info["torch"] == torch.__version__
+    assert len(info["date"]) == 10 and json.loads(json.dumps(info)) == info

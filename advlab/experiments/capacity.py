@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from advlab._utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +164,27 @@ def run_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int,
         torch.set_num_threads(config.threads)
     cell = train_cell(config, model_key, defense, epochs)
     cell.update(evaluate_cell(cell.pop("_model"), *data, config))
-    cache.write_text(json.dumps(cell, indent=2))
+    cell["machine"] = machine()
+    atomic_write_json(cache, cell)
     return cell
+
+
+def machine() -> dict[str, Any]:
+    """Where a cell was measured: CPU model, logical CPUs, torch version and the date (UTC).
+
+    Cells accumulate over machines (a committed ``cell.json`` is reused on another one), so each
+    says which machine its times come from.
+    """
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def held_out_points(config: CapacityConfig, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:

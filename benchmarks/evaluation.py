@@ -194,8 +194,8 @@ def build_models(names: list[str], args: argparse.Namespace) -> dict[str, tuple[
         return bases[kind]
 
     recipes: dict[str, Callable[[], tuple[nn.Module, str]]] = {
-        "standard": lambda: (base("standard"), "small_cnn, cross-entropy"),
-        "adversarial": lambda: (base("adversarial"), "small_cnn, fgsm-rs (linf)"),
+        "standard": lambda: (base("standard"), args.standard_model or "small_cnn, cross-entropy"),
+        "adversarial": lambda: (base("adversarial"), args.adversarial_model or "small_cnn, fgsm-rs (linf)"),
         "quantized": lambda: (Quantize(base("standard"), args.levels),
                               f"standard, input rounded to {args.levels} levels"),
         "sign": lambda: (Binarize(base("standard")), "standard, input binarised by sign(x - 0.5)"),

@@ -98,6 +98,8 @@ def test_cell_names_and_reuse(tmp_path):
     assert cell_dir(config, "x1", "pgd-at", 5).name == "fashion-mnist-x1-pgd-at-5ep"
     tuned = CapacityConfig(cache=tmp_path, schedule="cyclic", ema_decay=0.999)
     assert cell_dir(tuned, "x4", "n-fgsm", 10).name == "fashion-mnist-x4-n-fgsm-10ep-cyclic-ema0.999"
+    assert cell_dir(CapacityConfig(cache=tmp_path, lr=2e-3), "x1", "trades", 5).name == \
+        "fashion-mnist-x1-trades-5ep-lr0.002"
     folder = cell_dir(config, "x1", "fgsm-rs", 2)
     folder.mkdir()
     saved = make_cell("x1", "fgsm-rs", 2, 60.0, pattern(3, 4))

@@ -91,9 +91,12 @@ def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, A
 
 
 def cell_dir(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Path:
-    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>]``."""
+    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>][-lr<lr>]``:
+    every option that changes what a cell trains is in its name, so a reused ``cell.json`` is
+    always the same experiment (the defaults, onecycle and lr 1e-3, add nothing)."""
     extra = (f"-{config.schedule}" if config.schedule != "onecycle" else "") + (
-        f"-ema{config.ema_decay:g}" if config.ema_decay else "")
+        f"-ema{config.ema_decay:g}" if config.ema_decay else "") + (
+        f"-lr{config.lr:g}" if config.lr != 1e-3 else "")
     return Path(config.cache) / f"{config.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
 
 

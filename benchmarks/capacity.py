@@ -28,6 +28,7 @@ everything and the plot ``frontier.png`` (robust accuracy against CPU-minutes).
     python benchmarks/capacity.py                                  # the full study (many hours)
     python benchmarks/capacity.py --models x1,x2 --defenses n-fgsm,pgd-at --epochs 5
     python benchmarks/capacity.py --quick                          # digits, a minute or two
+    python benchmarks/capacity.py --summary                        # every committed cell, no training
 
 CPU-minutes are process CPU seconds / 60 (about wall time x threads when the threads are busy).
 The study itself lives in :mod:`advlab.experiments.capacity` (cells, frontier, paired
@@ -45,7 +46,7 @@ from pathlib import Path
 import torch
 
 from advlab._utils import atomic_write_json
-from advlab.experiments.capacity import CapacityConfig, run_study
+from advlab.experiments.capacity import CapacityConfig, run_study, saved_cells
 from advlab.experiments.capacity_report import findings, plot, table
 
 
@@ -83,6 +84,8 @@ def main() -> None:
                         help="cell folders (default benchmarks/results/capacity, whose cell.json files "
                              "are committed and reused on any machine; --quick: runs/benchmarks/capacity-quick)")
     parser.add_argument("--out", default=None, help="JSON and plot prefix (default <cache>/capacity)")
+    parser.add_argument("--summary", action="store_true",
+                        help="train nothing: the table, findings and plot of every finished cell in --cache")
     args = parser.parse_args()
     args.dataset = "digits" if args.quick else "fashion-mnist"
     args.models = args.models or ("x1,x2" if args.quick else "x1,x2,x4,resnet16")
@@ -98,9 +101,16 @@ def main() -> None:
     print(f"{args.dataset} linf {args.eps}: {args.n_test} held-out test points (at most), preset "
           f"{args.preset}, {args.threads} threads, torch {torch.__version__}"
           f"{' (QUICK: pipeline check, not figures to quote)' if args.quick else ''}", flush=True)
-    cells = run_study(config, model_keys=args.models.split(","), defense_names=args.defenses.split(","),
-                      epochs=[int(e) for e in args.epochs.split(",")], n_test=args.n_test,
-                      on_cell=_progress)
+    if args.summary:
+        cells = saved_cells(config, args.n_test)
+        if not cells:
+            raise SystemExit(f"no finished {args.dataset} cells with n_test={args.n_test} and preset "
+                             f"{args.preset} under {args.cache}")
+    else:
+        cells = run_study(config, model_keys=args.models.split(","),
+                          defense_names=args.defenses.split(","),
+                          epochs=[int(e) for e in args.epochs.split(",")], n_test=args.n_test,
+                          on_cell=_progress)
     print("\n" + table(cells) + "\n")
     print("\n".join(findings(cells)))
     prefix = Path(args.out) if args.out else Path(args.cache) / "capacity"

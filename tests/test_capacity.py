@@ -15,6 +15,7 @@ from advlab.experiments.capacity import (
     machine,
     paired_difference,
     run_cell,
+    saved_cells,
 )
 from advlab.experiments.capacity_report import findings, plot, table
 from advlab.experiments.reproduce_capacity import _pooled, _verdict
@@ -112,3 +113,17 @@ def test_a_cell_says_which_machine_measured_it():
     assert set(info) == {"cpu", "cpus", "torch", "date"}
     assert info["cpu"] and info["cpus"] >= 1 and info["torch"] == torch.__version__
     assert len(info["date"]) == 10 and json.loads(json.dumps(info)) == info
+
+
+def test_saved_cells_are_the_study_so_far(tmp_path):
+    config = CapacityConfig(cache=tmp_path, preset="standard")
+    for key, defense, epochs, n, preset in [("x1", "fgsm-rs", 5, 4, "standard"), ("x2", "pgd-at", 2, 4, "standard"),
+                                            ("x1", "trades", 5, 3, "standard"), ("x4", "n-fgsm", 5, 4, "fast")]:
+        folder = cell_dir(config, key, defense, epochs)
+        folder.mkdir()
+        cell = make_cell(key, defense, epochs, 60.0, pattern(3, n))
+        cell["preset"] = preset
+        (folder / "cell.json").write_text(json.dumps(cell))
+    (tmp_path / "digits-x1-fgsm-rs-3ep").mkdir()  # another dataset, no cell.json: ignored
+    found = saved_cells(config, 4)
+    assert [(c["model"], c["defense"]) for c in found] == [("x1", "fgsm-rs"), ("x2", "pgd-at")]

@@ -190,6 +190,20 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
+def saved_cells(config: CapacityConfig, n_test: int) -> list[Cell]:
+    """Every finished cell under ``config.cache`` of ``config.dataset`` measured on ``n_test``
+    points with ``config.preset`` (whatever its model, defense, budget or options), by name.
+
+    The cells of a study accumulate over runs and machines; this is the study so far.
+    """
+    cells = []
+    for path in sorted(Path(config.cache).glob(f"{config.dataset}-*/cell.json")):
+        cell = json.loads(path.read_text())
+        if cell.get("n_test") == n_test and cell.get("preset") == config.preset:
+            cells.append(cell)
+    return cells
+
+
 def held_out_points(config: CapacityConfig, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_test`` held-out test points ``(x, y)`` (never trained or selected on)."""
     from advlab.data import load_dataset

@@ -193,7 +193,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(saved_mlp, digits_mlp)
 
 @pytest.mark.parametrize("change, match", [
     ("model", "model_id"), ("data", "points of batch 0"), ("preset", "preset"),
-    ("threat", "norm"), ("eps", "eps"),
+    ("threat", "norm"), ("eps", "eps"), ("kernels", "kernels.*--no-channels-last"),
 ])
 def test_resume_refuses_other_inputs(tmp_path, digits_mlp, change, match):
     x, y = _points(48)
@@ -220,6 +220,8 @@ def test_resume_refuses_other_inputs(tmp_path, digits_mlp, change, match):
     elif change == "threat":
         threat = ThreatModel("l2", 0.5)
         kwargs["eps"] = [0.03, 0.06]
+    elif change == "kernels":
+        kwargs["micro_batch"] = 0 if kwargs.get("micro_batch") else 8
     else:
         kwargs["eps"] = [0.03, 0.05]
     with pytest.raises(CheckpointMismatch, match=match):

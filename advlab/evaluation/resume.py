@@ -61,8 +61,11 @@ class Checkpoint:
         changed = {k: (records[0].get(k), v) for k, v in self.header.items() if records[0].get(k) != v}
         if changed:
             detail = "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            hint = (" or pass the checkpoint's kernel options (for a checkpoint written before "
+                    "channels_last became the CPU default: --no-channels-last, channels_last=False)"
+                    if "kernels" in changed else "")
             raise CheckpointMismatch(f"cannot resume {self.path}: it was written for other inputs "
-                                     f"({detail}); delete it to start over")
+                                     f"({detail}); delete it to start over{hint}")
         self.done = {r["batch"]: r for r in records[1:]}
         text = "\n".join(json.dumps(r) for r in records) + "\n"
         self.path.write_text(text)  # drop a torn line before appending

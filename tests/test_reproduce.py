@@ -89,7 +89,7 @@ def test_capacity_quick_trains_caches_and_reuses_its_cells(tmp_path, monkeypatch
     row, = saved["details"]["differences"]
     assert (row["defense"], row["epochs"], row["wide"], row["narrow"]) == ("fgsm-rs", 1, "x2", "x1")
     cells = sorted((tmp_path / "models" / "capacity-quick").glob("*/cell.json"))
-    assert [c.parent.name for c in cells] == ["digits-x1-fgsm-rs-1ep", "digits-x2-fgsm-rs-1ep"]
+    assert [c.parent.name for c in cells] == ["digits-x1-fgsm-rs-1ep-lr0.01", "digits-x2-fgsm-rs-1ep-lr0.01"]
     stamps = [c.stat().st_mtime_ns for c in cells]
     again = runner.invoke(app, ["reproduce", "capacity", "--out", str(out), "--quick"], catch_exceptions=False)
     assert again.exit_code == 0 and json.loads((out / "capacity.json").read_text())["value"] == saved["value"]

@@ -50,6 +50,10 @@ QUICK_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+#: the study's peak learning rate; a cell trained at another one carries it in its name
+DEFAULT_LR = 1e-3
+
+
 @dataclass(frozen=True)
 class CapacityConfig:
     """The options every cell of a study shares (``benchmarks/capacity.py``'s defaults).
@@ -61,7 +65,7 @@ class CapacityConfig:
     cache: str | Path = "runs/benchmarks/capacity"
     dataset: str = "fashion-mnist"
     eps: float = 0.1
-    lr: float = 1e-3
+    lr: float = DEFAULT_LR
     n_train: int | None = None
     adv_val_n: int = 500
     preset: str = "standard"
@@ -96,7 +100,7 @@ def cell_dir(config: CapacityConfig, model_key: str, defense: str, epochs: int) 
     always the same experiment (the defaults, onecycle and lr 1e-3, add nothing)."""
     extra = (f"-{config.schedule}" if config.schedule != "onecycle" else "") + (
         f"-ema{config.ema_decay:g}" if config.ema_decay else "") + (
-        f"-lr{config.lr:g}" if config.lr != 1e-3 else "")
+        f"-lr{config.lr:g}" if config.lr != DEFAULT_LR else "")
     return Path(config.cache) / f"{config.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
 
 
@@ -160,7 +164,7 @@ def run_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int,
     cache = cell_dir(config, model_key, defense, epochs) / "cell.json"
     if cache.exists():
         cell = json.loads(cache.read_text())
-        if cell.get("n_test") == len(data[1]) and cell.get("preset") == config.preset:
+        if _measured_as(cell, len(data[1]), config.preset):
             logger.info("reusing %s", cache)
             return cell
     if config.threads is not None:
@@ -199,9 +203,14 @@ def saved_cells(config: CapacityConfig, n_test: int) -> list[Cell]:
     cells = []
     for path in sorted(Path(config.cache).glob(f"{config.dataset}-*/cell.json")):
         cell = json.loads(path.read_text())
-        if cell.get("n_test") == n_test and cell.get("preset") == config.preset:
+        if _measured_as(cell, n_test, config.preset):
             cells.append(cell)
     return cells
+
+
+def _measured_as(cell: Cell, n_test: int, preset: str) -> bool:
+    """Whether a saved cell was evaluated on ``n_test`` points with ``preset`` (reusable)."""
+    return cell.get("n_test") == n_test and cell.get("preset") == preset
 
 
 def held_out_points(config: CapacityConfig, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,9 @@ finding that robustness grows with capacity, measured on Fashion-MNIST at Linf e
 * defenses: ``fgsm-rs`` (Wong et al. 2020), ``n-fgsm`` (de Jorge et al. 2022), ``trades``
   (Zhang et al. 2019, 5 steps) and ``pgd-at`` (Madry et al. 2018, PGD-10);
 * budgets: epoch counts (``--epochs 2,5,10``); the CPU budget of a cell is what it *measured*;
-* options under test, each a set of cells of its own: ``--schedule cyclic|multistep`` and
-  ``--ema-decay 0.999`` (kept in the recipes only if they help).
+* options under test, each a set of cells of its own: ``--schedule cyclic|multistep``,
+  ``--ema-decay 0.999``, ``--lr 2e-3`` and ``--eps-ramp 0.2`` (kept in the recipes only if they
+  help; each is paired with the same cell at the defaults).
 
 Every cell trains with :func:`advlab.experiments.runs.train_run` (adversarial validation keeps
 the most robust epoch) into ``--cache/<cell>``: a finished cell (``cell.json``) is skipped, a
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--preset", default=None)
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=None, help="peak lr (default 1e-3; quick 1e-2)")
+    parser.add_argument("--eps-ramp", type=float, default=0.0,
+                        help="grow eps linearly over this fraction of training (cells of their own: -ramp<f>)")
     parser.add_argument("--adv-val-n", type=int, default=None)
     parser.add_argument("--schedule", default="onecycle", help="lr schedule of every cell")
     parser.add_argument("--ema-decay", type=float, default=None,

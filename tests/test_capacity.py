@@ -16,6 +16,7 @@ from advlab.experiments.capacity import (
     paired_difference,
     run_cell,
     saved_cells,
+    variant,
 )
 from advlab.experiments.capacity_report import findings, plot, table
 from advlab.experiments.reproduce_capacity import _pooled, _verdict
@@ -101,6 +102,8 @@ def test_cell_names_and_reuse(tmp_path):
     assert cell_dir(tuned, "x4", "n-fgsm", 10).name == "fashion-mnist-x4-n-fgsm-10ep-cyclic-ema0.999"
     assert cell_dir(CapacityConfig(cache=tmp_path, lr=2e-3), "x1", "trades", 5).name == \
         "fashion-mnist-x1-trades-5ep-lr0.002"
+    assert cell_dir(CapacityConfig(cache=tmp_path, lr=2e-3, eps_ramp=0.2), "x1", "n-fgsm", 5).name == \
+        "fashion-mnist-x1-n-fgsm-5ep-lr0.002-ramp0.2"
     folder = cell_dir(config, "x1", "fgsm-rs", 2)
     folder.mkdir()
     saved = make_cell("x1", "fgsm-rs", 2, 60.0, pattern(3, 4))
@@ -127,3 +130,25 @@ def test_saved_cells_are_the_study_so_far(tmp_path):
     (tmp_path / "digits-x1-fgsm-rs-3ep").mkdir()  # another dataset, no cell.json: ignored
     found = saved_cells(config, 4)
     assert [(c["model"], c["defense"]) for c in found] == [("x1", "fgsm-rs"), ("x2", "pgd-at")]
+
+
+def test_cells_are_compared_only_within_their_training_options(cells):
+    tuned = make_cell("x2", "fgsm-rs", 2, 130.0, pattern(20))
+    tuned["lr"] = 2e-3
+    ema = make_cell("x1", "fgsm-rs", 2, 61.0, pattern(47))
+    ema["ema_decay"] = 0.999
+    assert variant(cells[0]) == "" and variant(tuned) == "lr0.002" and variant(ema) == "ema0.999"
+    assert variant({**tuned, "eps_ramp": 0.2}) == "lr0.002 ramp0.2"
+    cells += [tuned, ema]
+    rows = capacity_differences(cells)
+    fgsm = [r for r in rows if r["defense"] == "fgsm-rs"]
+    assert [(r["variant"], r["difference"]) for r in fgsm] == [("", pytest.approx(0.10))]
+    _pooled(cells, rows)  # every row finds its own cells
+    lines = findings(cells)
+    assert any(line.startswith("fgsm-rs 2 ep: robust x2 - x1 = +10.0 points") for line in lines)
+    assert not any("x2 - x1 = -20.0" in line for line in lines)  # lr 2e-3 x2 never meets x1 at 1e-3
+    assert any(line.startswith("x2 fgsm-rs 2 ep: robust (lr0.002) - defaults = -30.0 points") and
+               "a difference" in line for line in lines)
+    assert any(line.startswith("x1 fgsm-rs 2 ep: robust (ema0.999) - defaults = +7.0 points")
+               for line in lines)
+    assert "fgsm-rs (lr0.002)" in table(cells)

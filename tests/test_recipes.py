@@ -31,9 +31,20 @@ def test_the_issue_recipes_exist_and_are_documented():
 def test_a_recipe_expands_to_its_documented_options():
     options = expand_recipe("fmnist-linf-0.1-fast")
     assert options == get_recipe("fmnist-linf-0.1-fast").options
-    assert options["defense"] == "n-fgsm" and options["defense_params"] == {"eps": 0.1}
+    assert options["defense"] == "n-fgsm" and options["defense_params"] == {"eps": 0.1, "clean_logits": False}
     options["defense_params"]["eps"] = 0.3  # a copy: the registered recipe is unchanged
-    assert get_recipe("fmnist-linf-0.1-fast").options["defense_params"] == {"eps": 0.1}
+    assert get_recipe("fmnist-linf-0.1-fast").options["defense_params"] == {"eps": 0.1,
+                                                                             "clean_logits": False}
+
+
+
+def test_the_fast_recipe_is_the_measured_capacity_cell():
+    from advlab.experiments.capacity import DEFAULT_LR, MODELS, defenses
+
+    options = get_recipe("fmnist-linf-0.1-fast").options
+    assert (options["model"], options["model_options"]) == MODELS["resnet16"]
+    assert options["defense_params"] == defenses(0.1)["n-fgsm"] and options["epochs"] == 5
+    assert options["lr"] == DEFAULT_LR and options["batch_size"] == 128 and options["adv_val_n"] == 500
 
 
 def test_explicit_options_override_the_recipe():
@@ -41,7 +52,8 @@ def test_explicit_options_override_the_recipe():
                             defense_params={"noise_ratio": 1.5})
     assert options["epochs"] == 3 and options["seed"] == 7  # given: overrides / adds
     assert options["lr"] == get_recipe("fmnist-linf-0.1-fast").options["lr"]  # None: the recipe's
-    assert options["defense_params"] == {"eps": 0.1, "noise_ratio": 1.5}  # merged, same defense
+    assert options["defense_params"] == {"eps": 0.1, "clean_logits": False,
+                                         "noise_ratio": 1.5}  # merged, same defense
     other = expand_recipe("fmnist-linf-0.1-fast", defense="trades", defense_params={"eps": 0.2})
     assert other["defense"] == "trades" and other["defense_params"] == {"eps": 0.2}
     assert "defense_params" not in expand_recipe("fmnist-linf-0.1-fast", defense="none")

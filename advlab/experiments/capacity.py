@@ -66,6 +66,7 @@ class CapacityConfig:
     dataset: str = "fashion-mnist"
     eps: float = 0.1
     lr: float = DEFAULT_LR
+    eps_ramp: float = 0.0
     n_train: int | None = None
     adv_val_n: int = 500
     preset: str = "standard"
@@ -78,12 +79,14 @@ class CapacityConfig:
     quick: bool = False
 
 
-def defenses(eps: float) -> dict[str, dict[str, Any]]:
-    """The defenses and their parameters at ``eps`` (benchmarks/defenses.py's budgets)."""
-    return {"fgsm-rs": {"eps": eps, "clean_logits": False},
-            "n-fgsm": {"eps": eps, "clean_logits": False},
-            "trades": {"eps": eps, "steps": 5, "beta": 6.0},
-            "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False}}
+def defenses(eps: float, eps_ramp: float = 0.0) -> dict[str, dict[str, Any]]:
+    """The defenses and their parameters at ``eps`` (benchmarks/defenses.py's budgets); with
+    ``eps_ramp`` > 0 every one grows eps linearly over that fraction of training."""
+    ramp = {"eps_ramp": eps_ramp} if eps_ramp > 0 else {}
+    return {"fgsm-rs": {"eps": eps, "clean_logits": False, **ramp},
+            "n-fgsm": {"eps": eps, "clean_logits": False, **ramp},
+            "trades": {"eps": eps, "steps": 5, "beta": 6.0, **ramp},
+            "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False, **ramp}}
 
 
 def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, Any]]:
@@ -95,13 +98,35 @@ def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, A
 
 
 def cell_dir(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Path:
-    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>][-lr<lr>]``:
+    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>][-lr<lr>][-ramp<f>]``:
     every option that changes what a cell trains is in its name, so a reused ``cell.json`` is
-    always the same experiment (the defaults, onecycle and lr 1e-3, add nothing)."""
-    extra = (f"-{config.schedule}" if config.schedule != "onecycle" else "") + (
-        f"-ema{config.ema_decay:g}" if config.ema_decay else "") + (
-        f"-lr{config.lr:g}" if config.lr != DEFAULT_LR else "")
+    always the same experiment (the defaults, onecycle, lr 1e-3 and no eps ramp, add nothing)."""
+    extra = "".join(f"-{part}" for part in _options(config.schedule, config.ema_decay, config.lr,
+                                                    config.eps_ramp))
     return Path(config.cache) / f"{config.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
+
+
+def _options(schedule: str, ema_decay: float | None, lr: float, eps_ramp: float) -> list[str]:
+    """The training options that differ from the study's defaults, as name parts."""
+    return ([schedule] if schedule != "onecycle" else []) + (
+        [f"ema{ema_decay:g}"] if ema_decay else []) + (
+        [f"lr{lr:g}"] if lr != DEFAULT_LR else []) + ([f"ramp{eps_ramp:g}"] if eps_ramp > 0 else [])
+
+
+def variant(cell: Cell) -> str:
+    """A cell's non-default training options (``"lr0.002"``, ``"cyclic ema0.999"``), or ``""``.
+
+    Cells are compared (paired differences, width findings) only within one variant; a cell
+    saved before it recorded its ``lr`` (``eps_ramp``) was trained at :data:`DEFAULT_LR`
+    (without a ramp).
+    """
+    return " ".join(_options(cell.get("schedule", "onecycle"), cell.get("ema_decay"),
+                             cell.get("lr", DEFAULT_LR), cell.get("eps_ramp", 0.0)))
+
+
+def cell_key(cell: Cell) -> tuple[str, str, int, str]:
+    """``(model, defense, epochs, variant)``: what identifies a cell within one study."""
+    return cell["model"], cell["defense"], cell["epochs"], variant(cell)
 
 
 def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Cell:
@@ -109,14 +134,14 @@ def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int
     from advlab.experiments.runs import train_run
 
     model, options = model_spec(config, model_key)
-    if defense not in defenses(config.eps):
-        raise ValueError(f"unknown capacity defense {defense!r}; choose from "
-                         f"{', '.join(defenses(config.eps))}")
+    params = defenses(config.eps, config.eps_ramp)
+    if defense not in params:
+        raise ValueError(f"unknown capacity defense {defense!r}; choose from {', '.join(params)}")
     run_dir = cell_dir(config, model_key, defense, epochs)
     resumed = (run_dir / "checkpoint.pt").exists()
     load_before, cpu_before, wall_before = os.getloadavg(), time.process_time(), time.perf_counter()
     run = train_run(run_dir, dataset=config.dataset, model=model, model_options=options,
-                    defense=defense, defense_params=defenses(config.eps)[defense], epochs=epochs,
+                    defense=defense, defense_params=params[defense], epochs=epochs,
                     lr=config.lr, batch_size=128, schedule=config.schedule,
                     ema_decay=config.ema_decay, seed=config.seed, device=config.device,
                     n_train=config.n_train, data_dir=config.data_dir, resume=True,
@@ -127,7 +152,8 @@ def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int
         cpu, wall = cpu * epoch_time / max(wall, 1e-9), epoch_time
     best = run.result.history[run.result.best_epoch - 1]
     return {"model": model_key, "architecture": model, "model_options": options,
-            "defense": defense, "epochs": epochs, "schedule": config.schedule,
+            "defense": defense, "epochs": epochs, "lr": config.lr, "eps_ramp": config.eps_ramp,
+            "schedule": config.schedule,
             "ema_decay": config.ema_decay, "run_dir": str(run_dir), "resumed": resumed,
             "train_wall_s": wall, "train_cpu_s": cpu, "threads": torch.get_num_threads(),
             "load_before": list(load_before), "load_after": list(os.getloadavg()),
@@ -284,20 +310,21 @@ def width_keys(cells: list[Cell]) -> list[str]:
 def capacity_differences(cells: list[Cell]) -> list[dict[str, Any]]:
     """Paired robust-accuracy difference widest - narrowest ``small_cnn`` per defense and budget.
 
-    One row per (defense, epochs) with two widths or more, the widest and the narrowest of that
-    (defense, epochs): ``difference`` and its 95 % ``ci`` (fractions),
+    One row per (defense, epochs, :func:`variant`) with two widths or more, the widest and the
+    narrowest of that group: ``difference`` and its 95 % ``ci`` (fractions),
     ``n`` and ``verdict`` (``"agrees"`` when the interval lies above 0, ``"disagrees"`` below 0,
     else ``"undecided"``), and the CPU-time ratio.
     """
     rows = []
-    for defense, budget in sorted({(c["defense"], c["epochs"]) for c in cells}):
-        group = {c["model"]: c for c in cells if (c["defense"], c["epochs"]) == (defense, budget)}
+    for defense, budget, options in sorted({cell_key(c)[1:] for c in cells}):
+        group = {c["model"]: c for c in cells if cell_key(c)[1:] == (defense, budget, options)}
         keys = width_keys(list(group.values()))
         if len(keys) < 2:
             continue
         wide, narrow = group[keys[-1]], group[keys[0]]
         mean, lo, hi = paired_difference(wide["robust_correct"], narrow["robust_correct"])
-        rows.append({"defense": defense, "epochs": budget, "wide": keys[-1], "narrow": keys[0],
+        rows.append({"defense": defense, "epochs": budget, "variant": options,
+                     "wide": keys[-1], "narrow": keys[0],
                      "difference": mean, "ci": [lo, hi], "n": len(wide["robust_correct"]),
                      "verdict": "agrees" if lo > 0 else ("disagrees" if hi < 0 else "undecided"),
                      "cpu_ratio": wide["train_cpu_s"] / max(narrow["train_cpu_s"], 1e-9)})

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advlab.experiments.capacity import Cell, frontier, paired_difference, width_keys
+from advlab.experiments.capacity import (
+    Cell,
+    cell_key,
+    frontier,
+    paired_difference,
+    variant,
+    width_keys,
+)
 
 
 def _pct(value: float) -> str:
@@ -20,10 +27,11 @@ def table(cells: list[Cell]) -> str:
     on = {id(c) for c in frontier(cells)}
     lines = ["| model | defense | epochs (best) | clean % [95 % CI] | robust % [95 % CI] | n | "
              "CPU-min | wall min | threads | load | frontier |", "|" + "---|" * 11]
-    for c in sorted(cells, key=lambda c: (c["defense"], c["model"], c["epochs"])):
+    for c in sorted(cells, key=lambda c: (c["defense"], c["model"], c["epochs"], variant(c))):
         lo, hi = c["clean_ci"]
         rlo, rhi = c["robust_ci"]
-        lines.append(f"| {c['model']} | {c['defense']} | {c['epochs']} ({c['best_epoch']}) | "
+        options = f" ({variant(c)})" if variant(c) else ""
+        lines.append(f"| {c['model']} | {c['defense']}{options} | {c['epochs']} ({c['best_epoch']}) | "
                      f"{_pct(c['clean_acc'])} [{_pct(lo)}, {_pct(hi)}] | {_pct(c['robust_acc'])} "
                      f"[{_pct(rlo)}, {_pct(rhi)}] | {c['n_test']} | {c['train_cpu_s'] / 60:.2f} | "
                      f"{c['train_wall_s'] / 60:.2f} | {c['threads']} | {c['load_before'][0]:.1f}"
@@ -31,25 +39,45 @@ def table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
+def _paired_line(label: str, a: Cell, b: Cell) -> str:
+    """``label: robust a - b = ... [lo, hi] (n, paired) -> verdict; CPU xR`` (points, 95 %)."""
+    mean, lo, hi = paired_difference(a["robust_correct"], b["robust_correct"])
+    verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
+    return (f"{label} = {100 * mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+            f"(n {a['n_test']}, paired) -> {verdict}; CPU x{a['train_cpu_s'] / max(b['train_cpu_s'], 1e-9):.1f}")
+
+
 def _width_findings(cells: list[Cell]) -> list[str]:
-    """Every wider ``small_cnn`` against the narrowest one, paired, per defense and budget."""
-    out, index = [], {(c["model"], c["defense"], c["epochs"]): c for c in cells}
+    """Every wider ``small_cnn`` and every zoo model (``resnet16``) against the narrowest
+    ``small_cnn``, paired, per defense, budget and variant (cells trained with other options
+    are never paired across options)."""
+    out, index = [], {cell_key(c): c for c in cells}
     keys = width_keys(cells)
-    for (model, defense, epochs), wide in sorted(index.items()):
-        narrow = index.get((keys[0], defense, epochs)) if keys else None
-        if narrow is None or model == keys[0] or model not in keys:
+    for (model, defense, epochs, options), wide in sorted(index.items()):
+        narrow = index.get((keys[0], defense, epochs, options)) if keys else None
+        if narrow is None or model == keys[0]:
             continue
-        mean, lo, hi = paired_difference(wide["robust_correct"], narrow["robust_correct"])
-        verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
-        out.append(f"{defense} {epochs} ep: robust {model} - {keys[0]} = {100 * mean:+.1f} points "
-                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (n {wide['n_test']}, paired) -> {verdict}; "
-                   f"CPU x{wide['train_cpu_s'] / max(narrow['train_cpu_s'], 1e-9):.1f}")
+        where = f"{defense} {epochs} ep" + (f" ({options})" if options else "")
+        out.append(_paired_line(f"{where}: robust {model} - {keys[0]}", wide, narrow))
+    return out
+
+
+def _option_findings(cells: list[Cell]) -> list[str]:
+    """Every cell trained with non-default options against the same cell at the defaults
+    (learning rate, schedule, EMA: the options kept only if they help)."""
+    index = {cell_key(c): c for c in cells}
+    out = []
+    for (model, defense, epochs, options), cell in sorted(index.items()):
+        default = index.get((model, defense, epochs, ""))
+        if options and default is not None:
+            out.append(_paired_line(f"{model} {defense} {epochs} ep: robust ({options}) - defaults",
+                                    cell, default))
     return out
 
 
 def findings(cells: list[Cell]) -> list[str]:
-    """Capacity differences (paired) and the issue's "95 % of PGD-AT in 1/4 of its time" check."""
-    out = _width_findings(cells)
+    """Capacity and option differences (paired) and the "95 % of PGD-AT in 1/4 of its time" check."""
+    out = _width_findings(cells) + _option_findings(cells)
     pgd = [c for c in cells if c["defense"] == "pgd-at"]
     if pgd:
         ref = max(pgd, key=lambda c: c["robust_acc"])
@@ -58,7 +86,8 @@ def findings(cells: list[Cell]) -> list[str]:
             speed = cell["train_cpu_s"] / max(ref["train_cpu_s"], 1e-9)
             if cell["defense"] != "pgd-at":
                 ok = share >= 0.95 and speed <= 0.25
-                out.append(f"frontier {cell['model']} {cell['defense']} {cell['epochs']} ep: "
+                options = f" ({variant(cell)})" if variant(cell) else ""
+                out.append(f"frontier {cell['model']} {cell['defense']}{options} {cell['epochs']} ep: "
                            f"{share:.1%} of the best pgd-at's robust accuracy in {speed:.0%} of "
                            f"its CPU time -> {'PASS' if ok else 'fail'} (target >= 95 % in <= 25 %)")
     return out

@@ -22,6 +22,7 @@ from advlab.experiments.capacity import (
     MODELS,
     CapacityConfig,
     capacity_differences,
+    cell_key,
     defenses,
     frontier,
     run_study,
@@ -55,11 +56,11 @@ def _pooled(cells: list[dict[str, Any]], rows: list[dict[str, Any]]) -> tuple[fl
     Each test point contributes the average of its (defense, budget) differences, so the n points
     stay independent however many rows there are.
     """
-    index = {(c["model"], c["defense"], c["epochs"]): c["robust_correct"] for c in cells}
+    index = {cell_key(c): c["robust_correct"] for c in cells}
     per_point = [0.0] * rows[0]["n"]
     for row in rows:
-        wide = index[(row["wide"], row["defense"], row["epochs"])]
-        narrow = index[(row["narrow"], row["defense"], row["epochs"])]
+        wide = index[(row["wide"], row["defense"], row["epochs"], row["variant"])]
+        narrow = index[(row["narrow"], row["defense"], row["epochs"], row["variant"])]
         for i, (w, v) in enumerate(zip(wide, narrow, strict=True)):
             per_point[i] += (int(w) - int(v)) / len(rows)
     n = len(per_point)

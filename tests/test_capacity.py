@@ -91,8 +91,24 @@ def test_table_findings_and_plot(cells, tmp_path):
     assert text.count("| yes |") == 3 and "resnet16" in text
     lines = findings(cells)
     assert any(line.startswith("fgsm-rs 2 ep: robust x2 - x1 = +10.0 points") for line in lines)
-    assert any("of the best pgd-at's robust accuracy" in line for line in lines)
+    assert any(line.startswith("frontier x1 fgsm-rs 2 ep vs x2 pgd-at 2 ep:") for line in lines)
     assert plot(cells, tmp_path / "frontier.png").stat().st_size > 0
+
+
+def _pgd_verdict(fast):
+    ref = make_cell("x1", "pgd-at", 5, 400.0, pattern(60))
+    [line] = [x for x in findings([ref, fast]) if x.startswith("frontier")]
+    assert "vs x1 pgd-at 5 ep" in line and "n 100, paired" in line
+    return line.rsplit("-> ", 1)[1].split()[0]
+
+
+def test_the_pgd_at_target_is_tested_paired_and_on_time():
+    assert _pgd_verdict(make_cell("x1", "n-fgsm", 5, 80.0, pattern(60))) == "PASS"      # 100 %, 20 % time
+    assert _pgd_verdict(make_cell("x1", "n-fgsm", 5, 80.0, pattern(57))) == "undecided"  # 95 % inside the CI
+    assert _pgd_verdict(make_cell("x1", "n-fgsm", 5, 80.0, pattern(45))) == "fail"       # 75 %
+    assert _pgd_verdict(make_cell("x1", "n-fgsm", 5, 150.0, pattern(60))) == "fail"      # 38 % of the time
+    mean, lo, hi = paired_difference(pattern(60), pattern(60), scale=0.95)
+    assert mean == pytest.approx(0.03) and lo > 0
 
 
 def test_cell_names_and_reuse(tmp_path):

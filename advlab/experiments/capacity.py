@@ -289,12 +289,15 @@ def frontier(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
-    """``mean(a) - mean(b)`` on the same n points with a 95 % normal (paired) interval."""
+def paired_difference(a: list[bool], b: list[bool], scale: float = 1.0) -> tuple[float, float, float]:
+    """``mean(a) - scale * mean(b)`` on the same n points with a 95 % normal (paired) interval.
+
+    ``scale`` below 1 tests a share: ``scale=0.95`` asks whether ``a`` reaches 95 % of ``b``.
+    """
     n = len(a)
     if n == 0:
         raise ValueError("paired_difference needs at least one point")
-    diffs = [int(u) - int(v) for u, v in zip(a, b, strict=True)]
+    diffs = [int(u) - scale * int(v) for u, v in zip(a, b, strict=True)]
     mean = sum(diffs) / n
     var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
     half = 1.96 * math.sqrt(var / n)

@@ -95,6 +95,14 @@ def test_table_findings_and_plot(cells, tmp_path):
     assert plot(cells, tmp_path / "frontier.png").stat().st_size > 0
 
 
+def test_budgets_are_compared_longest_minus_shortest(cells):
+    longer = make_cell("x1", "fgsm-rs", 10, 240.0, pattern(49))
+    lines = [x for x in findings([*cells, longer, make_cell("x1", "fgsm-rs", 5, 150.0, pattern(70))])
+             if " ep - " in x]
+    assert lines == ["x1 fgsm-rs: robust 10 ep - 2 ep = +9.0 points [+3.4, +14.6] (n 100, paired) "
+                     "-> a difference; CPU x4.0"]
+
+
 def _pgd_verdict(fast):
     ref = make_cell("x1", "pgd-at", 5, 400.0, pattern(60))
     [line] = [x for x in findings([ref, fast]) if x.startswith("frontier")]

@@ -80,6 +80,23 @@ def _option_findings(cells: list[Cell]) -> list[str]:
     return out
 
 
+def _budget_findings(cells: list[Cell]) -> list[str]:
+    """The longest budget against the shortest of every model, defense and variant trained at
+    two budgets or more, paired (does more training time buy robustness?)."""
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for cell in cells:
+        model, defense, _, options = cell_key(cell)
+        groups.setdefault((model, defense, options), []).append(cell)
+    out = []
+    for (model, defense, options), group in sorted(groups.items()):
+        if len(group) < 2:
+            continue
+        short, long = min(group, key=lambda c: c["epochs"]), max(group, key=lambda c: c["epochs"])
+        where = f"{model} {defense}" + (f" ({options})" if options else "")
+        out.append(_paired_line(f"{where}: robust {long['epochs']} ep - {short['epochs']} ep", long, short))
+    return out
+
+
 def _pgd_findings(cells: list[Cell], share: float = 0.95, budget: float = 0.25) -> list[str]:
     """The target "the fastest method on the frontier reaches >= ``share`` of PGD-AT's robust
     accuracy in <= ``budget`` of its CPU time", for every frontier cell cheaper than the most
@@ -113,8 +130,10 @@ def _pgd_findings(cells: list[Cell], share: float = 0.95, budget: float = 0.25) 
 
 
 def findings(cells: list[Cell]) -> list[str]:
-    """Capacity and option differences (paired) and the "95 % of PGD-AT in 1/4 of its time" check."""
-    return _width_findings(cells) + _option_findings(cells) + _pgd_findings(cells)
+    """Capacity, budget and option differences (paired) and the "95 % of PGD-AT in 1/4 of its
+    time" check."""
+    return (_width_findings(cells) + _budget_findings(cells) + _option_findings(cells)
+            + _pgd_findings(cells))
 
 
 def plot(cells: list[Cell], path: str | Path) -> Path:

@@ -47,6 +47,15 @@ def test_the_fast_recipe_is_the_measured_capacity_cell():
     assert options["lr"] == DEFAULT_LR and options["batch_size"] == 128 and options["adv_val_n"] == 500
 
 
+def test_the_best_recipe_is_a_capacity_cell():
+    from advlab.experiments.capacity import DEFAULT_LR, MODELS, defenses
+
+    options = get_recipe("fmnist-linf-0.1-best").options
+    assert (options["model"], options["model_options"]) == MODELS["resnet16"]
+    assert options["defense"] == "pgd-at" and options["defense_params"] == defenses(0.1)["pgd-at"]
+    assert options["lr"] == DEFAULT_LR and options["batch_size"] == 128 and options["adv_val_n"] == 500
+
+
 def test_explicit_options_override_the_recipe():
     options = expand_recipe("fmnist-linf-0.1-fast", epochs=3, lr=None, seed=7,
                             defense_params={"noise_ratio": 1.5})

@@ -18,31 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from advlab import ThreatModel
-from advlab.evaluation import evaluate
-from advlab.experiments.capacity import CapacityConfig, held_out_points, paired_difference
+from advlab.experiments.capacity import (
+    CapacityConfig,
+    evaluate_cell,
+    held_out_points,
+    paired_difference,
+)
 from advlab.models.io import load_model
-from advlab.stats import clopper_pearson_interval
 
 
-def measure(run_dir: Path, name: str, x: torch.Tensor, y: torch.Tensor, eps: float,
-            preset: str) -> dict:
-    """Clean and robust accuracy of ``run_dir/<name>.safetensors`` on ``(x, y)``."""
+def measure(run_dir: Path, name: str, x: torch.Tensor, y: torch.Tensor, config: CapacityConfig) -> dict:
+    """Clean and robust accuracy of ``run_dir/<name>.safetensors`` on ``(x, y)``, measured as a
+    capacity cell is (:func:`advlab.experiments.capacity.evaluate_cell`)."""
     model = load_model(run_dir, name=name)
-    started = time.perf_counter()
-    result = evaluate(model, x, y, ThreatModel("linf", eps), attacks=preset, seed=0)
-    n, k = len(y), int(result.robust_correct.sum())
-    clean = int(result.clean_correct.sum())
-    return {"name": name, "epoch": (model.advlab_metadata or {}).get("epoch"), "n": n,
-            "clean_acc": clean / n, "clean_ci": clopper_pearson_interval(clean, n),
-            "robust_acc": k / n, "robust_ci": clopper_pearson_interval(k, n),
-            "robust_correct": [bool(v) for v in result.robust_correct.tolist()],
-            "eval_s": time.perf_counter() - started}
+    return {"name": name, "epoch": (model.advlab_metadata or {}).get("epoch"),
+            **evaluate_cell(model, x, y, config)}
 
 
 def main() -> None:
@@ -56,13 +50,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    x, y = held_out_points(CapacityConfig(), args.n)
-    rows = [measure(args.run_dir, name, x, y, args.eps, args.preset) for name in ("model", "last")]
+    config = CapacityConfig(eps=args.eps, preset=args.preset)
+    x, y = held_out_points(config, args.n)
+    rows = [measure(args.run_dir, name, x, y, config) for name in ("model", "last")]
     for r in rows:
         print(f"{r['name']:>6} (epoch {r['epoch']}): clean {100 * r['clean_acc']:.1f} % "
               f"[{100 * r['clean_ci'][0]:.1f}, {100 * r['clean_ci'][1]:.1f}], robust "
               f"{100 * r['robust_acc']:.1f} % [{100 * r['robust_ci'][0]:.1f}, "
-              f"{100 * r['robust_ci'][1]:.1f}], n {r['n']}, {args.preset}, {r['eval_s']:.0f} s")
+              f"{100 * r['robust_ci'][1]:.1f}], n {r['n_test']}, {args.preset}, {r['eval_s']:.0f} s")
     mean, lo, hi = paired_difference(rows[1]["robust_correct"], rows[0]["robust_correct"])
     verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
     print(f"robust last - selected = {100 * mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "

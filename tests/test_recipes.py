@@ -38,21 +38,15 @@ def test_a_recipe_expands_to_its_documented_options():
 
 
 
-def test_the_fast_recipe_is_the_measured_capacity_cell():
+@pytest.mark.parametrize("name, defense, epochs", [("fmnist-linf-0.1-fast", "n-fgsm", 5),
+                                                   ("fmnist-linf-0.1-best", "pgd-at", 6)])
+def test_the_fashion_recipes_are_capacity_cells(name, defense, epochs):
     from advlab.experiments.capacity import DEFAULT_LR, MODELS, defenses
 
-    options = get_recipe("fmnist-linf-0.1-fast").options
+    options = get_recipe(name).options
     assert (options["model"], options["model_options"]) == MODELS["resnet16"]
-    assert options["defense_params"] == defenses(0.1)["n-fgsm"] and options["epochs"] == 5
-    assert options["lr"] == DEFAULT_LR and options["batch_size"] == 128 and options["adv_val_n"] == 500
-
-
-def test_the_best_recipe_is_a_capacity_cell():
-    from advlab.experiments.capacity import DEFAULT_LR, MODELS, defenses
-
-    options = get_recipe("fmnist-linf-0.1-best").options
-    assert (options["model"], options["model_options"]) == MODELS["resnet16"]
-    assert options["defense"] == "pgd-at" and options["defense_params"] == defenses(0.1)["pgd-at"]
+    assert options["defense"] == defense and options["defense_params"] == defenses(0.1)[defense]
+    assert options["epochs"] == epochs
     assert options["lr"] == DEFAULT_LR and options["batch_size"] == 128 and options["adv_val_n"] == 500
 
 

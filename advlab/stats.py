@@ -170,6 +170,16 @@ class CertifiedAccuracy:
                 f"[{self.low:.3f}, {self.high:.3f}] ({self.correct}/{self.total})")
 
 
+def accuracy_se(accuracy: float, n: int) -> float:
+    """The standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` points
+    (0 for ``n == 0``): the noise scale of a validation accuracy, e.g. ~1.9 points for 75 % on
+    500 points."""
+    if n <= 0:
+        return 0.0
+    p = min(max(float(accuracy), 0.0), 1.0)
+    return math.sqrt(p * (1.0 - p) / n)
+
+
 def accuracy_with_interval(correct: int, total: int, *, radius: float,
                            confidence: float = 0.95) -> CertifiedAccuracy:
     """:class:`CertifiedAccuracy` of ``correct`` out of ``total`` points (0 points: all NaN)."""

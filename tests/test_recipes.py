@@ -71,6 +71,8 @@ def test_the_digits_recipe_trains_in_seconds(tmp_path):
     assert config["model_options"] == {"widths": [64]} and config["objective"]["name"] == "n-fgsm"
     assert len(run.result.history) == 4 and "adv_val_acc" in run.result.history[-1]
     assert run.test_acc > 0.8
+    # the default selection adds nothing to the config: runs from before the option resume
+    assert "select_within_se" not in config and "select_within_se" not in config["train_args"]
 
 
 def _lrs(name: str, total: int) -> list[float]:
@@ -109,13 +111,17 @@ def test_train_command_with_a_recipe_and_an_override(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "r"
     done = CliRunner().invoke(app, ["train", "--recipe", "digits-linf-0.1", "--epochs", "1",
                                     "--eps", "0.05", "--n-train", "300", "--adv-val-n", "64",
-                                    "--out", str(out), "--no-progress"])
+                                    "--select-within-se", "1", "--out", str(out),
+                                    "--no-progress"])
     assert done.exit_code == 0, done.output
     config = json.loads((out / "config.json").read_text())
     recipe = expand_recipe("digits-linf-0.1")
     assert config["objective"]["name"] == recipe["defense"]
     assert config["objective"]["params"]["eps"] == 0.05  # the explicit option
     assert config["model_options"] == recipe["model_options"]  # from the recipe
+    assert config["select_within_se"] == 1.0 and config["train_args"]["select_within_se"] == 1.0
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["adv_val_acc_se"] > 0
     assert len(json.loads((out / "train_result.json").read_text())["events"]) >= 0
     info = CliRunner().invoke(app, ["info"])
     assert "digits-linf-0.1" in info.output and "fmnist-linf-0.1-fast" in info.output

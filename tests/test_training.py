@@ -167,6 +167,53 @@ def test_early_stopping_keeps_the_best_epoch(small, tmp_path):
         fit(_spec_mlp(), train, epochs=2, progress=False, early_stopping_patience=1)
 
 
+def test_select_epoch_rules():
+    from advlab.training.selection import select_epoch
+
+    values, ses = [0.70, 0.772, 0.760, 0.764, None, 0.760], [0.02, 0.0188, 0.019, 0.019, None, 0.019]
+    assert select_epoch(values) == 2  # the plain maximum
+    assert select_epoch(values, ses, within_se=1.0) == 6  # 0.760 >= 0.772 - 0.0188
+    assert select_epoch(values, ses, within_se=0.5) == 4  # 0.764 >= 0.7626 > 0.760
+    assert select_epoch([0.5, 0.5]) == 1 and select_epoch([0.5, 0.5], [0.0, 0.0], 1.0) == 2
+    assert select_epoch([None, float("nan")]) is None
+    with pytest.raises(ValueError, match="standard error of epoch 1"):
+        select_epoch([0.5], None, within_se=1.0)
+
+
+def test_selection_within_standard_errors_keeps_the_latest_close_epoch(small, tmp_path):
+    train, _ = small
+    # (metric, standard error): the maximum 0.80 (se 0.02) at epoch 2; 0.785 is within one se of
+    # it, 0.75 is not, 0.79 is; a new maximum 0.90 (se 0.01) at epoch 5, then 0.891 is within.
+    scripted = [(0.5, 0.02), (0.80, 0.02), (0.785, 0.02), (0.75, 0.02), (0.90, 0.01),
+                (0.891, 0.01), (0.85, 0.01)]
+    snapshots: dict[int, dict] = {}
+
+    def epoch_end(model, epoch):
+        snapshots[epoch] = snapshot(model)
+        value, se = scripted[epoch - 1]
+        return {"adv_val_acc": value, "adv_val_acc_se": se}
+
+    options = dict(batch_size=64, progress=False, epoch_end=epoch_end, select_metric="adv_val_acc")
+    plain = fit(_spec_mlp(), train, epochs=7, **options)
+    assert plain.best_epoch == 5  # the plain maximum
+    chosen = []
+    for epochs in range(1, 8):  # the selection after each epoch count (constant schedule)
+        run = fit(_spec_mlp(), train, epochs=epochs, schedule="constant", select_within_se=1.0,
+                  run_dir=tmp_path / "run", resume=epochs > 1, **options)
+        chosen.append(run.best_epoch)
+    assert chosen == [1, 2, 3, 3, 5, 6, 6]
+    assert_same_weights(snapshot(run.model), snapshots[6], atol=0)
+    assert run.config["select_within_se"] == 1.0
+    with pytest.raises(ValueError, match="select_within_se"):  # a resume must keep the rule
+        fit(_spec_mlp(), train, epochs=8, schedule="constant", run_dir=tmp_path / "run",
+            resume=True, **options)
+    with pytest.raises(ValueError, match="select_within_se must be a number >= 0"):
+        fit(_spec_mlp(), train, epochs=1, select_within_se=-1.0, **options)
+    no_se = dict(options, epoch_end=lambda model, epoch: {"adv_val_acc": 0.5})
+    with pytest.raises(ValueError, match="needs 'adv_val_acc_se' in each epoch record"):
+        fit(_spec_mlp(), train, epochs=1, select_within_se=1.0, **no_se)
+
+
 def test_objectives_registry_and_outputs(small):
     assert "none" in OBJECTIVES
     objective = get_objective("None")

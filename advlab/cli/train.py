@@ -110,6 +110,7 @@ def train(
     adv_val_n: Annotated[int, typer.Option(help="Validation points attacked per epoch.")] = 500,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better (adversarial) validation accuracy.")] = None,
     ema_decay: Annotated[float | None, typer.Option(help="Keep an exponential moving average of the weights with this decay per step (e.g. 0.999) as the run's model.")] = None,
+    select_within_se: Annotated[float, typer.Option(help="Keep the latest epoch whose (adversarial) validation accuracy is within this many standard errors of the highest (0: the highest itself; 1 guards against picking a noisy early epoch).")] = 0.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Train a classifier (optionally with a robust-training defense) with checkpoints and resume.
@@ -141,7 +142,8 @@ def train(
                      n_train=n_train, data_dir=str(data_dir) if data_dir else None,
                      checkpoint_every=checkpoint_every, adv_val=adv_val,
                      adv_val_eps=adv_val_eps, adv_val_n=adv_val_n, patience=patience,
-                     progress=progress, dataset_options=options, ema_decay=ema_decay)
+                     progress=progress, dataset_options=options, ema_decay=ema_decay,
+                     select_within_se=select_within_se)
     if init_options is not None:
         arguments["init_options"] = init_options
     if recipe is not None and not resume:

@@ -62,7 +62,8 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
               progress: bool = True, dataset_options: dict[str, Any] | None = None,
               force: bool = False, model_options: dict[str, Any] | None = None,
               ema_decay: float | None = None,
-              init_options: dict[str, Any] | None = None) -> TrainedRun:
+              init_options: dict[str, Any] | None = None,
+              select_within_se: float = 0.0) -> TrainedRun:
     """Train ``model`` (or fine-tune the model of the run ``init``) on ``dataset`` into ``run_dir``.
 
     Args:
@@ -94,11 +95,16 @@ def train_run(run_dir: str | Path, *, dataset: str = "fashion-mnist", model: str
         adv_val: validate adversarially every epoch and keep the most robust epoch (Goodfellow et
             al. 2015); default: on when there is a defense. ``adv_val_eps`` (default: the
             defense's eps) and ``adv_val_n`` points; ``patience`` stops early.
+        select_within_se: keep the latest epoch whose (adversarial) validation accuracy is
+            within this many standard errors of the highest (0: the highest itself;
+            :func:`advlab.training.fit`).
 
     Returns:
         the :class:`TrainedRun`.
     """
     arguments = {k: v for k, v in locals().items() if k not in _NOT_STORED and k != "run_dir"}
+    if not select_within_se:  # stored only when set, so runs from before it still resume
+        arguments.pop("select_within_se")
     from advlab.training.run_files import forget_run, guard_run_dir, run_lock
 
     run_dir = Path(run_dir)
@@ -166,7 +172,7 @@ def _train(run_dir: Path, args: dict[str, Any], store_path: Path, run_name: str,
                  epoch_end=validation[0] if validation else None,
                  select_metric="adv_val_acc" if validation else "val_acc",
                  early_stopping_patience=patience, overwrite=True,
-                 ema_decay=args["ema_decay"])
+                 ema_decay=args["ema_decay"], select_within_se=args.get("select_within_se", 0.0))
     if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 writes nothing
         return TrainedRun(run_dir, run_name, store_path, result, float("nan"), None)
     elapsed = time.perf_counter() - started

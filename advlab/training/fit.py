@@ -16,6 +16,7 @@ when ``W`` divides the batch size and the model has no batch statistics).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -86,7 +87,7 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         progress: bool = True, store: Store | str | Path | None = None,
         run_name: str | None = None, epoch_end: EpochEnd | None = None,
         select_metric: str = "val_acc", early_stopping_patience: int | None = None,
-        num_workers: int = 0, init: str | Path | None = None,
+        select_within_se: float = 0.0, num_workers: int = 0, init: str | Path | None = None,
         ema_decay: float | None = None, overwrite: bool = False) -> FitResult:
     """Train ``model`` on ``train_data`` by minimising ``objective`` (default cross-entropy).
 
@@ -111,7 +112,11 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
         epoch_end: ``epoch_end(model, epoch) -> dict`` after each epoch (model unwrapped, eval
             mode, 1-based epoch; called on every rank, rank 0's metrics are kept).
         select_metric: the epoch-record metric (higher is better) choosing the best epoch.
-        early_stopping_patience: stop after this many epochs without a better ``select_metric``.
+        early_stopping_patience: stop after this many epochs without a newly selected epoch.
+        select_within_se: 0 keeps the epoch of highest ``select_metric``; ``k > 0`` keeps the
+            *latest* epoch whose metric is within ``k`` standard errors of the highest (the
+            records' ``<metric>_se``: ``val_acc_se``, ``adv_val_acc_se``), so that validation
+            noise does not pick an epoch before the learning-rate annealing.
         num_workers: DataLoader workers for datasets that are not in-memory tensors.
         init: fine-tune: start from the weights of this run directory (``model.safetensors``,
             its best epoch; the architectures must match); recorded in the config as ``init``.
@@ -132,7 +137,7 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
     """
     settings = _settings(epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule,
                          seed, device, checkpoint_every, progress, select_metric,
-                         early_stopping_patience, num_workers)
+                         early_stopping_patience, num_workers, select_within_se)
     if isinstance(objective, str):
         objective = get_objective(objective)
     objective = objective if objective is not None else get_objective("none")
@@ -160,7 +165,7 @@ def fit(model: nn.Module, train_data: Any, *, val_data: Any = None,
 def _settings(epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
               weight_decay: float, schedule: str, seed: int, device: Any, checkpoint_every: int,
               progress: bool, select_metric: str, patience: int | None,
-              num_workers: int) -> dict[str, Any]:
+              num_workers: int, select_within_se: float = 0.0) -> dict[str, Any]:
     """Check fit's arguments; return them as the run-config entries."""
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                              ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
@@ -171,7 +176,14 @@ def _settings(epochs: int, batch_size: int, lr: float, optimizer: str, momentum:
     if not lr > 0 or weight_decay < 0 or momentum < 0:
         raise ValueError(f"need lr > 0, weight_decay >= 0 and momentum >= 0; got lr={lr}, "
                          f"weight_decay={weight_decay}, momentum={momentum}")
+    if not (isinstance(select_within_se, int | float) and not isinstance(select_within_se, bool)
+            and math.isfinite(select_within_se) and select_within_se >= 0):
+        raise ValueError(f"select_within_se must be a number >= 0 (standard errors; 0 keeps the "
+                         f"epoch of highest {select_metric}), got {select_within_se!r}")
+    # only a non-zero tolerance enters the config, so runs from before it still resume
+    tolerance = {"select_within_se": float(select_within_se)} if select_within_se else {}
     return {
+        **tolerance,
         "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
         "optimizer": check_choice("optimizer", optimizer, OPTIMIZERS, fold=True),
         "momentum": float(momentum), "weight_decay": float(weight_decay),
@@ -266,7 +278,8 @@ def _fit(model: nn.Module, train_data: Any, val_data: Any, objective: Objective,
         epochs=settings["epochs"], batch_size=per_rank, seed=settings["seed"],
         checkpoint_every=settings["checkpoint_every"], select_metric=settings["select_metric"],
         early_stopping_patience=settings["early_stopping_patience"],
-        progress=settings["progress"], epoch_end=epoch_end)
+        progress=settings["progress"], epoch_end=epoch_end,
+        select_within_se=settings.get("select_within_se", 0.0))
 
     def on_epoch(trainer: Trainer, record: dict[str, Any], improved: bool) -> None:
         select = trainer.state.best_epoch is not None

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab.stats import accuracy_se
 from advlab.training.callbacks import LoopCallback
 from advlab.training.checkpoint import CHECKPOINT_FORMAT, capture_rng, restore_rng
 from advlab.training.data import BatchSource, epoch_batches, shard_batches
@@ -34,6 +35,7 @@ from advlab.training.protocol import (
     objective_epoch_end,
     objective_state,
 )
+from advlab.training.selection import select_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class LoopSettings:
     early_stopping_patience: int | None
     progress: bool
     epoch_end: EpochEnd | None
+    select_within_se: float = 0.0  # keep the latest epoch within this many standard errors
 
 
 @dataclass
@@ -61,8 +64,8 @@ class LoopState:
     step: int = 0  # optimiser steps done in the current epoch
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int | None = None
+    best_value: float | None = None  # the selected epoch's metric
+    best_epoch: int | None = None  # the selected epoch
     bad_epochs: int = 0
     stopped: bool = False  # early stopping ended the run
     partial_sums: Tensor | None = None  # (SUMS,) float64, see Trainer._train_step
@@ -182,7 +185,8 @@ class Trainer:
         if totals[5]:
             record["train_adv_acc"] = totals[4] / totals[5]
         if self.val is not None:
-            record["val_loss"], record["val_acc"] = self._validate()
+            record["val_loss"], record["val_acc"], count = self._validate()
+            record["val_acc_se"] = accuracy_se(record["val_acc"], count)
         if self.settings.epoch_end is not None:
             self.evaluation_model.eval()
             extra = self.settings.epoch_end(self.evaluation_model, epoch) or {}
@@ -195,8 +199,9 @@ class Trainer:
         return broadcast_object(record, self.context)
 
     @torch.no_grad()
-    def _validate(self) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on the validation data, sharded over ranks."""
+    def _validate(self) -> tuple[float, float, int]:
+        """Mean cross-entropy, accuracy and point count of the validation data, sharded over
+        ranks."""
         assert self.val is not None
         model = self.evaluation_model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -207,7 +212,7 @@ class Trainer:
             sums[1] += (logits.argmax(dim=1) == y).sum()
             sums[2] += len(y)
         loss_sum, correct, count = all_reduce_sum(sums, self.context).tolist()
-        return loss_sum / count, correct / count
+        return loss_sum / count, correct / count, int(count)
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:
         """Book-keeping after an epoch: best model, early stopping, files, checkpoint."""
@@ -219,15 +224,9 @@ class Trainer:
             raise ValueError(f"early stopping needs the metric {settings.select_metric!r} in each "
                              f"epoch record; got {sorted(record)} (pass val_data or an epoch_end "
                              "hook that returns it, or choose select_metric)")
-        improved = False
-        if value is not None:
-            value = float(value)
-            improved = math.isfinite(value) and (state.best_value is None
-                                                 or value > state.best_value)
-            if improved:
-                state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-            else:
-                state.bad_epochs += 1
+        improved = value is not None and self._select(float(value), record)
+        if value is not None and not improved:
+            state.bad_epochs += 1
         patience = settings.early_stopping_patience
         if patience is not None and state.bad_epochs >= patience:
             logger.info("early stopping after epoch %d: no better %s for %d epochs (best %.4f at "
@@ -239,6 +238,26 @@ class Trainer:
         self.on_checkpoint(checkpoint)
         for callback in self.callbacks:
             callback.on_epoch_saved(self, checkpoint)
+
+    def _select(self, value: float, record: dict[str, Any]) -> bool:
+        """Whether this epoch becomes the run's model (:func:`~advlab.training.selection.select_epoch`
+        over the history: the plain maximum, or with ``select_within_se`` the latest epoch within
+        that many standard errors of it, read from the records' ``<metric>_se``)."""
+        state, settings = self.state, self.settings
+        metric, k = settings.select_metric, settings.select_within_se
+        name = f"{metric}_se"
+        if k > 0 and record.get(name) is None:
+            raise ValueError(f"select_within_se={k} needs {name!r} in each epoch record (the "
+                             f"standard error of {metric!r}); got {sorted(record)}: use val_acc "
+                             "or adv_val_acc, or return it from epoch_end")
+        if not math.isfinite(value):
+            return False
+        selected = select_epoch([r.get(metric) for r in state.history],
+                                [r.get(name) for r in state.history], within_se=k)
+        if selected != state.epoch:
+            return False
+        state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        return True
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, sums: Tensor | None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ validation error, not the clean one: the epochs that generalise best on clean da
 most robust. :func:`adversarial_validation` builds the ``epoch_end`` hook of
 :func:`advlab.training.fit` that measures it after every epoch with :func:`advlab.evaluate`
 (``fast`` preset: APGD-CE, 20 steps; no sanity checks) on a fixed subset of the validation
-split, and returns ``{"adv_val_acc": ...}``; pass ``select_metric="adv_val_acc"`` (and
+split, and returns ``{"adv_val_acc": ..., "adv_val_acc_se": ...}`` (the accuracy and its
+standard error, which ``select_within_se`` uses); pass ``select_metric="adv_val_acc"`` (and
 ``early_stopping_patience``) so the run keeps the most robust epoch as its model:
 
     hook = adversarial_validation(val_data, ThreatModel("linf", 0.1), n=500)
@@ -24,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from advlab.stats import accuracy_se
 from advlab.threat import ThreatModel
 from advlab.training.data import as_tensors
 from advlab.training.loop import EpochEnd
@@ -34,7 +36,8 @@ ADV_METRIC = "adv_val_acc"
 def adversarial_validation(data: Any, threat: ThreatModel, *, n: int | None = 500,
                            attacks: str = "fast", seed: int = 0,
                            batch_size: int = 500) -> EpochEnd:
-    """An ``epoch_end(model, epoch) -> {"adv_val_acc": float}`` hook for ``fit``.
+    """An ``epoch_end(model, epoch) -> {"adv_val_acc": float, "adv_val_acc_se": float}`` hook
+    for ``fit``.
 
     Args:
         data: the validation split, an ``(x, y)`` pair or a Dataset with ``.x``/``.y``.
@@ -68,7 +71,8 @@ def adversarial_validation(data: Any, threat: ThreatModel, *, n: int | None = 50
         counts = torch.tensor([robust, float(len(x_part))], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(counts)
-        return {ADV_METRIC: (counts[0] / counts[1].clamp_min(1)).item()}
+        accuracy, total = (counts[0] / counts[1].clamp_min(1)).item(), int(counts[1].item())
+        return {ADV_METRIC: accuracy, f"{ADV_METRIC}_se": accuracy_se(accuracy, total)}
 
     return epoch_end
 

@@ -27,6 +27,7 @@ import torch
 
 from advlab.experiments.capacity import (
     CapacityConfig,
+    difference_text,
     evaluate_cell,
     held_out_points,
     paired_difference,
@@ -90,13 +91,12 @@ def main() -> None:
               f"{100 * r['robust_ci'][1]:.1f}], n {r['n_test']}, {args.preset}, {r['eval_s']:.0f} s")
     for line in describe_rules(args.run_dir, rows):
         print(line)
-    mean, lo, hi = paired_difference(rows[1]["robust_correct"], rows[0]["robust_correct"])
-    verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
-    print(f"robust last - selected = {100 * mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-          f"(n {len(y)}, paired) -> {verdict}")
+    print("robust last - selected = " + difference_text(rows[1]["robust_correct"],
+                                                         rows[0]["robust_correct"]))
     if args.json:
+        difference = paired_difference(rows[1]["robust_correct"], rows[0]["robust_correct"])
         args.json.write_text(json.dumps({"run_dir": str(args.run_dir), "rows": rows,
-                                         "difference": [mean, lo, hi]}, indent=1))
+                                         "difference": list(difference)}, indent=1))
 
 
 if __name__ == "__main__":

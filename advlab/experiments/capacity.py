@@ -304,6 +304,15 @@ def paired_difference(a: list[bool], b: list[bool], scale: float = 1.0) -> tuple
     return mean, mean - half, mean + half
 
 
+def difference_text(a: list[bool], b: list[bool]) -> str:
+    """``+x.x points [lo, hi] (n N, paired) -> verdict`` for robust ``a - b`` on the same points:
+    "a difference" only when the 95 % interval of :func:`paired_difference` excludes 0."""
+    mean, lo, hi = paired_difference(a, b)
+    verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
+    return (f"{100 * mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] (n {len(a)}, paired) "
+            f"-> {verdict}")
+
+
 def width_keys(cells: list[Cell]) -> list[str]:
     """The ``small_cnn`` width keys (``x1``, ``x2``, ...) present, narrowest first."""
     return sorted({c["model"] for c in cells if c["model"].startswith("x") and c["model"][1:].isdigit()},

@@ -11,6 +11,7 @@ from pathlib import Path
 from advlab.experiments.capacity import (
     Cell,
     cell_key,
+    difference_text,
     frontier,
     paired_difference,
     variant,
@@ -46,10 +47,8 @@ def table(cells: list[Cell]) -> str:
 
 def _paired_line(label: str, a: Cell, b: Cell) -> str:
     """``label: robust a - b = ... [lo, hi] (n, paired) -> verdict; CPU xR`` (points, 95 %)."""
-    mean, lo, hi = paired_difference(a["robust_correct"], b["robust_correct"])
-    verdict = "a difference" if lo > 0 or hi < 0 else "no difference shown"
-    return (f"{label} = {100 * mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-            f"(n {a['n_test']}, paired) -> {verdict}; CPU x{a['train_cpu_s'] / max(b['train_cpu_s'], 1e-9):.1f}")
+    return (f"{label} = {difference_text(a['robust_correct'], b['robust_correct'])}; "
+            f"CPU x{a['train_cpu_s'] / max(b['train_cpu_s'], 1e-9):.1f}")
 
 
 def _width_findings(cells: list[Cell]) -> list[str]:

@@ -30,6 +30,8 @@ everything and the plot ``frontier.png`` (robust accuracy against CPU-minutes).
     python benchmarks/capacity.py --models x1,x2 --defenses n-fgsm,pgd-at --epochs 5
     python benchmarks/capacity.py --quick                          # digits, a minute or two
     python benchmarks/capacity.py --summary                        # every committed cell, no training
+    python benchmarks/capacity.py --models x4 --defenses n-fgsm --epochs 5 --step-cost 20
+                                                                   # a cell's cost before training it
 
 CPU-minutes are process CPU seconds / 60 (about wall time x threads when the threads are busy).
 The study itself lives in :mod:`advlab.experiments.capacity` (cells, frontier, paired
@@ -41,13 +43,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from advlab._utils import atomic_write_json
-from advlab.experiments.capacity import CapacityConfig, run_study, saved_cells
+from advlab.experiments.capacity import CapacityConfig, run_study, saved_cells, step_cost
 from advlab.experiments.capacity_report import findings, plot, table
 
 
@@ -59,6 +62,30 @@ def _progress(cell: dict) -> None:
     print(f"  {cell['model']:<8} {cell['defense']:<8} {cell['epochs']:>3} ep  clean {cell['clean_acc']:.1%}  "
           f"robust {cell['robust_acc']:.1%}  {cell['train_cpu_s'] / 60:.2f} CPU-min  "
           f"load {cell['load_before'][0]:.1f}", flush=True)
+
+
+def _recipe_budgets(dataset: str) -> dict[str, float]:
+    """The training budgets of this dataset's recipes in CPU-minutes (2 cores x their minutes)."""
+    from advlab.training.recipes import get_recipe, recipe_names
+
+    recipes = [get_recipe(name) for name in recipe_names()]
+    return {f"{r.name} ({r.budget_minutes:g} min x 2 cores)": 2 * r.budget_minutes for r in recipes
+            if r.budget_minutes and r.options.get("dataset") == dataset}
+
+
+def _step_costs(config: CapacityConfig, args: argparse.Namespace) -> None:
+    """One line per model x defense: the measured step cost and each budget's projection."""
+    budgets = [int(e) for e in args.epochs.split(",")]
+    for defense in args.defenses.split(","):
+        for model_key in args.models.split(","):
+            cost = step_cost(config, model_key, defense, steps=args.step_cost)
+            projected = ", ".join(f"{e} ep >= {e * cost['epoch_wall_min']:.1f} min wall "
+                                  f"({e * cost['epoch_cpu_min']:.1f} CPU-min)" for e in budgets)
+            print(f"{model_key} {defense}: {cost['wall_s_per_step']:.3f} s wall, "
+                  f"{cost['cpu_s_per_step']:.3f} CPU-s a step ({cost['steps']} steps, "
+                  f"{cost['threads']} threads, load {os.getloadavg()[0]:.1f}); "
+                  f"{cost['steps_per_epoch']} steps an epoch -> {cost['epoch_wall_min']:.1f} min "
+                  f"wall an epoch; projected training only: {projected}", flush=True)
 
 
 def main() -> None:
@@ -87,6 +114,9 @@ def main() -> None:
                         help="cell folders (default benchmarks/results/capacity, whose cell.json files "
                              "are committed and reused on any machine; --quick: runs/benchmarks/capacity-quick)")
     parser.add_argument("--out", default=None, help="JSON and plot prefix (default <cache>/capacity)")
+    parser.add_argument("--step-cost", type=int, default=0, metavar="STEPS",
+                        help="train nothing: time STEPS training steps of every --models x --defenses "
+                             "cell and project the cost of its --epochs (a lower bound, not a cell)")
     parser.add_argument("--summary", action="store_true",
                         help="train nothing: the table, findings and plot of every finished cell in --cache")
     args = parser.parse_args()
@@ -104,6 +134,9 @@ def main() -> None:
     print(f"{args.dataset} linf {args.eps}: {args.n_test} held-out test points (at most), preset "
           f"{args.preset}, {args.threads} threads, torch {torch.__version__}"
           f"{' (QUICK: pipeline check, not figures to quote)' if args.quick else ''}", flush=True)
+    if args.step_cost:
+        _step_costs(config, args)
+        return
     if args.summary:
         cells = saved_cells(config, args.n_test)
         if not cells:
@@ -118,7 +151,7 @@ def main() -> None:
     print("\n".join(findings(cells)))
     prefix = Path(args.out) if args.out else Path(args.cache) / "capacity"
     atomic_write_json(prefix.with_suffix(".json"), {"args": vars(args), "cells": cells})
-    plot(cells, prefix.with_suffix(".png"))
+    plot(cells, prefix.with_suffix(".png"), budgets=_recipe_budgets(args.dataset))
     print(f"\nwrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.png')}")
 
 

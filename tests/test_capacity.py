@@ -16,6 +16,7 @@ from advlab.experiments.capacity import (
     paired_difference,
     run_cell,
     saved_cells,
+    step_cost,
     variant,
 )
 from advlab.experiments.capacity_report import findings, plot, table
@@ -92,7 +93,13 @@ def test_table_findings_and_plot(cells, tmp_path):
     lines = findings(cells)
     assert any(line.startswith("fgsm-rs 2 ep: robust x2 - x1 = +10.0 points") for line in lines)
     assert any(line.startswith("frontier x1 fgsm-rs 2 ep vs x2 pgd-at 2 ep:") for line in lines)
+    # defenses are paired against the cheapest defense of the same model and budget
+    assert any(line.startswith("x1 2 ep: robust pgd-at - fgsm-rs = +5.0 points") and
+               line.endswith("CPU x5.0") for line in lines)
+    assert not any(line.startswith("resnet16 2 ep: robust") for line in lines)  # one defense only
     assert plot(cells, tmp_path / "frontier.png").stat().st_size > 0
+    budgets = {"fast (30 min x 2 cores)": 60.0, "best (120 min x 2 cores)": 240.0}
+    assert plot(cells, tmp_path / "budgets.png", budgets=budgets).stat().st_size > 0
 
 
 def test_budgets_are_compared_longest_minus_shortest(cells):
@@ -176,3 +183,19 @@ def test_cells_are_compared_only_within_their_training_options(cells):
     assert any(line.startswith("x1 fgsm-rs 2 ep: robust (ema0.999) - defaults = +7.0 points")
                for line in lines)
     assert "fgsm-rs (lr0.002)" in table(cells)
+
+
+def test_step_cost_times_real_steps_and_projects_an_epoch(tmp_path):
+    config = CapacityConfig(cache=tmp_path, dataset="digits", quick=True, n_train=640, lr=1e-2)
+    cost = step_cost(config, "x1", "n-fgsm", steps=2, warmup=1)
+    assert cost["model"] == "x1" and cost["defense"] == "n-fgsm" and cost["steps"] == 2
+    assert cost["steps_per_epoch"] == 5  # 640 training points in batches of 128
+    assert cost["wall_s_per_step"] > 0 and cost["cpu_s_per_step"] > 0
+    assert cost["epoch_wall_min"] == pytest.approx(cost["wall_s_per_step"] * 5 / 60)
+    assert cost["epoch_cpu_min"] == pytest.approx(cost["cpu_s_per_step"] * 5 / 60)
+    assert set(cost["machine"]) == {"cpu", "cpus", "torch", "date"}
+    assert not any(tmp_path.iterdir())  # a probe, never a cell
+    with pytest.raises(ValueError, match="need 768 training points"):
+        step_cost(config, "x1", "n-fgsm", steps=5, warmup=1)
+    with pytest.raises(ValueError, match="unknown capacity defense 'pgd'"):
+        step_cost(config, "x1", "pgd", steps=1)

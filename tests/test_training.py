@@ -180,6 +180,38 @@ def test_select_epoch_rules():
         select_epoch([0.5], None, within_se=1.0)
 
 
+def test_a_decline_after_the_kept_epoch_is_flagged_only_beyond_the_noise():
+    from advlab.training.selection import decline_after_kept
+
+    def records(values, se):
+        return [{"epoch": i + 1, "adv_val_acc": v, "adv_val_acc_se": se} for i, v in enumerate(values)]
+
+    # TRADES on preact_resnet18 width 16 (Fashion-MNIST, 500 points): a collapse after epoch 3
+    collapse = records([0.684, 0.732, 0.742, 0.504, 0.486], 0.021)
+    note = decline_after_kept(collapse, "adv_val_acc", 3)
+    assert note is not None and "fell from 74.2% (epoch 3, kept) to 48.6% at the last epoch 5" in note
+    assert "8.6 standard errors" in note
+    # PGD-AT on the same model: 77.0 -> 73.2 is 1.4 standard errors of the difference: noise
+    assert decline_after_kept(records([0.702, 0.746, 0.748, 0.770, 0.738, 0.732], 0.019),
+                              "adv_val_acc", 4) is None
+    assert decline_after_kept(collapse, "adv_val_acc", 5) is None  # the kept epoch is the last
+    assert decline_after_kept(collapse, "val_acc", 3) is None  # the metric is not recorded
+    assert decline_after_kept(collapse, "adv_val_acc", None) is None
+    # ``advlab train`` prints it under the best epoch
+    from types import SimpleNamespace
+
+    from advlab.experiments.runs import describe_run
+
+    for record in collapse:
+        record["val_acc"] = 0.85
+    run = SimpleNamespace(run_dir="runs/r", store_path="runs/advlab.db", run_name="r", test_acc=0.84,
+                          summary={"test_split": "given", "n_test": 10000, "time_s": 2299.4},
+                          result=SimpleNamespace(history=collapse, best_epoch=3, events=[]))
+    lines = describe_run(run)
+    assert lines[1].startswith("best epoch 3: val_acc 0.8500, adv_val_acc 0.7420")
+    assert lines[2].startswith("warning    adv_val_acc fell from 74.2% (epoch 3, kept)")
+
+
 def test_selection_within_standard_errors_keeps_the_latest_close_epoch(small, tmp_path):
     train, _ = small
     # (metric, standard error): the maximum 0.80 (se 0.02) at epoch 2; 0.785 is within one se of

@@ -89,6 +89,14 @@ def defenses(eps: float, eps_ramp: float = 0.0) -> dict[str, dict[str, Any]]:
             "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False, **ramp}}
 
 
+def defense_params(config: CapacityConfig, defense: str) -> dict[str, Any]:
+    """The parameters of ``defense`` in this study (a new dict); a clear error for an unknown one."""
+    table = defenses(config.eps, config.eps_ramp)
+    if defense not in table:
+        raise ValueError(f"unknown capacity defense {defense!r}; choose from {', '.join(table)}")
+    return dict(table[defense])
+
+
 def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, Any]]:
     """``(architecture, options)`` of ``model_key``; a clear error for an unknown key."""
     table = QUICK_MODELS if config.quick else MODELS
@@ -134,14 +142,12 @@ def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int
     from advlab.experiments.runs import train_run
 
     model, options = model_spec(config, model_key)
-    params = defenses(config.eps, config.eps_ramp)
-    if defense not in params:
-        raise ValueError(f"unknown capacity defense {defense!r}; choose from {', '.join(params)}")
+    params = defense_params(config, defense)
     run_dir = cell_dir(config, model_key, defense, epochs)
     resumed = (run_dir / "checkpoint.pt").exists()
     load_before, cpu_before, wall_before = os.getloadavg(), time.process_time(), time.perf_counter()
     run = train_run(run_dir, dataset=config.dataset, model=model, model_options=options,
-                    defense=defense, defense_params=params[defense], epochs=epochs,
+                    defense=defense, defense_params=params, epochs=epochs,
                     lr=config.lr, batch_size=128, schedule=config.schedule,
                     ema_decay=config.ema_decay, seed=config.seed, device=config.device,
                     n_train=config.n_train, data_dir=config.data_dir, resume=True,
@@ -182,6 +188,58 @@ def evaluate_cell(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
             "robust_acc": robust_k / n, "robust_ci": clopper_pearson_interval(robust_k, n),
             "robust_correct": [bool(v) for v in result.robust_correct.tolist()],
             "warnings": [w.get("code", "?") for w in result.warnings]}
+
+
+def step_cost(config: CapacityConfig, model_key: str, defense: str, *, steps: int = 20,
+              warmup: int = 2, batch_size: int = 128) -> Cell:
+    """The measured cost of ``steps`` training steps of a cell and its *projected* epoch cost.
+
+    Times :func:`advlab.training.fit` on the first ``steps`` batches of the cell's training
+    split (one epoch, no validation, the catastrophic-overfitting watch off: it runs once an
+    epoch, not once a step) after ``warmup`` untimed batches: a plan for the cells that may be
+    too costly to train on the machine at hand. The projection multiplies the step
+    cost by the steps of a full epoch and leaves out validation and the evaluation: it is a
+    lower bound on a cell's cost, never a cell.
+
+    Returns ``model``, ``defense``, ``threads``, ``steps``, ``wall_s_per_step``,
+    ``cpu_s_per_step``, ``steps_per_epoch`` and ``epoch_wall_min`` / ``epoch_cpu_min``.
+    """
+    import inspect
+
+    from advlab.experiments.runs import _data_and_model
+    from advlab.training import OBJECTIVES, fit, get_objective
+
+    model, options = model_spec(config, model_key)
+    params = defense_params(config, defense)
+    if "check" in inspect.signature(OBJECTIVES.get(defense)).parameters:
+        params["check"] = False
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    train, _, net = _data_and_model(config.dataset, model, config.seed, 0.1, None,
+                                    n_train=config.n_train, data_dir=config.data_dir,
+                                    model_options=options)
+    n = (warmup + steps) * batch_size
+    if n > len(train):
+        raise ValueError(f"{warmup + steps} batches of {batch_size} need {n} training points; "
+                         f"{config.dataset} has {len(train)}")
+    x, y = train.x[:n], train.y[:n]
+    split = warmup * batch_size
+
+    def timed(xs: torch.Tensor, ys: torch.Tensor) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fit(net, (xs, ys), objective=get_objective(defense, **params), epochs=1,
+            batch_size=batch_size, lr=config.lr, schedule=config.schedule, seed=config.seed,
+            device=config.device, progress=False, ema_decay=config.ema_decay)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    if warmup:
+        timed(x[:split], y[:split])
+    wall, cpu = timed(x[split:], y[split:])
+    per_epoch = math.ceil(len(train) / batch_size)
+    return {"model": model_key, "defense": defense, "threads": torch.get_num_threads(),
+            "steps": steps, "wall_s_per_step": wall / steps, "cpu_s_per_step": cpu / steps,
+            "steps_per_epoch": per_epoch, "epoch_wall_min": wall / steps * per_epoch / 60,
+            "epoch_cpu_min": cpu / steps * per_epoch / 60, "machine": machine()}
 
 
 def run_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int,

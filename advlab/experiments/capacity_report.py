@@ -66,6 +66,28 @@ def _width_findings(cells: list[Cell]) -> list[str]:
     return out
 
 
+def _grouped_without(cells: list[Cell], position: int) -> list[tuple[tuple, list[Cell]]]:
+    """The cells grouped by their :func:`cell_key` without the part at ``position`` (1: the
+    defense, 2: the budget), sorted by that reduced key."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = cell_key(cell)
+        groups.setdefault(key[:position] + key[position + 1:], []).append(cell)
+    return sorted(groups.items())
+
+
+def _defense_findings(cells: list[Cell]) -> list[str]:
+    """Every defense against the cheapest defense of the same model, budget and variant, paired
+    (does the costlier method buy robustness at this width?)."""
+    out = []
+    for (model, epochs, options), group in _grouped_without(cells, 1):
+        cheapest = min(group, key=lambda c: c["train_cpu_s"])
+        where = f"{model} {epochs} ep" + (f" ({options})" if options else "")
+        out += [_paired_line(f"{where}: robust {c['defense']} - {cheapest['defense']}", c, cheapest)
+                for c in sorted(group, key=lambda c: c["train_cpu_s"]) if c is not cheapest]
+    return out
+
+
 def _option_findings(cells: list[Cell]) -> list[str]:
     """Every cell trained with non-default options against the same cell at the defaults
     (learning rate, schedule, EMA: the options kept only if they help)."""
@@ -82,12 +104,8 @@ def _option_findings(cells: list[Cell]) -> list[str]:
 def _budget_findings(cells: list[Cell]) -> list[str]:
     """The longest budget against the shortest of every model, defense and variant trained at
     two budgets or more, paired (does more training time buy robustness?)."""
-    groups: dict[tuple[str, str, str], list[Cell]] = {}
-    for cell in cells:
-        model, defense, _, options = cell_key(cell)
-        groups.setdefault((model, defense, options), []).append(cell)
     out = []
-    for (model, defense, options), group in sorted(groups.items()):
+    for (model, defense, options), group in _grouped_without(cells, 2):
         if len(group) < 2:
             continue
         short, long = min(group, key=lambda c: c["epochs"]), max(group, key=lambda c: c["epochs"])
@@ -129,14 +147,15 @@ def _pgd_findings(cells: list[Cell], share: float = 0.95, budget: float = 0.25) 
 
 
 def findings(cells: list[Cell]) -> list[str]:
-    """Capacity, budget and option differences (paired) and the "95 % of PGD-AT in 1/4 of its
-    time" check."""
-    return (_width_findings(cells) + _budget_findings(cells) + _option_findings(cells)
-            + _pgd_findings(cells))
+    """Capacity, defense, budget and option differences (paired) and the "95 % of PGD-AT in 1/4
+    of its time" check."""
+    return (_width_findings(cells) + _defense_findings(cells) + _budget_findings(cells)
+            + _option_findings(cells) + _pgd_findings(cells))
 
 
-def plot(cells: list[Cell], path: str | Path) -> Path:
-    """Robust accuracy (95 % CI bars) against training CPU-minutes, the frontier as a step line."""
+def plot(cells: list[Cell], path: str | Path, budgets: dict[str, float] | None = None) -> Path:
+    """Robust accuracy (95 % CI bars) against training CPU-minutes, the frontier as a step line;
+    ``budgets`` (label -> CPU-minutes, e.g. a recipe's budget) are drawn as dotted vertical lines."""
     from advlab.report.plotting import new_figure, save_figure
 
     figure, axis = new_figure(width=7, height=4.5)
@@ -155,6 +174,10 @@ def plot(cells: list[Cell], path: str | Path) -> Path:
               markerfacecolor="none", label="frontier")
     for model, marker in markers.items():
         axis.plot([], [], color="gray", marker=marker, linestyle="none", label=model)
+    for number, (label, minutes) in enumerate(sorted((budgets or {}).items(), key=lambda kv: kv[1])):
+        axis.axvline(minutes, color="gray", linestyle=":", linewidth=1)
+        axis.annotate(label, (minutes, 0.02 + 0.06 * number), xycoords=("data", "axes fraction"),
+                      rotation=90, fontsize=7, color="gray", ha="right", va="bottom")
     axis.set_xscale("log")
     axis.set_xlabel("training CPU-minutes (busy machine)")
     axis.set_ylabel(f"robust accuracy % ({cells[0]['preset']}, n = {cells[0]['n_test']})")

@@ -193,6 +193,12 @@ def describe_run(run: TrainedRun) -> list[str]:
         extra = f", adv_val_acc {best['adv_val_acc']:.4f}" if "adv_val_acc" in best else ""
         lines.append(f"best epoch {result.best_epoch}: val_acc "
                      f"{best.get('val_acc', float('nan')):.4f}{extra}")
+        from advlab.training.selection import decline_after_kept
+
+        metric = "adv_val_acc" if "adv_val_acc" in best else "val_acc"
+        decline = decline_after_kept(result.history, metric, result.best_epoch)
+        if decline is not None:
+            lines.append(f"warning    {decline}")
     lines += [f"event      epoch {event['epoch']}: {event['event']} ({event['detail']}); "
               f"{event['action']}" for event in result.events]
     split = run.summary.get("test_split", "given")

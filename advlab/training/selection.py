@@ -36,3 +36,29 @@ def select_epoch(values: Sequence[float | None], ses: Sequence[float | None] | N
         raise ValueError(f"within_se={within_se} needs the standard error of epoch {top + 1}")
     floor = best - within_se * float(ses[top])
     return max(i for i, v in finite if v >= floor) + 1
+
+
+def decline_after_kept(history: Sequence[dict], metric: str, kept_epoch: int | None,
+                       z: float = 2.0) -> str | None:
+    """A warning when the last epoch's ``metric`` lies more than ``z`` standard errors of the
+    difference below the kept epoch's (robust overfitting, Rice et al. 2020, or overfitting to
+    the training attack), else None.
+
+    ``history``: the epoch records (1-based ``epoch`` order) with ``metric`` and ``<metric>_se``.
+    The two figures come from the same validation points, so treating them as independent
+    (``sqrt(se_kept**2 + se_last**2)``) overstates the noise: a flagged decline is real.
+    """
+    if not kept_epoch or len(history) <= kept_epoch:
+        return None
+    kept, last = history[kept_epoch - 1], history[-1]
+    values = (kept.get(metric), last.get(metric), kept.get(f"{metric}_se"), last.get(f"{metric}_se"))
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return None
+    top, end, se_top, se_end = (float(v) for v in values)
+    noise = math.hypot(se_top, se_end)
+    if noise <= 0 or top - end <= z * noise:
+        return None
+    return (f"{metric} fell from {top:.1%} (epoch {kept_epoch}, kept) to {end:.1%} at the last "
+            f"epoch {last.get('epoch', len(history))} ({(top - end) / noise:.1f} standard errors): "
+            "overfitting -- to the training attack when it is sudden (compare train_adv_acc); "
+            "the run's model is the kept epoch, last.safetensors is the overfit one")

@@ -197,5 +197,7 @@ def test_step_cost_times_real_steps_and_projects_an_epoch(tmp_path):
     assert not any(tmp_path.iterdir())  # a probe, never a cell
     with pytest.raises(ValueError, match="need 768 training points"):
         step_cost(config, "x1", "n-fgsm", steps=5, warmup=1)
+    with pytest.raises(ValueError, match="steps"):
+        step_cost(config, "x1", "n-fgsm", steps=0)
     with pytest.raises(ValueError, match="unknown capacity defense 'pgd'"):
         step_cost(config, "x1", "pgd", steps=1)

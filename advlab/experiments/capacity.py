@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from advlab._checks import check_int
 from advlab._utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,8 @@ def step_cost(config: CapacityConfig, model_key: str, defense: str, *, steps: in
     from advlab.experiments.runs import _data_and_model
     from advlab.training import OBJECTIVES, fit, get_objective
 
+    check_int("steps", steps)
+    check_int("warmup", warmup, minimum=0)
     model, options = model_spec(config, model_key)
     params = defense_params(config, defense)
     if "check" in inspect.signature(OBJECTIVES.get(defense)).parameters:

@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--schedule", default="onecycle", help="lr schedule of every cell")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="train every cell with model EMA (cells of their own: -ema<decay>)")
+    parser.add_argument("--check-attack", default="pgd", choices=("pgd", "apgd-ce"),
+                        help="probe of the fast defenses' collapse watch (cells of their own: "
+                             "-watch-<attack>)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)

@@ -11,6 +11,7 @@ from advlab.experiments.capacity import (
     CapacityConfig,
     capacity_differences,
     cell_dir,
+    defense_params,
     frontier,
     machine,
     paired_difference,
@@ -135,6 +136,12 @@ def test_cell_names_and_reuse(tmp_path):
         "fashion-mnist-x1-trades-5ep-lr0.002"
     assert cell_dir(CapacityConfig(cache=tmp_path, lr=2e-3, eps_ramp=0.2), "x1", "n-fgsm", 5).name == \
         "fashion-mnist-x1-n-fgsm-5ep-lr0.002-ramp0.2"
+    watched = CapacityConfig(cache=tmp_path, check_attack="apgd-ce")
+    assert cell_dir(watched, "resnet16", "fgsm-rs", 5).name == "fashion-mnist-resnet16-fgsm-rs-5ep-watch-apgd-ce"
+    assert defense_params(watched, "n-fgsm")["check_attack"] == "apgd-ce"
+    assert "check_attack" not in defense_params(config, "n-fgsm")
+    with pytest.raises(ValueError, match="trades has no catastrophic-overfitting watch"):
+        defense_params(watched, "trades")
     folder = cell_dir(config, "x1", "fgsm-rs", 2)
     folder.mkdir()
     saved = make_cell("x1", "fgsm-rs", 2, 60.0, pattern(3, 4))
@@ -170,6 +177,8 @@ def test_cells_are_compared_only_within_their_training_options(cells):
     ema["ema_decay"] = 0.999
     assert variant(cells[0]) == "" and variant(tuned) == "lr0.002" and variant(ema) == "ema0.999"
     assert variant({**tuned, "eps_ramp": 0.2}) == "lr0.002 ramp0.2"
+    assert variant({**ema, "check_attack": "apgd-ce"}) == "ema0.999 watch-apgd-ce"
+    assert variant({**ema, "check_attack": "pgd"}) == "ema0.999"
     cells += [tuned, ema]
     rows = capacity_differences(cells)
     fgsm = [r for r in rows if r["defense"] == "fgsm-rs"]

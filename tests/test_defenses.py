@@ -14,7 +14,7 @@ from torch import nn
 from weights import assert_same_weights, snapshot
 
 from advlab import ThreatModel
-from advlab.attacks import fgsm
+from advlab.attacks import apgd, fgsm
 from advlab.attacks.losses import ce_loss
 from advlab.evaluation import evaluate
 from advlab.models import create_model, load_model
@@ -26,7 +26,7 @@ from advlab.training import (
     get_objective,
     load_checkpoint,
 )
-from advlab.training.defenses import Crafting, ascend, frozen_bn_stats
+from advlab.training.defenses import CollapseWatch, Crafting, ascend, frozen_bn_stats
 
 EPS = 0.1
 #: Each defense at the small eps, with cheap inner loops (digits are 8x8).
@@ -233,11 +233,12 @@ def test_resume_after_interruption_repeats_the_run(digits, tmp_path, name):
 
 
 # -- catastrophic overfitting ----------------------------------------------------------------
-def _bad_fgsm_rs(digits, on_collapse: str, crash_at: int | None = None, **options):
+def _bad_fgsm_rs(digits, on_collapse: str, crash_at: int | None = None,
+                 check_attack: str = "pgd", **options):
     """A deliberately bad setting: eps 0.4 on 8x8 digits with steps of 2 eps (the FGSM
     perturbation always lands on a corner) and a wide MLP at a high constant learning rate."""
     objective = Crash(get_objective("fgsm-rs", eps=0.4, step_ratio=2.0, check_size=256,
-                                    on_collapse=on_collapse), crash_at)
+                                    on_collapse=on_collapse, check_attack=check_attack), crash_at)
     model = create_model("mlp", 10, (1, 8, 8), widths=(512, 512), seed=0)
     return fit(model, (digits[0][:1200], digits[1][:1200]), objective=objective, batch_size=128,
                lr=1e-2, schedule="constant", progress=False, **options)
@@ -275,6 +276,34 @@ def test_catastrophic_overfitting_is_detected_and_rolled_back(digits, tmp_path, 
         redone = lowered.history[epoch - 1]
         assert redone["epoch"] == epoch and redone["step_size"] == pytest.approx(steps[len(actions) - 1])
     assert [r["epoch"] for r in lowered.history] == list(range(1, len(lowered.history) + 1))
+
+
+def test_the_watch_can_probe_with_apgd_ce(digits):
+    model = create_model("mlp", 10, (1, 8, 8), widths=(64,), seed=0)
+    x, y = digits[0][:64], digits[1][:64]
+    threat = ThreatModel("linf", 0.3)
+    watches = {attack: CollapseWatch(size=64, attack=attack) for attack in ("pgd", "apgd-ce")}
+    metrics = {}
+    for attack, watch in watches.items():
+        watch.observe(x, y)
+        metrics[attack], collapse = watch.check(model, threat, torch.Generator().manual_seed(0),
+                                                lambda a, b: a)
+        assert collapse is None
+    assert set(metrics["apgd-ce"]) == {"probe_apgd_acc", "probe_train_attack_acc"}
+    x_apgd = apgd(model, x, y, threat, loss="ce", steps=5, generator=torch.Generator().manual_seed(0))
+    expected = (model(x_apgd).argmax(dim=1) == y).float().mean().item()
+    assert metrics["apgd-ce"]["probe_apgd_acc"] == pytest.approx(expected)
+    assert metrics["apgd-ce"]["probe_train_attack_acc"] == metrics["pgd"]["probe_train_attack_acc"]
+    with pytest.raises(ValueError, match="check_attack"):
+        get_objective("fgsm-rs", eps=0.1, check_attack="fgsm")
+
+
+def test_an_apgd_watch_stops_the_collapsing_run(digits):
+    stopped = _bad_fgsm_rs(digits, "stop", epochs=12, check_attack="apgd-ce")
+    event = stopped.events[0]
+    assert event["action"] == "stopped" and "APGD-CE" in event["detail"]
+    assert event["metrics"]["probe_apgd_acc"] < 0.1 and "probe_pgd_acc" not in event["metrics"]
+    assert all("probe_apgd_acc" in record for record in stopped.history)
 
 
 def test_resume_mid_epoch_after_a_rollback_is_exact(digits, tmp_path):

@@ -60,7 +60,9 @@ class CapacityConfig:
     """The options every cell of a study shares (``benchmarks/capacity.py``'s defaults).
 
     ``quick`` selects :data:`QUICK_MODELS` and skips the evaluation's sanity checks;
-    ``threads`` (when not ``None``) is set with ``torch.set_num_threads`` before training.
+    ``threads`` (when not ``None``) is set with ``torch.set_num_threads`` before training;
+    ``check_attack`` is the probe of the fast defenses' catastrophic-overfitting watch
+    (:data:`WATCHED` only; ``"apgd-ce"`` cells carry ``-watch-apgd-ce`` in their names).
     """
 
     cache: str | Path = "runs/benchmarks/capacity"
@@ -73,6 +75,7 @@ class CapacityConfig:
     preset: str = "standard"
     schedule: str = "onecycle"
     ema_decay: float | None = None
+    check_attack: str = "pgd"
     seed: int = 0
     device: str = "cpu"
     data_dir: str | Path | None = None
@@ -90,12 +93,23 @@ def defenses(eps: float, eps_ramp: float = 0.0) -> dict[str, dict[str, Any]]:
             "pgd-at": {"eps": eps, "steps": 10, "clean_logits": False, **ramp}}
 
 
+#: the study's defenses with a catastrophic-overfitting watch (``check_attack`` applies to them)
+WATCHED = ("fgsm-rs", "n-fgsm")
+
+
 def defense_params(config: CapacityConfig, defense: str) -> dict[str, Any]:
-    """The parameters of ``defense`` in this study (a new dict); a clear error for an unknown one."""
+    """The parameters of ``defense`` in this study (a new dict); a clear error for an unknown
+    one, or for a watch probe other than PGD on a defense without the watch."""
     table = defenses(config.eps, config.eps_ramp)
     if defense not in table:
         raise ValueError(f"unknown capacity defense {defense!r}; choose from {', '.join(table)}")
-    return dict(table[defense])
+    params = dict(table[defense])
+    if config.check_attack != "pgd":
+        if defense not in WATCHED:
+            raise ValueError(f"{defense} has no catastrophic-overfitting watch; a check attack "
+                             f"applies to {', '.join(WATCHED)} only")
+        params["check_attack"] = config.check_attack
+    return params
 
 
 def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, Any]]:
@@ -107,30 +121,35 @@ def model_spec(config: CapacityConfig, model_key: str) -> tuple[str, dict[str, A
 
 
 def cell_dir(config: CapacityConfig, model_key: str, defense: str, epochs: int) -> Path:
-    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>][-lr<lr>][-ramp<f>]``:
-    every option that changes what a cell trains is in its name, so a reused ``cell.json`` is
-    always the same experiment (the defaults, onecycle, lr 1e-3 and no eps ramp, add nothing)."""
+    """``<cache>/<dataset>-<model>-<defense>-<epochs>ep[-<schedule>][-ema<decay>][-lr<lr>][-ramp<f>]
+    [-watch-<attack>]``: every option that changes what a cell trains is in its name, so a reused
+    ``cell.json`` is always the same experiment (the defaults, onecycle, lr 1e-3, no eps ramp and
+    the PGD watch, add nothing)."""
     extra = "".join(f"-{part}" for part in _options(config.schedule, config.ema_decay, config.lr,
-                                                    config.eps_ramp))
+                                                    config.eps_ramp, config.check_attack))
     return Path(config.cache) / f"{config.dataset}-{model_key}-{defense}-{epochs}ep{extra}"
 
 
-def _options(schedule: str, ema_decay: float | None, lr: float, eps_ramp: float) -> list[str]:
+def _options(schedule: str, ema_decay: float | None, lr: float, eps_ramp: float,
+             check_attack: str) -> list[str]:
     """The training options that differ from the study's defaults, as name parts."""
     return ([schedule] if schedule != "onecycle" else []) + (
         [f"ema{ema_decay:g}"] if ema_decay else []) + (
-        [f"lr{lr:g}"] if lr != DEFAULT_LR else []) + ([f"ramp{eps_ramp:g}"] if eps_ramp > 0 else [])
+        [f"lr{lr:g}"] if lr != DEFAULT_LR else []) + (
+        [f"ramp{eps_ramp:g}"] if eps_ramp > 0 else []) + (
+        [f"watch-{check_attack}"] if check_attack != "pgd" else [])
 
 
 def variant(cell: Cell) -> str:
     """A cell's non-default training options (``"lr0.002"``, ``"cyclic ema0.999"``), or ``""``.
 
     Cells are compared (paired differences, width findings) only within one variant; a cell
-    saved before it recorded its ``lr`` (``eps_ramp``) was trained at :data:`DEFAULT_LR`
-    (without a ramp).
+    saved before it recorded its ``lr`` (``eps_ramp``, ``check_attack``) was trained at
+    :data:`DEFAULT_LR` (without a ramp, with the PGD watch).
     """
     return " ".join(_options(cell.get("schedule", "onecycle"), cell.get("ema_decay"),
-                             cell.get("lr", DEFAULT_LR), cell.get("eps_ramp", 0.0)))
+                             cell.get("lr", DEFAULT_LR), cell.get("eps_ramp", 0.0),
+                             cell.get("check_attack", "pgd")))
 
 
 def cell_key(cell: Cell) -> tuple[str, str, int, str]:
@@ -160,7 +179,7 @@ def train_cell(config: CapacityConfig, model_key: str, defense: str, epochs: int
     best = run.result.history[run.result.best_epoch - 1]
     return {"model": model_key, "architecture": model, "model_options": options,
             "defense": defense, "epochs": epochs, "lr": config.lr, "eps_ramp": config.eps_ramp,
-            "schedule": config.schedule,
+            "schedule": config.schedule, "check_attack": config.check_attack,
             "ema_decay": config.ema_decay, "run_dir": str(run_dir), "resumed": resumed,
             "train_wall_s": wall, "train_cpu_s": cpu, "threads": torch.get_num_threads(),
             "load_before": list(load_before), "load_after": list(os.getloadavg()),

@@ -22,7 +22,7 @@ from advlab.training.defenses._base import (
     ascend,
     has_batchnorm,
 )
-from advlab.training.defenses.overfitting import CollapseWatch
+from advlab.training.defenses.overfitting import CollapseWatch, watch_from
 from advlab.training.protocol import (
     EpochReport,
     ObjectiveOutput,
@@ -184,16 +184,17 @@ def pgd_at(*, eps: float = 0.3, steps: int = 40, step_size: float | None = None,
 def fgsm_rs(*, eps: float = 0.3, step_size: float | None = None, step_ratio: float = 1.25,
             norm: str = "linf", eps_ramp: float = 0.0, craft_train: bool = False,
             bn_adv_stats: bool = False, clean_logits: bool = True, check: bool = True,
-            check_size: int = 128, check_steps: int = 5, check_drop: float = 0.2,
-            check_gap: float = 0.3, on_collapse: str = "lower", decay: float = 0.8,
-            max_rollbacks: int = 3) -> AdversarialTraining:
+            check_size: int = 128, check_steps: int = 5, check_attack: str = "pgd",
+            check_drop: float = 0.2, check_gap: float = 0.3, on_collapse: str = "lower",
+            decay: float = 0.8, max_rollbacks: int = 3) -> AdversarialTraining:
     """Fast adversarial training, Wong, Rice & Kolter (2020), "Fast is better than free": one
     FGSM step of ``1.25 * eps`` from a uniform random start in the eps-ball (use with the
     cyclic ``onecycle`` learning-rate schedule, fit's default).
 
     Catastrophic overfitting (the PGD accuracy collapsing within an epoch or two) is watched as
     in the paper: after each epoch a ``check_steps``-step PGD (step eps/4, random start,
-    :func:`advlab.attacks.pgd`) attacks a fixed training minibatch of ``check_size`` samples;
+    :func:`advlab.attacks.pgd`; ``check_attack="apgd-ce"``: APGD-CE, which sees collapses on
+    BatchNorm networks that this PGD misses) attacks a fixed training minibatch of ``check_size`` samples;
     when its accuracy falls more than ``check_drop`` below the best seen, or lies more than
     ``check_gap`` below the accuracy under the training attack itself (see
     :class:`~advlab.training.defenses.overfitting.CollapseWatch`), fit rolls back to the
@@ -202,16 +203,15 @@ def fgsm_rs(*, eps: float = 0.3, step_size: float | None = None, step_ratio: flo
     ``"stop"`` stops there. Each collapse is logged and recorded in the run's ``events``.
     """
     crafting = _crafting(eps, norm, eps_ramp, craft_train, bn_adv_stats)
-    watch = CollapseWatch(size=check_size, steps=check_steps, drop=check_drop, gap=check_gap,
-                          action=on_collapse, decay=decay,
-                          max_rollbacks=max_rollbacks) if check else None
+    watch_options = {"check_size": check_size, "check_steps": check_steps,
+                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
+                     "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
     settings = {"step_size": step_size, "step_ratio": step_ratio, "clean_logits": clean_logits,
-                "check": check, "check_size": check_size, "check_steps": check_steps,
-                "check_drop": check_drop, "check_gap": check_gap, "on_collapse": on_collapse, "decay": decay,
-                "max_rollbacks": max_rollbacks}
+                "check": check, **watch_options}
     return AdversarialTraining(crafting, steps=1, step_size=step_size,
                                step_ratio=check_number("step_ratio", step_ratio),
-                               random_start=True, clean_logits=clean_logits, watch=watch,
+                               random_start=True, clean_logits=clean_logits,
+                               watch=watch_from(check, watch_options),
                                settings=settings)
 
 

@@ -40,7 +40,7 @@ from advlab.attacks._core import input_grad
 from advlab.attacks.losses import ce_loss
 from advlab.training.defenses._base import Crafting, RunningMean, frozen_bn_stats
 from advlab.training.defenses.adversarial import AdversarialTraining
-from advlab.training.defenses.overfitting import CollapseWatch
+from advlab.training.defenses.overfitting import watch_from
 from advlab.training.protocol import (
     EpochReport,
     ObjectiveOutput,
@@ -55,16 +55,6 @@ GRAD_ALIGN_LAMBDA, GRAD_ALIGN_EPS = 0.2, 8 / 255
 def grad_align_lambda(eps: float) -> float:
     """advlab's default GradAlign weight at ``eps`` (inputs in [0, 1]): ``0.2 (eps / (8/255))^2``."""
     return GRAD_ALIGN_LAMBDA * (float(eps) / GRAD_ALIGN_EPS) ** 2
-
-
-def _watch(check: bool, options: dict[str, Any]) -> CollapseWatch | None:
-    """The catastrophic-overfitting watch of ``fgsm-rs`` with the factory's ``check_*`` options."""
-    if not check:
-        return None
-    return CollapseWatch(size=options["check_size"], steps=options["check_steps"],
-                         drop=options["check_drop"], gap=options["check_gap"],
-                         action=options["on_collapse"], decay=options["decay"],
-                         max_rollbacks=options["max_rollbacks"])
 
 
 class NFGSM(AdversarialTraining):
@@ -164,14 +154,16 @@ def n_fgsm(*, eps: float = 0.1, noise_ratio: float = 2.0, step_ratio: float = 1.
            step_size: float | None = None, clip_ratio: float | None = None, norm: str = "linf",
            eps_ramp: float = 0.0, craft_train: bool = False, bn_adv_stats: bool = False,
            clean_logits: bool = True, check: bool = True, check_size: int = 128,
-           check_steps: int = 5, check_drop: float = 0.2, check_gap: float = 0.3,
-           on_collapse: str = "lower", decay: float = 0.8, max_rollbacks: int = 3) -> NFGSM:
+           check_steps: int = 5, check_attack: str = "pgd", check_drop: float = 0.2,
+           check_gap: float = 0.3, on_collapse: str = "lower", decay: float = 0.8,
+           max_rollbacks: int = 3) -> NFGSM:
     """N-FGSM, de Jorge et al. (2022), "Make Some Noise": noise ``U[-k eps, k eps]`` with
     ``k = noise_ratio`` (2), one step of ``step_ratio * eps`` (1) or ``step_size``, no eps-ball
     clipping unless ``clip_ratio``; the ``check_*`` / ``on_collapse`` / ``decay`` /
-    ``max_rollbacks`` options are those of ``fgsm-rs``'s catastrophic-overfitting watch."""
+    ``max_rollbacks`` options (and ``check_attack``) are those of ``fgsm-rs``'s
+    catastrophic-overfitting watch."""
     watch_options = {"check_size": check_size, "check_steps": check_steps,
-                     "check_drop": check_drop, "check_gap": check_gap,
+                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
                      "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
     crafting = Crafting(eps=eps, norm=norm, eps_ramp=eps_ramp, train_mode=craft_train,
                         bn_adv_stats=bn_adv_stats)
@@ -180,7 +172,7 @@ def n_fgsm(*, eps: float = 0.1, noise_ratio: float = 2.0, step_ratio: float = 1.
                 **watch_options}
     return NFGSM(crafting, noise_ratio=noise_ratio, clip_ratio=clip_ratio, step_size=step_size,
                  step_ratio=check_number("step_ratio", step_ratio), clean_logits=clean_logits,
-                 watch=_watch(check, watch_options), settings=settings)
+                 watch=watch_from(check, watch_options), settings=settings)
 
 
 @register_objective("grad-align",
@@ -190,14 +182,14 @@ def grad_align(*, eps: float = 0.1, lam: float | None = None, random_start: bool
                step_ratio: float | None = None, step_size: float | None = None,
                norm: str = "linf", eps_ramp: float = 0.0, craft_train: bool = False,
                bn_adv_stats: bool = False, clean_logits: bool = True, check: bool = True,
-               check_size: int = 128, check_steps: int = 5, check_drop: float = 0.2,
-               check_gap: float = 0.3, on_collapse: str = "lower", decay: float = 0.8,
-               max_rollbacks: int = 3) -> GradAlign:
+               check_size: int = 128, check_steps: int = 5, check_attack: str = "pgd",
+               check_drop: float = 0.2, check_gap: float = 0.3, on_collapse: str = "lower",
+               decay: float = 0.8, max_rollbacks: int = 3) -> GradAlign:
     """GradAlign, Andriushchenko & Flammarion (2020): FGSM (step ``eps``; with ``random_start``
     FGSM-RS, step ``1.25 eps``) plus ``lam (1 - cos(grad l(x), grad l(x + eta)))``; ``lam``
     defaults to :func:`grad_align_lambda` of ``eps``; the watch options are ``fgsm-rs``'s."""
     watch_options = {"check_size": check_size, "check_steps": check_steps,
-                     "check_drop": check_drop, "check_gap": check_gap,
+                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
                      "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
     crafting = Crafting(eps=eps, norm=norm, eps_ramp=eps_ramp, train_mode=craft_train,
                         bn_adv_stats=bn_adv_stats)
@@ -208,5 +200,5 @@ def grad_align(*, eps: float = 0.1, lam: float | None = None, random_start: bool
                 **watch_options}
     return GradAlign(crafting, lam=weight, step_size=step_size,
                      step_ratio=check_number("step_ratio", ratio), random_start=random_start,
-                     clean_logits=clean_logits, watch=_watch(check, watch_options),
+                     clean_logits=clean_logits, watch=watch_from(check, watch_options),
                      settings=settings)

@@ -22,7 +22,7 @@ from advlab.training.defenses._base import (
     ascend,
     has_batchnorm,
 )
-from advlab.training.defenses.overfitting import CollapseWatch, watch_from
+from advlab.training.defenses.overfitting import CollapseWatch, watch_from, watch_options
 from advlab.training.protocol import (
     EpochReport,
     ObjectiveOutput,
@@ -203,15 +203,13 @@ def fgsm_rs(*, eps: float = 0.3, step_size: float | None = None, step_ratio: flo
     ``"stop"`` stops there. Each collapse is logged and recorded in the run's ``events``.
     """
     crafting = _crafting(eps, norm, eps_ramp, craft_train, bn_adv_stats)
-    watch_options = {"check_size": check_size, "check_steps": check_steps,
-                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
-                     "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
+    watch = watch_options(locals())
     settings = {"step_size": step_size, "step_ratio": step_ratio, "clean_logits": clean_logits,
-                "check": check, **watch_options}
+                "check": check, **watch}
     return AdversarialTraining(crafting, steps=1, step_size=step_size,
                                step_ratio=check_number("step_ratio", step_ratio),
                                random_start=True, clean_logits=clean_logits,
-                               watch=watch_from(check, watch_options),
+                               watch=watch_from(check, watch),
                                settings=settings)
 
 

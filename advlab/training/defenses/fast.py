@@ -40,7 +40,7 @@ from advlab.attacks._core import input_grad
 from advlab.attacks.losses import ce_loss
 from advlab.training.defenses._base import Crafting, RunningMean, frozen_bn_stats
 from advlab.training.defenses.adversarial import AdversarialTraining
-from advlab.training.defenses.overfitting import watch_from
+from advlab.training.defenses.overfitting import watch_from, watch_options
 from advlab.training.protocol import (
     EpochReport,
     ObjectiveOutput,
@@ -162,17 +162,15 @@ def n_fgsm(*, eps: float = 0.1, noise_ratio: float = 2.0, step_ratio: float = 1.
     clipping unless ``clip_ratio``; the ``check_*`` / ``on_collapse`` / ``decay`` /
     ``max_rollbacks`` options (and ``check_attack``) are those of ``fgsm-rs``'s
     catastrophic-overfitting watch."""
-    watch_options = {"check_size": check_size, "check_steps": check_steps,
-                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
-                     "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
+    watch = watch_options(locals())
     crafting = Crafting(eps=eps, norm=norm, eps_ramp=eps_ramp, train_mode=craft_train,
                         bn_adv_stats=bn_adv_stats)
     settings = {"noise_ratio": noise_ratio, "step_ratio": step_ratio, "step_size": step_size,
                 "clip_ratio": clip_ratio, "clean_logits": clean_logits, "check": check,
-                **watch_options}
+                **watch}
     return NFGSM(crafting, noise_ratio=noise_ratio, clip_ratio=clip_ratio, step_size=step_size,
                  step_ratio=check_number("step_ratio", step_ratio), clean_logits=clean_logits,
-                 watch=watch_from(check, watch_options), settings=settings)
+                 watch=watch_from(check, watch), settings=settings)
 
 
 @register_objective("grad-align",
@@ -188,17 +186,15 @@ def grad_align(*, eps: float = 0.1, lam: float | None = None, random_start: bool
     """GradAlign, Andriushchenko & Flammarion (2020): FGSM (step ``eps``; with ``random_start``
     FGSM-RS, step ``1.25 eps``) plus ``lam (1 - cos(grad l(x), grad l(x + eta)))``; ``lam``
     defaults to :func:`grad_align_lambda` of ``eps``; the watch options are ``fgsm-rs``'s."""
-    watch_options = {"check_size": check_size, "check_steps": check_steps,
-                     "check_attack": check_attack, "check_drop": check_drop, "check_gap": check_gap,
-                     "on_collapse": on_collapse, "decay": decay, "max_rollbacks": max_rollbacks}
+    watch = watch_options(locals())
     crafting = Crafting(eps=eps, norm=norm, eps_ramp=eps_ramp, train_mode=craft_train,
                         bn_adv_stats=bn_adv_stats)
     weight = grad_align_lambda(crafting.eps) if lam is None else float(lam)
     ratio = (1.25 if random_start else 1.0) if step_ratio is None else step_ratio
     settings = {"lam": weight, "random_start": random_start, "step_ratio": ratio,
                 "step_size": step_size, "clean_logits": clean_logits, "check": check,
-                **watch_options}
+                **watch}
     return GradAlign(crafting, lam=weight, step_size=step_size,
                      step_ratio=check_number("step_ratio", ratio), random_start=random_start,
-                     clean_logits=clean_logits, watch=watch_from(check, watch_options),
+                     clean_logits=clean_logits, watch=watch_from(check, watch),
                      settings=settings)

@@ -122,6 +122,16 @@ class CollapseWatch:
         self.probe_x, self.probe_y, self.best = state["probe_x"], state["probe_y"], state["best"]
 
 
+WATCH_OPTIONS = ("check_size", "check_steps", "check_attack", "check_drop", "check_gap",
+                 "on_collapse", "decay", "max_rollbacks")
+
+
+def watch_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The collapse-watch options (:data:`WATCH_OPTIONS`) among a fast objective factory's
+    ``arguments`` (its ``locals()`` on entry), for :func:`watch_from` and its settings."""
+    return {name: arguments[name] for name in WATCH_OPTIONS}
+
+
 def watch_from(check: bool, options: dict[str, Any]) -> CollapseWatch | None:
     """The collapse watch of a fast objective from its factory's ``check_*``, ``on_collapse``,
     ``decay`` and ``max_rollbacks`` options, or None when ``check`` is off."""
